@@ -1,0 +1,19 @@
+"""diffgan_lib: the helper library of the diffgan course (Diffusion + GAN for medical images).
+
+The seed design's names are re-exported here: ``DiffusionScheduler``, ``DoubleConv``, ``UNet``,
+``Discriminator``, ``diffusion_loss``, ``gan_losses``; see each module for shapes and ranges.
+"""
+from .device import describe_device, pick_device
+from .discriminator import Discriminator, score_map_shape
+from .losses import (D_LOSS_AT_CHANCE, diffusion_forward, diffusion_loss, fake_images, gan_losses,
+                     generator_adv_loss)
+from .scheduler import DiffusionScheduler
+from .unet import DoubleConv, UNet, count_parameters
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DiffusionScheduler", "DoubleConv", "UNet", "Discriminator", "diffusion_loss", "gan_losses",
+    "generator_adv_loss", "diffusion_forward", "fake_images", "score_map_shape", "count_parameters",
+    "pick_device", "describe_device", "D_LOSS_AT_CHANCE",
+]

@@ -1,0 +1,132 @@
+"""The generator G: the seed's UNet noise predictor, with the timestep embedding it was missing.
+
+Shapes: ``x`` is (B, C, H, W) with C = ``in_ch`` and H, W divisible by 8 (three 2x poolings,
+ERRATA 10); ``t`` is (B,) int64 in [0, T) (or an int); the output has the shape of ``x`` and is the
+predicted noise ``eps_pred`` (unbounded, roughly unit variance).
+
+The seed's ``UNet`` never sees ``t`` (ERRATA 1). With ``time_embedding=True`` (default) ``t`` goes
+through a sinusoidal embedding and a small MLP and is added inside every ``DoubleConv``, as in DDPM.
+``time_embedding=False`` is the seed's network exactly as written (7,787,393 parameters at base 64),
+kept for the ablation lesson; it accepts ``t`` and ignores it so training code can call both alike.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["DoubleConv", "UNet", "timestep_embedding", "count_parameters"]
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of integer timesteps (Vaswani et al. 2017, as used by DDPM).
+
+    t: (B,) int or float; returns (B, dim) float32 with values in [-1, 1]:
+    [cos(t w_0), ..., cos(t w_{d/2-1}), sin(t w_0), ...] with w_i = max_period^(-i / (d/2)).
+    """
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+    return F.pad(emb, (0, dim % 2))
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+class DoubleConv(nn.Module):
+    """(Conv3x3 -> GroupNorm(8) -> ReLU) x 2, the seed's block; (B, in_ch, H, W) -> (B, out_ch, H, W).
+
+    With ``time_dim`` set, a projection of the time embedding (B, time_dim) is added after the
+    first ReLU, so every block knows the noise level. ``self.net`` keeps the seed's layout.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, time_dim: int | None = None):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.GroupNorm(8, out_ch), nn.ReLU(),
+            nn.Conv2d(out_ch, out_ch, 3, padding=1), nn.GroupNorm(8, out_ch), nn.ReLU(),
+        )
+        self.time_proj = nn.Sequential(nn.SiLU(), nn.Linear(time_dim, out_ch)) if time_dim else None
+
+    def forward(self, x: torch.Tensor, t_emb: torch.Tensor | None = None) -> torch.Tensor:
+        if self.time_proj is None or t_emb is None:
+            return self.net(x)
+        h = self.net[:3](x) + self.time_proj(t_emb)[:, :, None, None]
+        return self.net[3:](h)
+
+
+class UNet(nn.Module):
+    """The seed's three-level UNet: widths base, 2b, 4b, bottleneck 8b; skip connections by concat.
+
+    Args:
+        in_ch: image channels (1 for grayscale, 3 for RGB); the output has the same number.
+        base: channels of the first level; must be divisible by 8 (GroupNorm(8)).
+        time_embedding: True adds the DDPM timestep embedding (fix of ERRATA 1); False is the seed.
+    """
+
+    def __init__(self, in_ch: int = 1, base: int = 64, time_embedding: bool = True):
+        super().__init__()
+        if not isinstance(in_ch, int) or in_ch < 1:
+            raise ValueError(f"in_ch={in_ch!r} must be a positive integer (1 grayscale, 3 RGB)")
+        if not isinstance(base, int) or base < 8 or base % 8:
+            raise ValueError(f"base={base!r} must be a positive multiple of 8 (every block uses "
+                             "GroupNorm with 8 groups); try 32 or 64")
+        self.in_ch, self.base, self.time_embedding = in_ch, base, time_embedding
+        tdim = 4 * base if time_embedding else None
+        if time_embedding:   # sinusoid(base) -> Linear -> SiLU -> Linear, shared by all blocks
+            self.time_mlp = nn.Sequential(nn.Linear(base, tdim), nn.SiLU(), nn.Linear(tdim, tdim))
+        # ENCODER
+        self.down1 = DoubleConv(in_ch, base, tdim)
+        self.down2 = DoubleConv(base, base * 2, tdim)
+        self.down3 = DoubleConv(base * 2, base * 4, tdim)
+        self.pool = nn.MaxPool2d(2)
+        # BOTTLENECK
+        self.mid = DoubleConv(base * 4, base * 8, tdim)
+        # DECODER
+        self.up3 = DoubleConv(base * 8 + base * 4, base * 4, tdim)
+        self.up2 = DoubleConv(base * 4 + base * 2, base * 2, tdim)
+        self.up1 = DoubleConv(base * 2 + base, base, tdim)
+        self.final = nn.Conv2d(base, in_ch, 1)
+
+    def _check(self, x: torch.Tensor, t) -> torch.Tensor | None:
+        if x.dim() != 4:
+            raise ValueError(f"expected a batch of images (B, C, H, W), got shape {tuple(x.shape)}; "
+                             "add a batch dimension with x[None] or a channel one with x[:, None]")
+        if x.shape[1] != self.in_ch:
+            raise ValueError(f"input has {x.shape[1]} channels but this UNet was built with "
+                             f"in_ch={self.in_ch}; convert the images or build UNet(in_ch={x.shape[1]})")
+        h, w = x.shape[-2:]
+        for name, side in (("height", h), ("width", w)):
+            if side % 8:
+                lo, hi = side // 8 * 8, side // 8 * 8 + 8
+                raise ValueError(f"image {name} {side} is not divisible by 8 (the UNet halves it three "
+                                 f"times); use {lo or 8} or {hi}, or resize")
+        if not self.time_embedding:
+            return None
+        if t is None:
+            raise ValueError("this UNet has a timestep embedding and needs t: call G(x_t, t) with t of "
+                             "shape (B,), or build UNet(time_embedding=False) for the seed's network")
+        t = torch.as_tensor(t, device=x.device)
+        if t.dim() == 0:
+            t = t.expand(x.shape[0])
+        if t.shape != (x.shape[0],):
+            raise ValueError(f"t has shape {tuple(t.shape)}; expected ({x.shape[0]},), one timestep per image")
+        return t
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | int | None = None) -> torch.Tensor:
+        """x: (B, in_ch, H, W); t: (B,) int64 or int (ignored when time_embedding=False) -> eps_pred like x."""
+        t = self._check(x, t)
+        emb = self.time_mlp(timestep_embedding(t, self.base).to(x.dtype)) if t is not None else None
+        d1 = self.down1(x, emb)
+        d2 = self.down2(self.pool(d1), emb)
+        d3 = self.down3(self.pool(d2), emb)
+        mid = self.mid(self.pool(d3), emb)
+        u3 = self.up3(torch.cat([F.interpolate(mid, scale_factor=2), d3], dim=1), emb)
+        u2 = self.up2(torch.cat([F.interpolate(u3, scale_factor=2), d2], dim=1), emb)
+        u1 = self.up1(torch.cat([F.interpolate(u2, scale_factor=2), d1], dim=1), emb)
+        return self.final(u1)
