@@ -31,7 +31,10 @@ def score_map_shape(image_size: int | tuple[int, int]) -> tuple[int, int]:
 
 
 def receptive_field() -> int:
-    """Side in pixels of the input patch that one score sees (46 px for this 4-layer PatchGAN)."""
+    """Side in pixels of the input patch that one score's convolutions see (46 px here).
+
+    GroupNorm's per-image statistics also carry a weak dependence on the rest of the image.
+    """
     rf = 1
     for k, s in reversed([(4, 2), (4, 2), (4, 2), (4, 1)]):
         rf = (rf - 1) * s + k

@@ -1,0 +1,9 @@
+"""Shared test settings: deterministic, small, CPU."""
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    torch.manual_seed(0)
+    yield
