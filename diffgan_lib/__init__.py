@@ -3,10 +3,12 @@
 The seed design's names are re-exported here: ``DiffusionScheduler``, ``DoubleConv``, ``UNet``,
 ``Discriminator``, ``diffusion_loss``, ``gan_losses``; see each module for shapes and ranges.
 """
+from .data import ImageDataset, load_images, make_dataloader
 from .device import describe_device, pick_device
 from .discriminator import Discriminator, score_map_shape
 from .losses import (D_LOSS_AT_CHANCE, diffusion_forward, diffusion_loss, fake_images, gan_losses,
                      generator_adv_loss)
+from .phantoms import CONTRASTS, PhantomDataset, check_image_size, make_phantom
 from .scheduler import DiffusionScheduler
 from .unet import DoubleConv, UNet, count_parameters
 
@@ -16,4 +18,6 @@ __all__ = [
     "DiffusionScheduler", "DoubleConv", "UNet", "Discriminator", "diffusion_loss", "gan_losses",
     "generator_adv_loss", "diffusion_forward", "fake_images", "score_map_shape", "count_parameters",
     "pick_device", "describe_device", "D_LOSS_AT_CHANCE",
+    "PhantomDataset", "make_phantom", "CONTRASTS", "check_image_size", "load_images", "ImageDataset",
+    "make_dataloader",
 ]

@@ -1,0 +1,230 @@
+"""Data for the course: one call for real scans, one for a DataLoader, phantoms by default.
+
+``load_images(path, image_size)`` -> (N, C, S, S) float32 in [-1, 1] from a folder (recursive) of
+PNG / JPEG / TIFF / BMP (8- or 16-bit, gray or RGB, any size) and DICOM files, a single such file,
+a NIfTI .nii/.nii.gz volume (sliced), or a MedMNIST-layout .npz (``split``). Each image goes through:
+
+1. read (``formats.py``): DICOM gets RescaleSlope/Intercept (CT in HU); NIfTI is cut along ``axis``;
+2. check: finite pixels, at least 8 x 8 px;
+3. channels: RGB -> gray by luminance 0.299 R + 0.587 G + 0.114 B (ITU-R BT.601, as Pillow's "L");
+   gray -> RGB by repeating the channel;
+4. size: the long side is resized to ``image_size`` (bilinear, antialiased), keeping the aspect ratio;
+5. intensity, per image, to [-1, 1]: ``"minmax"`` maps the image's min to -1 and max to +1;
+   ``"percentile"`` first clips to its (0.5, 99.5) percentiles, so a few hot pixels or metal do not
+   squash the rest; ``window=(center, width)`` instead maps center -/+ width/2 to -1/+1 for every
+   image (e.g. (40, 80) is a CT brain window in HU). A constant image becomes all -1;
+6. padding: the short side is padded on both sides with the image's minimum (its background, -1
+   unless a window clipped it), to S x S: shapes are never stretched.
+
+Errors: a file that cannot be decoded (corrupt, truncated) is skipped with ONE warning naming every
+skipped file, and if no file could be read it is a ValueError. Anything else that is wrong (no such
+path, no supported files, NaN/inf, < 8 px, a 4-D array, missing .npz keys) is an error naming the
+file: nothing is half-loaded. ``image_size`` must be a multiple of 8 (the UNet halves it 3 times).
+"""
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from .device import pick_device
+from .formats import SUFFIXES, UnreadableFileError, find_files, read_file
+from .phantoms import PhantomDataset, check_image_size
+
+__all__ = ["load_images", "ImageDataset", "make_dataloader", "NORMALIZATIONS"]
+
+NORMALIZATIONS = ("minmax", "percentile")
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def _check_stack(name: str, x: np.ndarray) -> np.ndarray:
+    """Validate one (N, H, W) or (N, H, W, 3|4) stack; returns it with any alpha channel dropped."""
+    if x.ndim == 4 and x.shape[-1] == 4:
+        x = x[..., :3]
+    if not (x.ndim == 3 or (x.ndim == 4 and x.shape[-1] == 3)):
+        raise ValueError(f"{name}: shape {x.shape[1:]} is not a 2-D grayscale or RGB image")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} has {int((~np.isfinite(x)).sum())} NaN/inf pixels; replace them "
+                         "(e.g. np.nan_to_num) before loading")
+    if min(x.shape[1:3]) < 8:
+        raise ValueError(f"{name} is {x.shape[1]}x{x.shape[2]} px, smaller than 8 px on a side; "
+                         "images must be at least 8 x 8 px")
+    return x
+
+
+def _normalize(x: torch.Tensor, normalize: str, percentiles: tuple[float, float],
+               window: tuple[float, float] | None) -> torch.Tensor:
+    """(N, C, H, W) in file units -> float32 in [-1, 1], each image on its own (step 4 above)."""
+    flat = x.flatten(1)
+    if window is not None:
+        lo = torch.full((len(x), 1), window[0] - window[1] / 2)
+        hi = lo + window[1]
+    elif normalize == "percentile":
+        lo, hi = torch.quantile(flat, torch.tensor(percentiles) / 100, dim=1, keepdim=True)
+    else:
+        lo, hi = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)
+    span = torch.where(hi > lo, hi - lo, torch.full((), float("inf")))          # constant -> all -1
+    return ((flat - lo) / span * 2 - 1).clamp_(-1, 1).view_as(x)  # x / x == 1 exactly: max -> +1
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, C, h, w) -> (N, C, h', w') with the long side = S and the aspect ratio kept."""
+    h, w = x.shape[-2:]
+    nh, nw = (size, max(1, round(w * size / h))) if h >= w else (max(1, round(h * size / w)), size)
+    if (nh, nw) == (h, w):
+        return x
+    return F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+
+
+def _pad(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, C, h', w') -> (N, C, S, S), centred, padded with each image's minimum (its background)."""
+    nh, nw = x.shape[-2:]
+    if (nh, nw) == (size, size):
+        return x
+    out = x.amin(dim=(1, 2, 3), keepdim=True).expand(-1, x.shape[1], size, size).clone()
+    top, left = (size - nh) // 2, (size - nw) // 2
+    out[..., top:top + nh, left:left + nw] = x
+    return out
+
+
+def _prepare(name: str, stack: np.ndarray, image_size: int, channels: int, normalize: str,
+             percentiles: tuple[float, float], window) -> torch.Tensor:
+    """One (N, H, W[, 3]) stack in file units -> (N, channels, S, S) float32 in [-1, 1].
+
+    Resizing comes before the intensity scaling so that every image still spans [-1, 1] after it.
+    """
+    x = _check_stack(name, stack)
+    if x.ndim == 4:                                       # RGB (N, H, W, 3)
+        x = x @ _LUMA if channels == 1 else x.transpose(0, 3, 1, 2)
+    if x.ndim == 3:
+        x = x[:, None]
+    x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    x = _normalize(_resize(x, image_size), normalize, percentiles, window)
+    return _pad(x.expand(-1, channels, -1, -1), image_size).contiguous()
+
+
+def _read_all(path: Path, split: str, axis: int) -> list[tuple[str, np.ndarray]]:
+    """Every (name, stack) under ``path``; unreadable files in a folder are skipped with one warning."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist (looked in {path.resolve().parent}); give a "
+                                "folder of images or one file")
+    if path.is_file():
+        try:
+            return read_file(path, split=split, axis=axis)
+        except UnreadableFileError as err:
+            raise ValueError(f"could not read {path.name} (corrupt or truncated?): {err.reason}") from err
+    files, others = find_files(path)
+    if not files:
+        found = Counter(p.suffix.lower() or "(no extension)" for p in others)
+        what = ("it is empty" if not others else
+                f"it has no supported image files (found: {', '.join(f'{n} x {s}' for s, n in found.items())})")
+        raise ValueError(f"folder {path}: {what}; load_images reads {', '.join(SUFFIXES[:-1])} "
+                         "(a .npz must be passed as a file)")
+    items, skipped = [], []
+    for f in files:
+        try:
+            items += read_file(f, split=split, axis=axis)
+        except UnreadableFileError as err:
+            skipped.append(f"{f.relative_to(path)} ({err.reason})")
+    if not items:
+        raise ValueError(f"none of the {len(files)} files in {path} could be read (corrupt or truncated?): "
+                         + "; ".join(skipped))
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} unreadable file(s) in {path}: " + "; ".join(skipped),
+                      stacklevel=3)
+    return items
+
+
+def load_images(path: str | Path, image_size: int, channels: int = 1, normalize: str = "minmax",
+                percentiles: tuple[float, float] = (0.5, 99.5), window: tuple[float, float] | None = None,
+                split: str = "train", axis: int = 2) -> torch.Tensor:
+    """Load every image under ``path`` as (N, channels, S, S) float32 in [-1, 1]; see the module doc.
+
+    normalize: "minmax" or "percentile" (clip to ``percentiles`` first); window: (center, width) in
+    file units, replacing ``normalize``; split: the .npz split ("train", "val", "test"); axis: the
+    NIfTI slicing axis. Images whose size is not S x S are resized, with one warning per call.
+    """
+    image_size = check_image_size(image_size)
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize={normalize!r} is unknown; use one of {NORMALIZATIONS}")
+    lo, hi = percentiles
+    if not 0 <= lo < hi <= 100:
+        raise ValueError(f"percentiles {percentiles!r} must satisfy 0 <= low < high <= 100, e.g. (0.5, 99.5)")
+    if window is not None and (len(window) != 2 or not window[1] > 0):
+        raise ValueError(f"window {window!r} must be (center, width) with width > 0, e.g. (40, 80) for CT brain")
+    items = _read_all(Path(path), split, axis)
+    out, resized, native = [], 0, Counter()
+    for name, stack in items:
+        out.append(_prepare(name, stack, image_size, channels, normalize, percentiles, window))
+        if stack.shape[1:3] != (image_size, image_size):
+            resized += len(stack)
+            native[f"{stack.shape[1]}x{stack.shape[2]}"] += len(stack)
+    images = torch.cat(out)
+    if resized:
+        sizes = ", ".join(f"{s} ({n})" for s, n in native.most_common(3)) + (", ..." if len(native) > 3 else "")
+        warnings.warn(f"resized {resized} of {len(images)} images from their native size [{sizes}] to "
+                      f"{image_size}x{image_size} (aspect ratio kept, short side padded with the background)",
+                      stacklevel=2)
+    return images
+
+
+class ImageDataset(Dataset):
+    """Real images held in memory; ``ds[i]`` is (C, S, S) float32 in [-1, 1] (``ds.images`` is all).
+
+    ``ImageDataset(path, image_size, channels=1, n=None, **kwargs)`` takes ``load_images``'s keyword
+    arguments; ``n`` keeps only the first n images (quick CPU runs).
+    """
+
+    def __init__(self, path: str | Path, image_size: int, channels: int = 1, n: int | None = None, **kwargs):
+        self.path = Path(path)
+        self.images = load_images(path, image_size, channels=channels, **kwargs)
+        if n is not None:
+            if not isinstance(n, int) or n < 1:
+                raise ValueError(f"n must be a positive int or None (all images), got {n!r}")
+            self.images = self.images[:n]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.images[index]
+
+    def __repr__(self) -> str:
+        return f"ImageDataset({str(self.path)!r}, {len(self)} images of shape {tuple(self.images.shape[1:])})"
+
+
+def make_dataloader(source: str | Path, image_size: int, batch_size: int, channels: int = 1,
+                    n: int | None = None, num_workers: int | None = None, seed: int | None = None,
+                    shuffle: bool = True, drop_last: bool = True, device=None, **kwargs) -> DataLoader:
+    """A DataLoader of (B, C, S, S) float32 batches in [-1, 1] from "phantoms", a folder or a file.
+
+    n: number of phantoms (default 1024), or keep the first n real images; seed: fixes the phantoms
+    (default 0) and the shuffling order (a seeded torch.Generator; None = a new order every run);
+    num_workers: None means 0, loading in the notebook's own process: phantoms take about a
+    millisecond and real images are preloaded, so worker processes would add start-up time (and
+    spawn trouble on Windows/macOS) for no gain. pin_memory is on only when ``device`` is CUDA.
+    Other keyword arguments go to ``PhantomDataset`` (e.g. ``return_labels=True``: batches become
+    (images, {"contrast": (B,), "lesion": (B,)})) or to ``load_images`` (normalize, window, split...).
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if isinstance(source, str) and source.lower() == "phantoms":
+        ds = PhantomDataset(n=1024 if n is None else n, image_size=image_size, channels=channels,
+                            seed=0 if seed is None else seed, **kwargs)
+    else:
+        ds = ImageDataset(source, image_size, channels=channels, n=n, **kwargs)
+    if drop_last and len(ds) < batch_size:
+        raise ValueError(f"the dataset has {len(ds)} images, fewer than batch_size={batch_size}, so "
+                         "drop_last=True would give no batch at all; lower batch_size or pass drop_last=False")
+    num_workers = 0 if num_workers is None else num_workers
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                      num_workers=num_workers, persistent_workers=num_workers > 0,
+                      pin_memory=pick_device(device).type == "cuda", generator=generator)
