@@ -6,8 +6,11 @@ The seed design's names are re-exported here: ``DiffusionScheduler``, ``DoubleCo
 from .data import ImageDataset, load_images, make_dataloader
 from .device import describe_device, pick_device
 from .discriminator import Discriminator, score_map_shape
+from .features import FeatureNet, extract_features, train_feature_net
 from .losses import (D_LOSS_AT_CHANCE, diffusion_forward, diffusion_loss, fake_images, gan_losses,
                      generator_adv_loss)
+from .metrics import (diversity, evaluate, frechet_distance, kid, memorisation, real_vs_real_baseline,
+                      sliced_wasserstein)
 from .phantoms import CONTRASTS, PhantomDataset, check_image_size, make_phantom
 from .scheduler import DiffusionScheduler
 from .unet import DoubleConv, UNet, count_parameters
@@ -19,5 +22,6 @@ __all__ = [
     "generator_adv_loss", "diffusion_forward", "fake_images", "score_map_shape", "count_parameters",
     "pick_device", "describe_device", "D_LOSS_AT_CHANCE",
     "PhantomDataset", "make_phantom", "CONTRASTS", "check_image_size", "load_images", "ImageDataset",
-    "make_dataloader",
+    "make_dataloader", "FeatureNet", "train_feature_net", "extract_features", "frechet_distance", "kid",
+    "sliced_wasserstein", "diversity", "memorisation", "evaluate", "real_vs_real_baseline",
 ]
