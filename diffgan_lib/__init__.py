@@ -1,8 +1,11 @@
 """diffgan_lib: the helper library of the diffgan course (Diffusion + GAN for medical images).
 
 The seed design's names are re-exported here: ``DiffusionScheduler``, ``DoubleConv``, ``UNet``,
-``Discriminator``, ``diffusion_loss``, ``gan_losses``; see each module for shapes and ranges.
+``Discriminator``, ``diffusion_loss``, ``gan_losses``, ``train``, ``sample``, ``save_checkpoint``,
+``load_checkpoint``, ``generate_and_visualize``; see each module for shapes and ranges.
 """
+from .checkpoints import CheckpointError, load_checkpoint, load_training_state, save_checkpoint
+from .config import TrainConfig
 from .data import ImageDataset, load_images, make_dataloader
 from .device import describe_device, pick_device
 from .discriminator import Discriminator, score_map_shape
@@ -12,7 +15,9 @@ from .losses import (D_LOSS_AT_CHANCE, diffusion_forward, diffusion_loss, fake_i
 from .metrics import (diversity, evaluate, frechet_distance, kid, memorisation, real_vs_real_baseline,
                       sliced_wasserstein)
 from .phantoms import CONTRASTS, PhantomDataset, check_image_size, make_phantom
+from .sampling import generate_and_visualize, image_grid, sample, save_image_files, save_image_grid, to_unit
 from .scheduler import DiffusionScheduler
+from .training import TrainResult, train, train_step
 from .unet import DoubleConv, UNet, count_parameters
 
 __version__ = "0.1.0"
@@ -24,4 +29,7 @@ __all__ = [
     "PhantomDataset", "make_phantom", "CONTRASTS", "check_image_size", "load_images", "ImageDataset",
     "make_dataloader", "FeatureNet", "train_feature_net", "extract_features", "frechet_distance", "kid",
     "sliced_wasserstein", "diversity", "memorisation", "evaluate", "real_vs_real_baseline",
+    "TrainConfig", "train", "train_step", "TrainResult", "save_checkpoint", "load_checkpoint",
+    "load_training_state", "CheckpointError", "sample", "to_unit", "generate_and_visualize",
+    "save_image_grid", "save_image_files", "image_grid",
 ]

@@ -92,7 +92,8 @@ class DiffusionScheduler:
     def _t(self, t, like: torch.Tensor) -> torch.Tensor:
         """``t`` as an int64 tensor on ``like``'s device, range-checked."""
         t = torch.as_tensor(t, device=like.device, dtype=torch.long)
-        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.T):
+        # the range check reads t on the host: skip it on accelerators, where it would sync every call
+        if t.device.type == "cpu" and t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.T):
             raise ValueError(f"timestep t out of range [0, {self.T - 1}] (got min {int(t.min())}, "
                              f"max {int(t.max())}); timesteps run 0..T-1")
         return t
@@ -105,7 +106,7 @@ class DiffusionScheduler:
     def _alpha_hat_prev(self, t_prev, like: torch.Tensor) -> torch.Tensor:
         """alpha_hat at t_prev, with t_prev = -1 meaning 'before any noise' (alpha_hat = 1)."""
         t_prev = torch.as_tensor(t_prev, device=like.device, dtype=torch.long)
-        if t_prev.numel() and (int(t_prev.min()) < -1 or int(t_prev.max()) >= self.T):
+        if t_prev.device.type == "cpu" and t_prev.numel() and (int(t_prev.min()) < -1 or int(t_prev.max()) >= self.T):
             raise ValueError(f"t_prev out of range [-1, {self.T - 1}]")
         padded = torch.cat([torch.ones(1, device=like.device), self.alpha_hat.to(like.device)])
         return self._gather(padded, t_prev + 1, like)

@@ -1,0 +1,4 @@
+"""``python -m diffgan_lib``: the command line (see ``diffgan_lib.cli``)."""
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,148 @@
+"""The training configuration: one frozen dataclass, with presets for a CPU and a CUDA machine.
+
+``TrainConfig`` holds every knob of :func:`diffgan_lib.training.train` except the data, the number
+of image channels, the number of timesteps T and the number of epochs, which stay arguments of
+``train`` as in the seed. Images are (B, C, S, S) in [-1, 1] with S divisible by 8.
+
+Presets:
+- ``TrainConfig.cpu_quick()``: 32 px, base 32, float32 on a CPU (small enough for a laptop);
+- ``TrainConfig.cuda_full()``: 128 px, base 64 (the seed's network), bf16 autocast, channels_last;
+- ``TrainConfig.for_device(device)``: the one that suits ``device``;
+- ``TrainConfig.seed_as_written()``: the seed's loop and UNet without t, for the side-by-side lesson.
+
+A config is frozen: change a field with ``cfg.replace(base=16)``. ``to_dict()`` / ``from_dict()``
+turn it into plain values (checkpoints store it that way).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["TrainConfig", "AMP_MODES", "VARIANTS", "resolve_amp"]
+
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+VARIANTS = ("corrected", "as_written")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that shapes a training run (see the module docstring for the presets)."""
+
+    # --- networks
+    image_size: int | None = None      # side S of the training images; None = infer from the first batch
+    base: int = 32                     # channels of the first UNet / discriminator level (multiple of 8)
+    time_embedding: bool = True        # False = the seed's UNet that never sees t (ERRATA 1)
+    schedule: str = "linear"           # beta schedule of the DiffusionScheduler (the seed's is linear)
+    # --- optimisers (Adam, as the seed)
+    lr_G: float = 2e-4
+    lr_D: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.999)   # Adam's defaults, which the seed uses
+    # --- adversarial term: PROVISIONAL defaults, to be set from measurements --------------------
+    adv_weight: float = 0.01           # w in G_loss = diff + w * adv; 0 = pure diffusion (no D at all)
+    adv_t_max: int | None = None       # adversarial term only on images with t < adv_t_max; None = all t
+    adv_warmup_steps: int = 0          # no adversarial term (and no D training) before this step
+    r1_gamma: float = 0.0              # R1 penalty gamma/2 * E||grad_x D(x_real)||^2; 0 = off
+    adaptive_adv_weight: bool = False  # VQGAN: w = adv_weight * ||g_diff|| / ||g_adv|| at G's last layer
+    adaptive_max: float = 1e4          # clamp of that ratio (VQGAN's value)
+    # ----------------------------------------------------------------------------------------------
+    ema_decay: float = 0.999           # EMA of G's weights (ERRATA 12); 0 = no EMA
+    amp: str = "auto"                  # auto: bf16 on CUDA if supported, else fp16 + GradScaler; off on CPU/MPS
+    channels_last: bool | None = None  # None = on for CUDA, off elsewhere
+    compile: bool = False              # torch.compile the generator (CUDA, PyTorch 2)
+    seed: int = 0                      # seeds the weights, the noise and the shuffling of every epoch
+    variant: str = "corrected"         # "as_written" = the seed's loop, for the lesson
+    checkpoint_every: int = 10         # epochs between epoch_XXXX.pth files (the seed: 10); 0 = only the final
+    sample_every: int = 0              # steps between sample grids written to save_dir/samples; 0 = never
+    log_every: int = 1                 # steps between progress-bar updates
+
+    def __post_init__(self):
+        if self.image_size is not None and (self.image_size < 32 or self.image_size % 8):
+            raise ValueError(f"image_size={self.image_size} must be a multiple of 8 and at least 32 "
+                             "(the UNet halves it three times, the discriminator needs 32 px); try 32, 64 or 128")
+        if self.base < 8 or self.base % 8:
+            raise ValueError(f"base={self.base} must be a positive multiple of 8 (GroupNorm(8)); try 32 or 64")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp={self.amp!r}: choose one of {', '.join(AMP_MODES)}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant={self.variant!r}: choose 'corrected' or 'as_written' (the seed's loop)")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay={self.ema_decay} must lie in [0, 1): 0.999 is usual, 0 turns EMA off")
+        if self.adv_weight < 0 or self.r1_gamma < 0:
+            raise ValueError("adv_weight and r1_gamma must be >= 0 (0 turns the term off)")
+        if self.adv_t_max is not None and self.adv_t_max < 1:
+            raise ValueError(f"adv_t_max={self.adv_t_max} must be >= 1 (or None for every t)")
+        for name in ("adv_warmup_steps", "checkpoint_every", "sample_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+        if self.log_every < 1:
+            raise ValueError(f"log_every={self.log_every} must be >= 1")
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+
+    # ----------------------------------------------------------------- presets
+    @classmethod
+    def cpu_quick(cls, **changes) -> "TrainConfig":
+        """32 px, base 32 (about 2.1 M generator parameters); float32 on a CPU (amp "auto")."""
+        return cls(image_size=32, base=32, **changes)
+
+    @classmethod
+    def cuda_full(cls, **changes) -> "TrainConfig":
+        """128 px, base 64 (the seed's size), bf16 autocast, channels_last."""
+        return cls(image_size=128, base=64, amp="bf16", channels_last=True, **changes)
+
+    @classmethod
+    def seed_as_written(cls, **changes) -> "TrainConfig":
+        """The seed's run for the lessons: its loop and UNet without t, no EMA, base 64."""
+        return cls(base=64, time_embedding=False, variant="as_written", ema_decay=0.0, **changes)
+
+    @classmethod
+    def for_device(cls, device: str | torch.device | None = None, **changes) -> "TrainConfig":
+        """``cuda_full`` on a CUDA device (fp16 where bf16 is unsupported), ``cpu_quick`` elsewhere."""
+        from .device import pick_device
+        dev = pick_device(device)
+        if dev.type == "cuda":
+            cfg = cls.cuda_full(**changes)
+            if cfg.amp == "bf16" and not torch.cuda.is_bf16_supported():
+                cfg = cfg.replace(amp="auto")
+            return cfg
+        return cls.cpu_quick(**changes)
+
+    # ----------------------------------------------------------------- conversions
+    def replace(self, **changes) -> "TrainConfig":
+        """A copy with some fields changed (the config itself is frozen)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """Plain values only (betas as a list): safe for JSON and for ``torch.load(weights_only=True)``."""
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """Inverse of ``to_dict``; unknown keys raise ValueError naming them and the known ones."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {', '.join(unknown)}; known fields: "
+                             f"{', '.join(sorted(known))}")
+        return cls(**d)
+
+
+def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None for float32, whether a GradScaler is needed) for ``amp`` on ``device``."""
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp={amp!r}: choose one of {', '.join(AMP_MODES)}")
+    if amp == "off":
+        return None, False
+    if device.type != "cuda":
+        if amp == "auto":
+            return None, False   # CPU and MPS train in float32
+        raise ValueError(f"amp={amp!r} needs a CUDA device but training runs on {device.type}; "
+                         "use amp='auto' or 'off' (TrainConfig.cpu_quick() does)")
+    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+        if not torch.cuda.is_bf16_supported():
+            raise ValueError("amp='bf16' but this GPU does not support bfloat16; use amp='fp16' or 'auto'")
+        return torch.bfloat16, False
+    return torch.float16, True

@@ -1,0 +1,132 @@
+"""Checkpoints: round trip, atomic writes, weights-only loading and the error messages."""
+import os
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from diffgan_lib.checkpoints import CheckpointError, load_checkpoint, load_training_state, save_checkpoint
+from diffgan_lib.config import TrainConfig
+from diffgan_lib.training import train
+
+T = 50
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_run(save_dir, cfg=TrainConfig(base=8, checkpoint_every=1), channels=1, epochs=1):
+    images = torch.rand(8, channels, 32, 32) * 2 - 1
+    return train(DataLoader(TensorDataset(images), batch_size=4), image_channels=channels, timesteps=T,
+                 device="cpu", epochs=epochs, save_dir=save_dir, config=cfg, progress=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run")
+    return folder, tiny_run(folder)
+
+
+def test_round_trip_restores_ema_and_raw_generators(trained):
+    folder, result = trained
+    G, D, scheduler = loaded = load_checkpoint(folder / "final_model.pth", device="cpu")
+    x, t = torch.randn(2, 1, 32, 32), torch.tensor([3, 40])
+    with torch.no_grad():
+        assert torch.equal(G(x, t), result[0](x, t))            # the EMA weights by default
+        G_raw = load_checkpoint(folder / "final_model.pth", device="cpu", which="raw")[0]
+        assert torch.equal(G_raw(x, t), result.G_raw(x, t))
+        assert not torch.equal(G(x, t), G_raw(x, t))
+        assert torch.equal(D(x), result[1](x))
+    assert scheduler.T == T and not G.training
+    assert loaded.config.base == 8
+    assert loaded.image_size == 32 and loaded.step == 2 and len(loaded.history["diff"]) == 2
+
+
+def test_checkpoint_holds_only_plain_values(trained):
+    folder, _ = trained
+    ckpt = torch.load(folder / "final_model.pth", weights_only=True)   # raises on any pickled class
+    assert ckpt["format"] == "diffgan_lib/checkpoint" and ckpt["version"] == 1
+    assert ckpt["config"]["base"] == 8 and ckpt["model"] == {"in_ch": 1, "base": 8, "time_embedding": True,
+                                                               "D_base": 8}
+
+
+def test_atomic_save_keeps_the_previous_file(trained, tmp_path, monkeypatch):
+    folder, result = trained
+    G, D, scheduler = result
+    path = save_checkpoint(result.G_raw, D, None, None, 0, tmp_path, final=True, scheduler=scheduler)
+    good = path.read_bytes()
+
+    def crash(obj, f):
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError("disk full")
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(result.G_raw, D, None, None, 1, tmp_path, final=True, scheduler=scheduler)
+    monkeypatch.undo()
+    assert path.read_bytes() == good and load_checkpoint(path, device="cpu")[2].T == T
+    assert sorted(os.listdir(tmp_path)) == ["final_model.pth"]    # no temporary file left behind
+
+
+class Payload:
+    """Unpickling this would create a file: the loader must refuse before that can happen."""
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_pickled_objects_are_refused_and_not_run(tmp_path):
+    marker = tmp_path / "was_executed"
+    torch.save({"format": "diffgan_lib/checkpoint", "x": Payload(str(marker))}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError, match="not made by diffgan_lib.*not be unpickled"):
+        load_checkpoint(tmp_path / "evil.pth", device="cpu")
+    assert not marker.exists()
+    torch.load(tmp_path / "evil.pth", weights_only=False)       # the payload is live: a plain load runs it
+    assert marker.exists()
+
+
+def test_truncated_file(trained, tmp_path):
+    data = (trained[0] / "final_model.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or not a PyTorch checkpoint.*earlier epoch_"):
+        load_checkpoint(tmp_path / "cut.pth", device="cpu")
+
+
+def test_other_pytorch_file_is_not_a_checkpoint(tmp_path):
+    torch.save({"weight": torch.ones(2)}, tmp_path / "plain.pth")
+    with pytest.raises(CheckpointError, match="not a diffgan_lib checkpoint"):
+        load_checkpoint(tmp_path / "plain.pth", device="cpu")
+
+
+def test_missing_file_lists_the_checkpoints_there(trained):
+    folder, _ = trained
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint at .*final.pth.*epoch_0001.pth, final_model.pth"):
+        load_checkpoint(folder / "final.pth")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_training_state(folder / "nowhere" / "final_model.pth")
+
+
+def test_resume_with_another_configuration_names_the_fields(trained, tmp_path):
+    folder, _ = trained
+    images = torch.rand(4, 1, 32, 32) * 2 - 1
+    message = r"trained with base=8, timesteps=50 but this run has base=16, timesteps=100"
+    with pytest.raises(CheckpointError, match=message):
+        train([images], timesteps=100, device="cpu", save_dir=tmp_path, config=TrainConfig(base=16),
+              resume=folder / "final_model.pth", progress=False)
+    with pytest.raises(CheckpointError, match="in_ch=1 .* in_ch=3"):
+        train([images.expand(4, 3, 32, 32)], image_channels=3, timesteps=T, device="cpu", save_dir=tmp_path,
+              resume=folder / "final_model.pth", progress=False)
+
+
+def test_mismatched_weights_name_the_network(trained, tmp_path):
+    ckpt = torch.load(trained[0] / "final_model.pth", weights_only=True)
+    ckpt["model"]["base"] = 16                                  # a file whose weights contradict its config
+    torch.save(ckpt, tmp_path / "odd.pth")
+    with pytest.raises(CheckpointError, match="G weights do not fit"):
+        load_checkpoint(tmp_path / "odd.pth", device="cpu")

@@ -1,0 +1,75 @@
+"""Command line: help texts, one-line errors with exit status 2, and a tiny train -> sample run."""
+import importlib.util
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from diffgan_lib.cli import build_parser, main
+
+HAVE_DATA = importlib.util.find_spec("diffgan_lib.data") is not None
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def cli(*args, cwd=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "diffgan_lib", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=120)
+
+
+def test_help_explains_every_option():
+    for command, parser in build_parser()._subparsers._group_actions[0].choices.items():
+        for action in parser._actions:
+            assert action.help, f"{command} {action.option_strings} has no help text"
+    out = cli("train", "--help")
+    assert out.returncode == 0 and "--adv-weight" in out.stdout and "--resume" in out.stdout
+
+
+def test_a_bad_checkpoint_path_ends_in_one_line_not_a_traceback(tmp_path):
+    out = cli("sample", "--checkpoint", "missing.pth", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.count("\n") == 1 and "error: no checkpoint at missing.pth" in out.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--image-size", "36", "--epochs", "1"], "multiple of 8"),
+    (["train", "--data", "no_such_folder", "--epochs", "1"], "no_such_folder"),
+    (["sample", "--checkpoint", "x.pth", "--sampler", "euler"], "invalid choice: 'euler'"),
+    (["train", "--epochs"], "expected one argument"),
+])
+def test_bad_arguments_exit_2_with_one_line(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    try:
+        status = main(args)
+    except SystemExit as stop:       # argparse's own errors
+        status = stop.code
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and message in err
+
+
+@pytest.mark.skipif(not HAVE_DATA, reason="diffgan_lib.data (make_dataloader) is not there yet")
+def test_train_then_sample(tmp_path, capsys):
+    ckpts, out = tmp_path / "ckpts", tmp_path / "out"
+    assert main(["train", "--data", "phantoms", "--n-images", "8", "--image-size", "32", "--base", "8",
+                 "--epochs", "1", "--batch-size", "4", "--timesteps", "50", "--out", str(ckpts),
+                 "--device", "cpu"]) == 0
+    assert (ckpts / "final_model.pth").exists() and (ckpts / "history.json").exists()
+    assert main(["train", "--resume", str(ckpts / "final_model.pth"), "--data", "phantoms", "--n-images", "8",
+                 "--epochs", "2", "--batch-size", "4", "--device", "cpu"]) == 0   # base, T, size from the file
+    assert main(["sample", "--checkpoint", str(ckpts / "final_model.pth"), "-n", "3", "--steps", "2",
+                 "--out", str(out), "--device", "cpu"]) == 0
+    samples = np.load(out / "samples.npy")
+    assert samples.shape == (3, 1, 32, 32) and samples.dtype == np.float32
+    assert 0 <= samples.min() and samples.max() <= 1
+    assert len(list((out / "images").glob("*.png"))) == 3 and (out / "grid.png").exists()
+    assert "wrote 3 samples" in capsys.readouterr().out

@@ -1,0 +1,223 @@
+"""Training: the corrected and as-written steps, the loop's checks, history, resume, NaN and Ctrl-C."""
+import json
+import math
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from diffgan_lib.config import TrainConfig, resolve_amp
+from diffgan_lib.losses import gan_losses
+from diffgan_lib.training import HISTORY_KEYS, _build, discriminator_loss, train, train_step
+
+T = 50
+CFG = TrainConfig(base=8, checkpoint_every=1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run faster on one thread, above all on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def blobs(n=16, size=32, channels=1, seed=0):
+    """n smooth random blobs (n, C, S, S) in [-1, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    c = torch.rand(n, 2, 1, 1, generator=g) - 0.5
+    r = 0.2 + 0.3 * torch.rand(n, 1, 1, generator=g)
+    img = torch.exp(-((xx - c[:, 0]) ** 2 + (yy - c[:, 1]) ** 2) / r ** 2) * 2 - 1
+    return img[:, None].expand(n, channels, size, size).contiguous()
+
+
+def loader(n=16, batch_size=4, **kw):
+    return DataLoader(TensorDataset(blobs(n, **kw)), batch_size=batch_size, shuffle=True)
+
+
+def parts(cfg=CFG, channels=1):
+    G, D, sch, opt_G, opt_D, scaler, ema, _ = _build(channels, T, cfg, torch.device("cpu"))
+    return G, D, opt_G, opt_D, sch, ema
+
+
+def run(tmp_path, cfg=CFG, **kw):
+    kw.setdefault("epochs", 1)
+    return train(kw.pop("dl", None) or loader(), timesteps=T, device="cpu", save_dir=tmp_path,
+                 config=cfg, progress=False, **kw)
+
+
+# ------------------------------------------------------------------ config
+def test_config_dict_round_trip_and_unknown_key():
+    cfg = TrainConfig.cpu_quick(adv_weight=0.05)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert (cfg.image_size, cfg.base) == (32, 32) and TrainConfig.for_device("cpu") == TrainConfig.cpu_quick()
+    assert TrainConfig.cuda_full().amp == "bf16" and TrainConfig.cuda_full().image_size == 128
+    with pytest.raises(ValueError, match="unknown TrainConfig field.*lr_g"):
+        TrainConfig.from_dict({**cfg.to_dict(), "lr_g": 1.0})
+    with pytest.raises(ValueError, match="multiple of 8"):
+        TrainConfig(image_size=100)
+    assert resolve_amp("auto", torch.device("cpu")) == (None, False)
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        resolve_amp("bf16", torch.device("cpu"))
+
+
+# ------------------------------------------------------------------ one step
+def count_forwards(G):
+    calls = []
+    G.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+@pytest.mark.parametrize("variant,expected", [("corrected", 1), ("as_written", 2)])
+def test_generator_forwards_per_step(variant, expected):
+    cfg = CFG.replace(variant=variant)
+    G, D, opt_G, opt_D, sch, ema = parts(cfg)
+    calls = count_forwards(G)
+    out = train_step(G, D, opt_G, opt_D, blobs(4), sch, cfg, 0, ema=ema)
+    assert len(calls) == expected
+    assert set(out) == set(HISTORY_KEYS) - {"step", "epoch"} and math.isfinite(out["D"])
+
+
+@pytest.mark.parametrize("variant", ["corrected", "as_written"])
+def test_generator_loss_gives_D_no_gradient_only_when_corrected(variant):
+    cfg = CFG.replace(variant=variant)
+    G, D, opt_G, opt_D, sch, ema = parts(cfg)
+    after_D_step = {}
+    opt_D.register_step_post_hook(
+        lambda *_: after_D_step.update({n: p.grad.clone() for n, p in D.named_parameters()}))
+    train_step(G, D, opt_G, opt_D, blobs(4), sch, cfg, 0)
+    same = all(torch.equal(p.grad, after_D_step[n]) for n, p in D.named_parameters())
+    assert same == (variant == "corrected")   # the seed's G backward also fills D's .grad (ERRATA 4)
+
+
+def test_discriminator_loss_equals_gan_losses():
+    D = parts()[1]
+    real, fake = blobs(4), blobs(4, seed=1)
+    loss, s_real, s_fake = discriminator_loss(D, real, fake)
+    assert torch.allclose(loss, sum(gan_losses(D, real, fake)))
+    assert torch.allclose(s_real, D(real).mean()) and torch.allclose(s_fake, D(fake).mean())
+
+
+def test_adv_weight_zero_trains_no_discriminator():
+    cfg = CFG.replace(adv_weight=0.0)
+    G, D, opt_G, opt_D, sch, ema = parts(cfg)
+    before = [p.clone() for p in D.parameters()]
+    g_before = G.final.weight.clone()
+    out = train_step(G, D, opt_G, opt_D, blobs(4), sch, cfg, 0, ema=ema)
+    assert all(torch.equal(a, b) for a, b in zip(before, D.parameters()))
+    assert math.isnan(out["D"]) and not torch.equal(g_before, G.final.weight)
+
+
+def test_warmup_t_max_r1_and_adaptive_weight(tmp_path):
+    cfg = CFG.replace(adv_warmup_steps=2, r1_gamma=1.0, adaptive_adv_weight=True, adv_t_max=40)
+    h = run(tmp_path, cfg, max_steps=4).history
+    assert all(math.isnan(v) for v in h["D"][:2])             # warm-up: no D, no adversarial term
+    assert any(math.isfinite(v) for v in h["D"][2:])
+    assert all(w > 0 for w in h["adv_w"][2:] if math.isfinite(w))
+    cfg = CFG.replace(adv_t_max=1)                            # almost never t < 1 with 4 images
+    G, D, opt_G, opt_D, sch, ema = parts(cfg)
+    torch.manual_seed(3)
+    assert math.isnan(train_step(G, D, opt_G, opt_D, blobs(4), sch, cfg, 0)["D"])
+
+
+# ------------------------------------------------------------------ the loop
+def test_history_matches_steps_and_result_unpacks(tmp_path):
+    result = run(tmp_path, epochs=2)
+    G, D, scheduler = result
+    assert result.history["step"] == list(range(1, 9)) and result.history["epoch"] == [0] * 4 + [1] * 4
+    assert all(len(v) == 8 for v in result.history.values())
+    saved = json.loads((tmp_path / "history.json").read_text())
+    assert saved["diff"] == pytest.approx(result.history["diff"])
+    assert G is not result.G_raw and not G.training and scheduler.T == T
+    assert {p.name for p in tmp_path.glob("*.pth")} == {"epoch_0001.pth", "epoch_0002.pth", "final_model.pth"}
+    assert result.checkpoint == tmp_path / "final_model.pth"
+
+
+@pytest.mark.parametrize("batch_of", [lambda x: x, lambda x: (x, torch.zeros(len(x))), lambda x: {"image": x}])
+def test_batch_formats(tmp_path, batch_of):
+    batches = [batch_of(x) for x in blobs(8).split(4)]
+    assert run(tmp_path, dl=batches).history["step"] == [1, 2]
+
+
+@pytest.mark.parametrize("images,message", [
+    (blobs(8) * 127.5 + 127.5, r"\[-1, 1\]"),
+    (blobs(8, channels=3), "3 channels but image_channels=1"),
+    (torch.cat([blobs(4), torch.full((4, 1, 32, 32), float("nan"))]), "step 2: .*NaN"),
+])
+def test_bad_batches_are_named(tmp_path, images, message):
+    with pytest.raises(ValueError, match=message):
+        run(tmp_path, dl=list(images.split(4)))
+
+
+def test_divergence_stops_with_the_step(tmp_path):
+    with pytest.raises(FloatingPointError, match=r"step \d+: .*not finite.*learning rate"):
+        run(tmp_path, CFG.replace(lr_G=1e6, lr_D=1e6), epochs=3)
+
+
+def test_keyboard_interrupt_saves_and_returns(tmp_path, capsys):
+    def stop_at_3(info):
+        if info.step == 3:
+            raise KeyboardInterrupt
+    result = run(tmp_path, epochs=2, callback=stop_at_3)
+    assert (tmp_path / "interrupted.pth").exists() and result.checkpoint == tmp_path / "interrupted.pth"
+    assert len(result.history["diff"]) == 3 and "Interrupted at step 3" in capsys.readouterr().out
+
+
+def states(result):
+    G, D, _ = result
+    named = {"ema": G, "D": D, "G": result.G_raw}
+    return {f"{name}.{k}": v for name, net in named.items() for k, v in net.state_dict().items()}
+
+
+def assert_same_run(a, b):
+    sa, sb = states(a), states(b)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a.history["diff"] == b.history["diff"] and a.history["step"] == b.history["step"]
+
+
+@pytest.mark.parametrize("own_generator", [False, True])
+def test_resume_at_epoch_boundary_is_exact(tmp_path, own_generator):
+    def dl():   # make_dataloader(seed=...) shuffles with its own torch.Generator
+        g = torch.Generator().manual_seed(0) if own_generator else None
+        return DataLoader(TensorDataset(blobs(16)), batch_size=4, shuffle=True, generator=g)
+    straight = run(tmp_path / "a", epochs=2, dl=dl())
+    run(tmp_path / "b", epochs=1, dl=dl())
+    resumed = run(tmp_path / "b", epochs=2, resume=tmp_path / "b" / "epoch_0001.pth", dl=dl())
+    assert_same_run(straight, resumed)
+
+
+def test_resume_after_interrupt_mid_epoch_is_exact(tmp_path):
+    straight = run(tmp_path / "a", epochs=2)
+
+    def stop_at_3(info):
+        if info.step == 3:
+            raise KeyboardInterrupt
+    run(tmp_path / "b", epochs=2, callback=stop_at_3)
+    resumed = run(tmp_path / "b", epochs=2, resume=tmp_path / "b" / "interrupted.pth")
+    assert_same_run(straight, resumed)
+
+
+def test_sample_every_writes_grids(tmp_path):
+    seen = []
+    run(tmp_path, CFG.replace(sample_every=2), max_steps=2, callback=lambda info: seen.append(info.samples))
+    assert (tmp_path / "samples" / "step_000002.png").exists()
+    assert seen[0] is None and seen[1].shape == (16, 1, 32, 32)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_mixed_precision_step_with_grad_scaler(monkeypatch, dtype):
+    """The CUDA path (autocast + GradScaler + channels_last), run here with CPU autocast."""
+    import diffgan_lib.training as training
+    monkeypatch.setattr(training, "resolve_amp", lambda amp, device: (dtype, True))
+    cfg = CFG.replace(r1_gamma=1.0, adaptive_adv_weight=True)
+    G, D, opt_G, opt_D, sch, ema = parts(cfg)
+    G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    scaler = torch.amp.GradScaler("cpu")
+    before = G.final.weight.clone()
+    x0 = blobs(4).contiguous(memory_format=torch.channels_last)
+    for step in range(3):
+        out = train_step(G, D, opt_G, opt_D, x0, sch, cfg, step, ema=ema, scaler=scaler)
+        assert all(math.isfinite(v) for v in out.values())
+    assert not torch.equal(before, G.final.weight) and G.final.weight.dtype == torch.float32
