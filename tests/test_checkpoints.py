@@ -12,13 +12,6 @@ from diffgan_lib.training import train
 T = 50
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def tiny_run(save_dir, cfg=TrainConfig(base=8, checkpoint_every=1), channels=1, epochs=1):
     images = torch.rand(8, channels, 32, 32) * 2 - 1

@@ -6,19 +6,11 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from diffgan_lib.cli import build_parser, main
 
 HAVE_DATA = importlib.util.find_spec("diffgan_lib.data") is not None
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def cli(*args, cwd=None):

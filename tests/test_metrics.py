@@ -32,17 +32,8 @@ def add_noise(x, std, seed=123):
     return (x + std * torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))).clamp(-1, 1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP waits, which cost 10x on busy shared CI cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def tiny_net(one_thread):
+def tiny_net():
     return train_feature_net(disks(256, seed=0), steps=12, batch_size=32, width=8, dim=32,
                              seed=0, device="cpu", progress=False)
 

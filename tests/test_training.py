@@ -14,14 +14,6 @@ T = 50
 CFG = TrainConfig(base=8, checkpoint_every=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster on one thread, above all on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def blobs(n=16, size=32, channels=1, seed=0):
     """n smooth random blobs (n, C, S, S) in [-1, 1]."""

@@ -17,14 +17,6 @@ from diffgan_lib.sampling import generate_and_visualize
 from diffgan_lib.training import train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def small_dataloader():
     """16 images of 32 px in [-1, 1]: the course's phantoms when data.py is there, else smooth blobs."""
     if importlib.util.find_spec("diffgan_lib.data") is not None:
