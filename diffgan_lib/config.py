@@ -84,17 +84,17 @@ class TrainConfig:
     @classmethod
     def cpu_quick(cls, **changes) -> "TrainConfig":
         """32 px, base 32 (about 2.1 M generator parameters); float32 on a CPU (amp "auto")."""
-        return cls(image_size=32, base=32, **changes)
+        return cls(**{**dict(image_size=32, base=32), **changes})
 
     @classmethod
     def cuda_full(cls, **changes) -> "TrainConfig":
         """128 px, base 64 (the seed's size), bf16 autocast, channels_last."""
-        return cls(image_size=128, base=64, amp="bf16", channels_last=True, **changes)
+        return cls(**{**dict(image_size=128, base=64, amp="bf16", channels_last=True), **changes})
 
     @classmethod
     def seed_as_written(cls, **changes) -> "TrainConfig":
         """The seed's run for the lessons: its loop and UNet without t, no EMA, base 64."""
-        return cls(base=64, time_embedding=False, variant="as_written", ema_decay=0.0, **changes)
+        return cls(**{**dict(base=64, time_embedding=False, variant="as_written", ema_decay=0.0), **changes})
 
     @classmethod
     def for_device(cls, device: str | torch.device | None = None, **changes) -> "TrainConfig":

@@ -170,9 +170,9 @@ def save_image_files(images: torch.Tensor, folder, prefix: str = "sample") -> li
 
 
 def sample_grid(G, scheduler, image_size: int, path, n: int = 16, steps: int = 25) -> torch.Tensor:
-    """n fixed-seed DDIM samples saved as a PNG grid at ``path`` (for watching training); returns them."""
+    """n fixed-seed DDIM samples (x0 clipped) saved as a PNG grid at ``path`` (for watching training)."""
     x = sample(G, scheduler, n=n, image_size=image_size, sampler="ddim", steps=min(steps, scheduler.T),
-               seed=0, progress=False)
+               seed=0, progress=False, clip_x0=True)
     save_image_grid(to_unit(x), path)
     return x
 

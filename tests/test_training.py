@@ -213,3 +213,9 @@ def test_mixed_precision_step_with_grad_scaler(monkeypatch, dtype):
         out = train_step(G, D, opt_G, opt_D, x0, sch, cfg, step, ema=ema, scaler=scaler)
         assert all(math.isfinite(v) for v in out.values())
     assert not torch.equal(before, G.final.weight) and G.final.weight.dtype == torch.float32
+
+
+def test_presets_take_overrides_of_their_own_fields():
+    assert TrainConfig.cpu_quick(base=16).base == 16
+    assert TrainConfig.cuda_full(image_size=64).image_size == 64
+    assert TrainConfig.seed_as_written(base=32).time_embedding is False
