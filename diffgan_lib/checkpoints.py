@@ -31,7 +31,7 @@ from .scheduler import DiffusionScheduler
 from .unet import UNet
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_training_state", "check_compatible",
-           "CheckpointError", "LoadedCheckpoint", "rng_state", "set_rng_state", "seed_epoch", "save_history_json",
+           "CheckpointError", "LoadedCheckpoint", "export_for_sampling", "rng_state", "set_rng_state", "seed_epoch", "save_history_json",
            "FORMAT", "VERSION"]
 
 FORMAT, VERSION = "diffgan_lib/checkpoint", 1
@@ -141,6 +141,25 @@ def save_checkpoint(G, D, opt_G, opt_D, epoch: int, save_dir, final: bool = Fals
     return path
 
 
+def export_for_sampling(path, out, half: bool = True) -> Path:
+    """Write a small copy of checkpoint ``path`` at ``out`` holding what sampling needs.
+
+    The generator (its EMA weights when there are some), D, the configuration and the history stay;
+    optimiser and scaler states go, and weights become float16 when ``half`` (``load_checkpoint``
+    casts them back to float32). About a quarter of the full file: the course ships one in data/.
+    Such a file cannot be resumed from.
+    """
+    ckpt = _read(path)
+    cast = (lambda sd: {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}) if half else dict
+    slim = {**ckpt, "G": cast(ckpt["G_ema"] if ckpt["G_ema"] is not None else ckpt["G"]), "G_ema": None,
+            "D": cast(ckpt["D"]), "opt_G": None, "opt_D": None, "scaler": None, "sampling_only": True,
+            "history": {k: v.float() if v.is_floating_point() else v for k, v in ckpt["history"].items()}}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out, lambda f: torch.save(slim, f))
+    return out
+
+
 def save_history_json(history: dict, save_dir) -> Path:
     """Write the per-step history as ``history.json`` (NaN as null) for plotting; returns its path."""
     clean = {k: [None if isinstance(v, float) and not math.isfinite(v) else v for v in vals]
@@ -202,6 +221,9 @@ def load_training_state(path, device=None) -> dict:
     ``device`` is accepted for symmetry with :func:`load_checkpoint`; RNG states must stay on the CPU.
     """
     ckpt = _read(path)
+    if ckpt.get("sampling_only"):
+        raise CheckpointError(f"{path} was exported for sampling only (no optimiser states); resume from "
+                              "the full checkpoint it was made from, or start a new run")
     ckpt["history"] = {k: v.tolist() for k, v in ckpt["history"].items()}
     ckpt["path"] = str(path)
     return ckpt

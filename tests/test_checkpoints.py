@@ -123,3 +123,18 @@ def test_mismatched_weights_name_the_network(trained, tmp_path):
     torch.save(ckpt, tmp_path / "odd.pth")
     with pytest.raises(CheckpointError, match="G weights do not fit"):
         load_checkpoint(tmp_path / "odd.pth", device="cpu")
+
+
+def test_export_for_sampling_is_smaller_loads_the_ema_and_refuses_resume(tmp_path):
+    from diffgan_lib.checkpoints import export_for_sampling
+    result = tiny_run(tmp_path / "run")
+    full = result.checkpoint
+    slim = export_for_sampling(full, tmp_path / "slim.pth")
+    assert slim.stat().st_size < 0.5 * os.path.getsize(full)
+    G_full = load_checkpoint(full, device="cpu")[0]
+    G, D, scheduler = load_checkpoint(slim, device="cpu")
+    x = torch.randn(2, 1, 32, 32)
+    assert next(G.parameters()).dtype == torch.float32
+    assert torch.allclose(G(x, 5), G_full(x, 5), atol=1e-2)     # float16 weights, EMA generator
+    with pytest.raises(CheckpointError, match="exported for sampling only"):
+        load_training_state(slim)
