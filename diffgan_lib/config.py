@@ -39,10 +39,12 @@ class TrainConfig:
     lr_G: float = 2e-4
     lr_D: float = 2e-4
     betas: tuple[float, float] = (0.9, 0.999)   # Adam's defaults, which the seed uses
-    # --- adversarial term: PROVISIONAL defaults, to be set from measurements --------------------
+    # --- adversarial term. Defaults from benchmarks/recipe_study.py (README, "Does the GAN term
+    # pay?"): on every t with no warm-up D wins (D_loss ~0.5) and samples degrade; restricted to
+    # lightly noised images after a warm-up, D stays near chance (2 ln 2) and FD/KID improve a little.
     adv_weight: float = 0.01           # w in G_loss = diff + w * adv; 0 = pure diffusion (no D at all)
-    adv_t_max: int | None = None       # adversarial term only on images with t < adv_t_max; None = all t
-    adv_warmup_steps: int = 0          # no adversarial term (and no D training) before this step
+    adv_t_max: int | None = 500        # adversarial term only on images with t < adv_t_max; None = all t
+    adv_warmup_steps: int = 500        # no adversarial term (and no D training) before this step
     r1_gamma: float = 0.0              # R1 penalty gamma/2 * E||grad_x D(x_real)||^2; 0 = off
     adaptive_adv_weight: bool = False  # VQGAN: w = adv_weight * ||g_diff|| / ||g_adv|| at G's last layer
     adaptive_max: float = 1e4          # clamp of that ratio (VQGAN's value)

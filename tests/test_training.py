@@ -11,7 +11,8 @@ from diffgan_lib.losses import gan_losses
 from diffgan_lib.training import HISTORY_KEYS, _build, discriminator_loss, train, train_step
 
 T = 50
-CFG = TrainConfig(base=8, checkpoint_every=1)
+# the adversarial term on every step and every t, so that tiny runs exercise it
+CFG = TrainConfig(base=8, checkpoint_every=1, adv_t_max=None, adv_warmup_steps=0)
 
 
 
@@ -219,3 +220,14 @@ def test_presets_take_overrides_of_their_own_fields():
     assert TrainConfig.cpu_quick(base=16).base == 16
     assert TrainConfig.cuda_full(image_size=64).image_size == 64
     assert TrainConfig.seed_as_written(base=32).time_embedding is False
+
+
+def test_default_recipe_waits_for_the_warm_up_and_keeps_to_small_t():
+    cfg = TrainConfig(base=8)
+    assert (cfg.adv_weight, cfg.adv_t_max, cfg.adv_warmup_steps) == (0.01, 500, 500)
+    G, D, opt_G, opt_D, sch, ema = parts(cfg)
+    assert math.isnan(train_step(G, D, opt_G, opt_D, blobs(4), sch, cfg, 499, ema=ema)["D"])   # warm-up
+    assert math.isfinite(train_step(G, D, opt_G, opt_D, blobs(4), sch, cfg.replace(adv_t_max=1000), 500,
+                                    ema=ema)["D"])
+    torch.manual_seed(0)   # with adv_t_max=1 only t = 0 qualifies: none of these 4 draws
+    assert math.isnan(train_step(G, D, opt_G, opt_D, blobs(4), sch, cfg.replace(adv_t_max=1), 500, ema=ema)["D"])
