@@ -1,0 +1,77 @@
+"""Exercises of notebook 05, training: ``generator_forwards``, ``ema_update``, ``d_loss_at_chance``."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import Exercise
+from .nb01 import close, tensor_problem
+
+__all__ = ["generator_forwards", "ema_update", "d_loss_at_chance"]
+
+
+# ----------------------------------------------------------------------------- 1. generator_forwards
+_FORWARDS = {"as_written": 2, "corrected": 1}
+
+
+def _test_forwards(answer):
+    if not isinstance(answer, dict) or set(answer) != set(_FORWARDS):
+        return "answer with a dict with exactly the keys 'as_written' and 'corrected'"
+    if answer["corrected"] != _FORWARDS["corrected"]:
+        return "look again at the corrected step: where does its fake image come from?"
+    if answer["as_written"] != _FORWARDS["as_written"]:
+        return "count the calls of G in the seed's loop: the diffusion loss, and the fake"
+    return None
+
+
+generator_forwards = Exercise(
+    "generator_forwards", _test_forwards,
+    hint_text="The seed calls G once inside diffusion_loss and once more for fake = G(noisy) at t = 0. "
+              "The corrected step reuses x0_pred from the diffusion forward pass (ERRATA 2).",
+    reference=dict(_FORWARDS),
+    solution_note="\nThe corrected step's fake is x0_pred of the same forward pass, so one G call per step.")
+
+
+# ----------------------------------------------------------------------------- 2. ema_update
+def _ema_update(ema_param, param, decay):
+    return decay * ema_param + (1 - decay) * param     # keep most of the average, move a little
+
+
+def _ema_inputs():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g), 0.9
+
+
+def _test_ema(fn):
+    ema, p, d = _ema_inputs()
+    out = fn(ema, p, d)
+    if close(out, _ema_update(ema, p, d)):
+        return None
+    if close(out, _ema_update(p, ema, d)):
+        return "the weights are swapped: the old average keeps the factor decay, the new weights get 1 - decay"
+    return tensor_problem(out, _ema_update(ema, p, d), "the new average") or "wrong values"
+
+
+ema_update = Exercise(
+    "ema_update", _test_ema,
+    hint_text="With decay 0.999 the average barely moves each step: most of it is the old average.",
+    reference=_ema_update, probe=lambda fn: fn(*_ema_inputs()))
+
+
+# ----------------------------------------------------------------------------- 3. d_loss_at_chance
+def _test_chance(answer):
+    if not isinstance(answer, (int, float)) or isinstance(answer, bool):
+        return "answer with a number (a float)"
+    if abs(answer - 2 * math.log(2)) < 1e-3:
+        return None
+    if abs(answer - math.log(2)) < 1e-3:
+        return "that is one of the two terms; D_loss adds the real and the fake term"
+    return "evaluate softplus(-s) + softplus(s) at the score s = 0 that a guessing D outputs"
+
+
+d_loss_at_chance = Exercise(
+    "d_loss_at_chance", _test_chance,
+    hint_text="A D that cannot tell outputs s = 0 everywhere; softplus(0) = ln(1 + e^0).",
+    reference=2 * math.log(2),
+    solution_note="\n= 2 ln 2 = 1.3863: softplus(-0) for the real images plus softplus(0) for the fakes.")

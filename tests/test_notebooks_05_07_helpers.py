@@ -1,0 +1,84 @@
+"""Small tests of the helpers behind notebooks 05-07: plots, the scrubber, course, exercises."""
+import math
+
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pytest
+import torch
+
+from diffgan_lib.exercises import CORRECT, INCORRECT, nb05, nb06, nb07
+from diffgan_lib.scheduler import DiffusionScheduler
+from diffgan_lib.unet import UNet
+from diffgan_lib.viz_training import plot_losses, plot_metric_bars, show_grid_strip, show_pairs, show_trajectory, smooth
+from diffgan_lib.widgets_sampling import draw_trajectory_step, record_trajectory, trajectory_scrubber_static
+
+
+def test_smooth_skips_nan():
+    out = smooth([1.0, float("nan"), 3.0], window=2)
+    assert out[0] == 1.0 and out[1] == 1.0 and out[2] == 3.0
+
+
+def test_plot_losses_draws_chance_line():
+    h = {"step": [1, 2, 3], "diff": [1.0, 0.8, 0.6], "adv": [0.7, 0.7, 0.7], "D": [1.3, float("nan"), 1.4]}
+    fig = plot_losses(h, window=2, mark_step=2)
+    ys = [line.get_ydata()[0] for line in fig.axes[2].lines]
+    assert any(math.isclose(y, 2 * math.log(2)) for y in ys)
+    plt.close(fig)
+
+
+def test_image_helpers_build_figures():
+    x = torch.rand(4, 1, 8, 8) * 2 - 1
+    for fig in (show_grid_strip({"a": x, "b": x}, nrow=2), show_trajectory({999: x, 0: x}, rows=2, x0_pred={999: x, 0: x}),
+                show_pairs(x, x, [0, 1], [2, 3], [0.1, 0.2], 0.5),
+                plot_metric_bars({"m": {"fd": 1.0, "kid": 0.1}}, metrics=("fd", "kid"), baseline={"fd": 0.5})):
+        assert fig.axes
+        plt.close(fig)
+
+
+@pytest.fixture(scope="module")
+def record():
+    torch.manual_seed(0)
+    G = UNet(1, 8).eval()
+    return record_trajectory(G, DiffusionScheduler(20, device="cpu"), ts=[19, 10, 0], n=2, image_size=8, seed=0,
+                             clip_x0=True)
+
+
+def test_record_trajectory(record):
+    assert record["t"] == [19, 10, 0]
+    assert record["x_t"][10].shape == record["x0_pred"][10].shape == (2, 1, 8, 8)
+    assert record["x0_pred"][19].abs().max() <= 1
+    fig = trajectory_scrubber_static(record)
+    assert [a.get_title() for a in fig.axes] == ["x_t, t = 10", "predicted x0, t = 10"]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="not recorded"):
+        draw_trajectory_step(record, 5)
+
+
+EXERCISES = [getattr(m, n) for m in (nb05, nb06, nb07) for n in m.__all__]
+WRONG = {
+    "generator_forwards": {"as_written": 1, "corrected": 1},
+    "ema_update": lambda e, p, d: d * p + (1 - d) * e,
+    "d_loss_at_chance": math.log(2),
+    "ddim_timesteps": lambda T, n: list(range(0, T, T // n)),
+    "to_unit": lambda x: (x + 1) / 2,
+    "predict_x0": lambda x_t, eps, a: x_t - eps,
+    "frechet_1d": lambda m1, s1, m2, s2: (m1 - m2) ** 2,
+    "nn_ratio": lambda a, b: (a.mean() / b.mean()).item(),
+    "fraction_close": lambda a, b: 0.5,
+}
+
+
+@pytest.mark.parametrize("ex", EXERCISES, ids=lambda e: e.title)
+def test_reference_passes_and_wrong_fails(ex, capsys):
+    assert ex.check(ex.reference) == CORRECT
+    assert ex.check(WRONG[ex.title]) == INCORRECT
+    out = capsys.readouterr().out
+    assert "incorrect" in out
+
+
+def test_ensure_checkpoint_returns_existing(tmp_path):
+    from diffgan_lib.course import ensure_checkpoint
+    p = tmp_path / "x.pth"
+    p.write_bytes(b"")
+    assert ensure_checkpoint(p) == p
