@@ -1,0 +1,149 @@
+"""The notebooks' exercises (diffgan_lib.exercises.nb01 ... nb04): every reference solution passes its
+own check, typical mistakes fail with a helpful message, and starters count as "not attempted"."""
+import importlib
+import inspect
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from diffgan_lib.exercises import CORRECT, INCORRECT, NOT_ATTEMPTED, Exercise
+
+MODULES = ("nb01", "nb02", "nb03", "nb04")
+
+
+def _sqrt_free_add_noise(x0, t, eps, alpha_hat):
+    a = alpha_hat[t].view(-1, 1, 1, 1)
+    return a * x0 + (1 - a) * eps
+
+
+def _args(t, d):
+    return t.float()[:, None] * 10000.0 ** (-torch.arange(d // 2) / (d // 2))
+
+
+# (module, exercise) -> [(wrong answer, a fragment of the message it must get)]
+WRONG = {
+    ("nb01", "add_noise"): [
+        (_sqrt_free_add_noise, "square roots"),
+        (lambda x0, t, eps, ah: x0 + eps, "wrong values"),
+        (lambda x0, t, eps, ah: x0[:1], "shape"),
+    ],
+    ("nb01", "betas_from_alpha_hat"): [
+        (lambda ah: 1 - ah, "all the noise up to t"),
+        (lambda ah: 1 - ah[1:] / ah[:-1], "lost a step"),
+        (lambda ah: torch.zeros_like(ah), "wrong values"),
+    ],
+    ("nb01", "snr_crossing"): [
+        (lambda ah: int(torch.nonzero(ah / (1 - ah) < 1)[0]) - 1, "off by one"),
+        (lambda ah: 500, "wrong timestep"),
+        (lambda ah: 0.5, "int"),
+    ],
+    ("nb01", "to_model_range"): [
+        (lambda p: p.float() / 255, "[-1, 1]"),
+        (lambda p: p / 128 - 1, "wrong values"),
+        (lambda p: p - 127, "floating-point"),
+    ],
+    ("nb02", "bottleneck_shape"): [
+        (lambda b, c, s, base: (b, 4 * base, s // 8, s // 8), "C entry"),
+        (lambda b, c, s, base: (b, 8 * base, s // 4, s // 4), "H, W entries"),
+        (lambda b, c, s, base: 8 * base, "tuple of four"),
+    ],
+    ("nb02", "doubleconv_params"): [
+        (lambda i, o: 9 * i * o + o + 9 * o * o + o, "GroupNorm"),
+        (lambda i, o: 9 * i * o + 9 * o * o + 4 * o, "bias"),
+        (lambda i, o: 9 * i * o + 9 * o * o, "wrong count"),
+    ],
+    ("nb02", "embedding"): [
+        (lambda t, d: torch.cat([torch.sin(_args(t, d)), torch.cos(_args(t, d))], 1), "swapped"),
+        (lambda t, d: torch.zeros(len(t), d), "wrong values"),
+        (lambda t, d: torch.zeros(len(t), d // 2), "shape"),
+    ],
+    ("nb03", "conv_out_side"): [
+        (lambda n, k, s, p: (n + 2 * p - k) / s + 1, "floor division"),
+        (lambda n, k, s, p: n // s, "wrong side"),
+    ],
+    ("nb03", "score_side"): [
+        (lambda n: 1, "1x1"),
+        (lambda n: n // 8, "wrong score-map side"),
+    ],
+    ("nb03", "receptive_field"): [
+        (lambda layers: 1 + sum(k - 1 for k, _ in layers), "ignored the strides"),
+        (lambda layers: 46, "wrong receptive field"),
+    ],
+    ("nb04", "d_loss"): [
+        (lambda r, f: F.softplus(r).mean() + F.softplus(-f).mean(), "signs are swapped"),
+        (lambda r, f: F.softplus(-r.mean()) + F.softplus(f.mean()), "average the loss of every patch"),
+        (lambda r, f: F.softplus(-r).mean(), "wrong values"),
+    ],
+    ("nb04", "d_loss_at_chance"): [
+        (math.log(2), "one of the two terms"),
+        (0.0, "not the value"),
+        ("1.386", None),   # a string that float() accepts is a correct number
+    ],
+    ("nb04", "x0_from_eps"): [
+        (lambda x, t, e, ah: x - (1 - ah[t].view(-1, 1, 1, 1)).sqrt() * e, "divide by sqrt"),
+        (lambda x, t, e, ah: (x - (1 - ah[t].view(-1, 1, 1, 1)) * e) / ah[t].view(-1, 1, 1, 1), "square roots"),
+        (lambda x, t, e, ah: x, "wrong values"),
+    ],
+}
+
+
+def _exercises():
+    for mod in MODULES:
+        m = importlib.import_module(f"diffgan_lib.exercises.{mod}")
+        for name, obj in vars(m).items():
+            if isinstance(obj, Exercise):
+                yield mod, name, obj
+
+
+ALL = list(_exercises())
+
+
+def test_at_least_three_exercises_per_notebook_and_every_one_has_wrong_answers():
+    for mod in MODULES:
+        assert sum(1 for m, _, _ in ALL if m == mod) >= 3, mod
+    assert {(m, n) for m, n, _ in ALL} == set(WRONG)
+
+
+@pytest.mark.parametrize("mod,name,ex", ALL, ids=[f"{m}.{n}" for m, n, _ in ALL])
+def test_reference_passes_its_own_check(mod, name, ex, capsys, monkeypatch):
+    monkeypatch.delenv("DIFFGAN_FILL_SOLUTIONS", raising=False)
+    assert ex.test(ex.reference) is None
+    assert ex.check(ex.reference) == CORRECT
+
+
+@pytest.mark.parametrize("mod,name,ex", ALL, ids=[f"{m}.{n}" for m, n, _ in ALL])
+def test_wrong_answers_fail_without_leaking_the_solution(mod, name, ex, capsys, monkeypatch):
+    monkeypatch.delenv("DIFFGAN_FILL_SOLUTIONS", raising=False)
+    for answer, fragment in WRONG[(mod, name)]:
+        if fragment is None:
+            assert ex.check(answer) == CORRECT
+            continue
+        assert ex.check(answer) == INCORRECT, (name, fragment)
+        out = capsys.readouterr().out
+        assert fragment in out, (name, out)
+        if callable(ex.reference):   # no line of the reference's body appears in the message
+            body = [ln.split("#")[0].strip() for ln in inspect.getsource(ex.reference).splitlines()[1:]]
+            assert not [ln for ln in body if len(ln) > 8 and ln in out], (name, out)
+        else:
+            assert f"{ex.reference:.3f}" not in out
+
+
+@pytest.mark.parametrize("mod,name,ex", ALL, ids=[f"{m}.{n}" for m, n, _ in ALL])
+def test_starter_is_not_attempted_and_filled_in_test_runs(mod, name, ex, capsys, monkeypatch):
+    starter = None if not callable(ex.reference) else (lambda *args: None)
+    if callable(ex.reference):
+        assert ex.probe is not None and ex.probe(ex.reference) is not None
+    monkeypatch.delenv("DIFFGAN_FILL_SOLUTIONS", raising=False)
+    assert ex.check(starter) == NOT_ATTEMPTED
+    monkeypatch.setenv("DIFFGAN_FILL_SOLUTIONS", "1")
+    assert ex.check(starter) == CORRECT
+
+
+@pytest.mark.parametrize("mod,name,ex", ALL, ids=[f"{m}.{n}" for m, n, _ in ALL])
+def test_hint_and_solution_print(mod, name, ex, capsys):
+    ex.hint()
+    ex.solution()
+    out = capsys.readouterr().out
+    assert out.count(name) >= 2 and len(out) > 80

@@ -1,0 +1,83 @@
+"""Plot helpers and the widgets' static twins: right panels, fixed image window, small figures."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from diffgan_lib import DiffusionScheduler, Discriminator, viz, widgets  # noqa: E402
+from diffgan_lib.discriminator import receptive_field, score_map_shape  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _small(fig):
+    w, h = fig.get_size_inches()
+    return w <= 10.01 and h <= 4.01
+
+
+def test_show_images_fixed_window_titles_and_size():
+    imgs = torch.linspace(-3, 3, 10 * 16).reshape(10, 1, 4, 4)    # values beyond [-1, 1] stay clipped
+    fig = viz.show_images(imgs, [f"t = {i}" for i in range(10)], ncols=5, row_labels=["a", "b"])
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(fig.axes) == 10 and len(shown) == 10 and _small(fig)
+    assert all(ax.images[0].get_clim() == (-1.0, 1.0) for ax in shown)
+    assert all(ax.images[0].get_cmap().name == "gray" for ax in shown)
+    assert shown[3].get_title() == "t = 3" and not shown[3].axison
+    with pytest.raises(ValueError, match="one image"):
+        viz.show_images([torch.zeros(2, 2, 4, 4)])
+
+
+def test_plot_schedules_three_panels_with_log_snr():
+    s = {n: DiffusionScheduler(100, schedule=n, device="cpu") for n in ("linear", "cosine")}
+    fig = viz.plot_schedules(s, t_mark=10)
+    assert len(fig.axes) == 3 and fig.axes[2].get_yscale() == "log" and _small(fig)
+    assert len(fig.axes[1].lines) == 2 + 1     # two schedules and the t marker
+
+
+def test_receptive_box_agrees_with_the_discriminator():
+    convs = [m for m in Discriminator(1, 8).model if isinstance(m, torch.nn.Conv2d)]
+    start, stop = viz.receptive_box(convs, 6)
+    assert stop - start == receptive_field() == 46
+    assert viz.receptive_box(convs, 1)[0] - viz.receptive_box(convs, 0)[0] == 8   # the jump: 2 * 2 * 2
+    assert viz.receptive_box([(3, 1, 1)], 0) == (-1, 2)
+    fig = viz.draw_receptive_field(torch.zeros(1, 128, 128), convs, (6, 6), score_map_shape(128)[0])
+    assert "46 x 46" in fig.axes[0].get_title()
+
+
+def test_score_maps_share_one_colour_scale():
+    scores = torch.tensor([-4.0, 2.0]).view(2, 1, 1, 1).expand(2, 1, 5, 5)
+    fig = viz.plot_score_maps(torch.zeros(2, 1, 32, 32), scores, ["a", "b"])
+    maps = [ax.images[0] for ax in fig.axes if ax.images and ax.images[0].get_cmap().name == "RdBu"]
+    assert len(maps) == 2 and all(m.get_clim() == (-4.0, 4.0) for m in maps)
+
+
+def test_other_figures_are_small():
+    emb = torch.randn(50, 16).clamp(-1, 1)
+    for fig in (viz.plot_pipeline(), viz.plot_sinusoids(emb, torch.arange(50), dims=(0, 4)),
+                viz.plot_gan_losses(marks={"chance": (0.0, 0.6931)}),
+                viz.plot_curves([0, 1], {"a": [1, 2], "b": [2, 1]}, logy=True, hlines={"one": 1.0})):
+        assert _small(fig)
+
+
+def test_static_twins_draw_the_default_state():
+    x0 = torch.zeros(1, 32, 32)
+    fig = widgets.schedule_explorer_static(x0)
+    assert "t = 250" in fig.axes[3].get_title() and _small(fig)
+    fig = widgets.d_loss_explorer_static()
+    assert "1.3863" in fig.axes[0].get_title() and "at chance" in fig.axes[0].get_title()
+    fig = widgets.d_loss_explorer_static(s_real=3.0, s_fake=-3.0)
+    assert "D is winning" in fig.axes[0].get_title()
+
+
+def test_schedule_figure_shows_a_bad_setting_instead_of_raising():
+    fig = widgets.draw_schedule(torch.zeros(1, 32, 32), torch.zeros(1, 32, 32), beta_start=0.01, beta_end=0.001)
+    assert any("must be larger" in t.get_text() for t in fig.texts)
+    fig = widgets.draw_schedule(torch.zeros(1, 32, 32), torch.zeros(1, 32, 32), T=100, t=500)   # t clamped
+    assert "t = 99" in fig.axes[3].get_title()
