@@ -31,6 +31,12 @@ SNIPPETS = {
                           "from diffgan_lib.widgets import schedule_explorer\n"
                           "schedule_explorer(PhantomDataset(n=8, image_size=64, seed=0)[4])"),
     "d_loss_explorer": "from diffgan_lib.widgets import d_loss_explorer\nd_loss_explorer()",
+    "trajectory_scrubber": ("from diffgan_lib import load_checkpoint\n"
+                            "from diffgan_lib.course import PRETRAINED\n"
+                            "from diffgan_lib.widgets_sampling import record_trajectory, trajectory_scrubber\n"
+                            "G, _, sched = load_checkpoint(PRETRAINED, device='cpu')\n"
+                            "trajectory_scrubber(record_trajectory(G, sched, ts=[*range(0, 1000, 100), 999], "
+                            "sampler='ddim', steps=100, clip_x0=True));"),
 }
 
 if not Path(CHROMIUM).exists():
@@ -40,10 +46,11 @@ sync_api = pytest.importorskip("playwright.sync_api", exc_type=ImportError,
 
 
 def test_every_widget_has_a_snippet():
-    from diffgan_lib import widgets
-    names = {n for n in widgets.__all__ if not n.startswith("draw_") and not n.endswith("_static")}
+    from diffgan_lib import widgets, widgets_sampling
+    exported = widgets.__all__ + widgets_sampling.__all__
+    names = {n for n in exported if not n.startswith(("draw_", "record_")) and not n.endswith("_static")}
     assert names == set(SNIPPETS)
-    assert all(f"{n}_static" in widgets.__all__ for n in names)
+    assert all(f"{n}_static" in exported for n in names)
 
 
 def _free_port() -> int:
