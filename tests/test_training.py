@@ -231,3 +231,21 @@ def test_default_recipe_waits_for_the_warm_up_and_keeps_to_small_t():
                                     ema=ema)["D"])
     torch.manual_seed(0)   # with adv_t_max=1 only t = 0 qualifies: none of these 4 draws
     assert math.isnan(train_step(G, D, opt_G, opt_D, blobs(4), sch, cfg.replace(adv_t_max=1), 500, ema=ema)["D"])
+
+
+def test_ema_follows_its_formula_and_is_what_train_returns(tmp_path):
+    from diffgan_lib.ema import EMA
+    model = torch.nn.Linear(2, 1)
+    ema = EMA(model, decay=0.999)
+    before = ema.module.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    d = 1001 / 1010                                   # warm-up: min(0.999, (1 + step) / (10 + step))
+    ema.update(model, step=1000)
+    assert torch.allclose(ema.module.weight, d * before + (1 - d) * model.weight)
+    assert ema.current_decay(0) == pytest.approx(1 / 10) and ema.current_decay(10**6) == 0.999
+    result = train(DataLoader(TensorDataset(blobs(8)), batch_size=4), timesteps=T, device="cpu", epochs=1,
+                   save_dir=tmp_path, config=CFG, progress=False)
+    G, G_raw = result.G, result.G_raw
+    assert G is not G_raw and not G.training
+    assert any(not torch.equal(a, b) for a, b in zip(G.parameters(), G_raw.parameters()))
