@@ -10,7 +10,6 @@ Each sampler step is one generator evaluation, so DDPM with T = 1000 steps costs
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
@@ -20,16 +19,7 @@ from diffgan_lib.scheduler import DiffusionScheduler
 from diffgan_lib.unet import UNet
 
 from bench_train import machine
-
-
-def timed(fn, dev) -> float:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    start = time.perf_counter()
-    fn()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    return time.perf_counter() - start
+from bench_train import step_seconds as timed   # wall time of one call, with CUDA syncs around it
 
 
 def main() -> None:
