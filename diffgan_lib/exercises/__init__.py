@@ -26,7 +26,9 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-__all__ = ["Exercise", "fill_solutions", "CORRECT", "INCORRECT", "NOT_ATTEMPTED"]
+import torch
+
+__all__ = ["Exercise", "fill_solutions", "tensor_problem", "close", "CORRECT", "INCORRECT", "NOT_ATTEMPTED"]
 
 CORRECT, INCORRECT, NOT_ATTEMPTED = "correct", "incorrect", "not attempted"
 
@@ -34,6 +36,24 @@ CORRECT, INCORRECT, NOT_ATTEMPTED = "correct", "incorrect", "not attempted"
 def fill_solutions() -> bool:
     """True when the test run asks for unattempted answers to be replaced by the solutions."""
     return os.environ.get("DIFFGAN_FILL_SOLUTIONS", "") not in ("", "0")
+
+
+# ----------------------------------------------------------------- helpers for the checks
+def tensor_problem(out, expected: torch.Tensor, what: str = "the result", atol: float = 1e-5):
+    """None if ``out`` is a tensor equal to ``expected``; else what is wrong (type, shape or values)."""
+    if not torch.is_tensor(out):
+        return f"{what} is a {type(out).__name__}, not a torch tensor"
+    if tuple(out.shape) != tuple(expected.shape):
+        return f"{what} has shape {tuple(out.shape)}; it should have shape {tuple(expected.shape)}"
+    if not torch.allclose(out.float(), expected.float(), atol=atol, rtol=1e-4):
+        return f"{what} has the right shape but wrong values"
+    return None
+
+
+def close(out, expected) -> bool:
+    """True if ``out`` is a tensor of ``expected``'s shape and (nearly) its values."""
+    return (torch.is_tensor(out) and out.shape == expected.shape
+            and torch.allclose(out.float(), expected.float(), atol=1e-5, rtol=1e-4))
 
 
 def _returns_none(answer: Any, probe: Optional[Callable[[Callable], Any]]) -> bool:

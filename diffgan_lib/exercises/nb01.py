@@ -1,33 +1,16 @@
 """Exercises of notebook 01, the noise scheduler: ``add_noise``, ``betas_from_alpha_hat``,
 ``snr_crossing``, ``to_model_range``; each is an :class:`~diffgan_lib.exercises.Exercise`.
 
-Also the small checking helpers ``close`` and ``tensor_problem`` that nb02 ... nb04 reuse.
+The checking helpers ``close`` and ``tensor_problem`` live in the package (``diffgan_lib.exercises``).
 """
 from __future__ import annotations
 
 import torch
 
 from ..scheduler import DiffusionScheduler
-from . import Exercise
+from . import Exercise, close, tensor_problem
 
-__all__ = ["add_noise", "betas_from_alpha_hat", "snr_crossing", "to_model_range", "tensor_problem", "close"]
-
-
-def tensor_problem(out, expected: torch.Tensor, what: str = "the result", atol: float = 1e-5):
-    """None if ``out`` is a tensor equal to ``expected``; else what is wrong (type, shape or values)."""
-    if not torch.is_tensor(out):
-        return f"{what} is a {type(out).__name__}, not a torch tensor"
-    if tuple(out.shape) != tuple(expected.shape):
-        return f"{what} has shape {tuple(out.shape)}; it should have shape {tuple(expected.shape)}"
-    if not torch.allclose(out.float(), expected.float(), atol=atol, rtol=1e-4):
-        return f"{what} has the right shape but wrong values"
-    return None
-
-
-def close(out, expected) -> bool:
-    """True if ``out`` is a tensor of ``expected``'s shape and (nearly) its values."""
-    return (torch.is_tensor(out) and out.shape == expected.shape
-            and torch.allclose(out.float(), expected.float(), atol=1e-5, rtol=1e-4))
+__all__ = ["add_noise", "betas_from_alpha_hat", "snr_crossing", "to_model_range"]
 
 
 _SCHED = DiffusionScheduler(1000, device="cpu")

@@ -5,7 +5,7 @@ import torch
 
 from ..unet import DoubleConv, UNet, count_parameters, timestep_embedding
 from . import Exercise
-from .nb01 import close, tensor_problem
+from . import close, tensor_problem
 
 __all__ = ["bottleneck_shape", "doubleconv_params", "embedding"]
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from ..scheduler import DiffusionScheduler
 from . import Exercise
-from .nb01 import close, tensor_problem
+from . import close, tensor_problem
 
 __all__ = ["d_loss", "d_loss_at_chance", "x0_from_eps"]
 

@@ -6,7 +6,7 @@ import math
 import torch
 
 from . import Exercise
-from .nb01 import close, tensor_problem
+from . import close, tensor_problem
 
 __all__ = ["generator_forwards", "ema_update", "d_loss_at_chance"]
 

@@ -5,7 +5,7 @@ import torch
 
 from ..scheduler import DiffusionScheduler
 from . import Exercise
-from .nb01 import close, tensor_problem
+from . import close, tensor_problem
 
 __all__ = ["ddim_timesteps", "to_unit", "predict_x0"]
 
