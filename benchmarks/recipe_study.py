@@ -3,10 +3,14 @@
 Each variant trains on 32 px head phantoms (base 32, batch 32) for the same number of steps, then
 samples with a full sampler (DDIM-50) and a few-step sampler (DDIM-4), and is scored with
 diffgan_lib.metrics against the training phantoms (FD in SimCLR-CNN features, KID, SWD, diversity)
-with one feature net for all. Writes runs/recipe/<variant>/ (checkpoints, sample grids) and
-runs/recipe/results.json; prints a table. A study, not a test: it takes minutes per variant.
+with one feature net for all (trained with seed 0, so every run is scored by the same net).
+Writes runs/recipe/<variant>/seed<k>/ (checkpoint, sample grids, result.json) and prints a table
+of every result found under --out, with the mean and spread over seeds. A study, not a test: it
+takes minutes per variant and seed. Two processes with --threads 1 and different variants can
+share one --out folder (each writes only its own result files).
 
     python benchmarks/recipe_study.py --steps 1500 pure as_written hybrid
+    python benchmarks/recipe_study.py --steps 2500 --seeds 0 1 2 --threads 1 pure
 """
 from __future__ import annotations
 
@@ -42,47 +46,87 @@ def stack(ds, n):
     return torch.stack([ds[i] for i in range(n)])
 
 
+def write_json(path, obj):
+    """Write atomically, so a second process reading the folder never sees half a file."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)
+
+
+def run_one(name, seed, steps, n_samples, out, net, train_x, held_x):
+    cfg = VARIANTS[name].replace(seed=seed)
+    run_dir = out / name / f"seed{seed}"
+    loader = make_dataloader("phantoms", image_size=32, batch_size=32, n=steps * 32, seed=seed)
+    t0 = time.time()
+    G, D, sched = train(loader, epochs=1, save_dir=run_dir, config=cfg, max_steps=steps, progress=False)
+    row = {"variant": name, "seed": seed, "steps": steps, "train_s": round(time.time() - t0, 1),
+           "config": cfg.to_dict()}
+    for sname, kw in SAMPLERS.items():
+        x = sample(G, sched, n=n_samples, image_size=32, seed=1000 + seed, progress=False, **kw)
+        save_image_grid(to_unit(x[:64]), run_dir / f"grid_{sname}.png", nrow=8)
+        m = evaluate(x.clamp(-1, 1), train_x, held_x[n_samples:], net=net)
+        row[sname] = {k: v for k, v in m.items() if not k.startswith("closest")}
+        row[sname]["mean"], row[sname]["std"] = x.mean().item(), x.std().item()
+    write_json(run_dir / "result.json", row)
+    return row
+
+
+KEYS = ("fd", "kid", "swd", "diversity_pixel", "mean", "std")
+
+
+def summarize(out):
+    """Print every result under out: one line per run, then mean ± sd over seeds per variant."""
+    rows = [json.loads(p.read_text()) for p in sorted(out.glob("*/seed*/result.json"))]
+    rr = json.loads((out / "real_vs_real.json").read_text())
+    head = f"{'variant':28s} {'seed':>4s} {'steps':>5s} {'sampler':7s} " + " ".join(f"{k:>10s}" for k in KEYS)
+    print(head)
+    print(f"{'real_vs_real':28s} {'-':>4s} {'-':>5s} {'-':7s} "
+          + " ".join(f"{rr.get(k, float('nan')):10.4f}" for k in KEYS[:4]))
+    for r in rows:
+        for sname in SAMPLERS:
+            print(f"{r['variant']:28s} {r['seed']:4d} {r['steps']:5d} {sname:7s} "
+                  + " ".join(f"{r[sname][k]:10.4f}" for k in KEYS))
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["variant"], r["steps"]), []).append(r)
+    print("\nmean ± sd over seeds")
+    for (name, steps), rs in sorted(groups.items()):
+        for sname in SAMPLERS:
+            cells = []
+            for k in ("fd", "kid", "swd", "diversity_pixel"):
+                v = torch.tensor([r[sname][k] for r in rs], dtype=torch.float64)
+                sd = v.std().item() if len(v) > 1 else float("nan")
+                cells.append(f"{k} {v.mean().item():.4g} ± {sd:.2g}")
+            print(f"{name:28s} n={len(rs)} {steps:5d} {sname:7s} " + "  ".join(cells))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("variants", nargs="+", choices=list(VARIANTS))
+    p.add_argument("variants", nargs="*", choices=list(VARIANTS),
+                   help="variants to train; none = only print the table of what --out holds")
     p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default 0)")
     p.add_argument("--n-samples", type=int, default=256)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--out", default="runs/recipe")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    train_x = stack(PhantomDataset(n=2048, image_size=32, seed=0), 2048)
-    held_x = stack(PhantomDataset(n=2 * args.n_samples, image_size=32, seed=123), 2 * args.n_samples)
-    net = train_feature_net(train_x, seed=0, progress=False)
-    results_path = out / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    results["_machine"] = f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    results["real_vs_real"] = {k: v for k, v in real_vs_real_baseline(train_x, held_x, n_samples=args.n_samples,
-                                                                     net=net).items() if not k.startswith("closest")}
-    for name in args.variants:
-        cfg = VARIANTS[name]
-        loader = make_dataloader("phantoms", image_size=32, batch_size=32, n=args.steps * 32, seed=0)
-        t0 = time.time()
-        G, D, sched = train(loader, epochs=1, save_dir=out / name, config=cfg, max_steps=args.steps, progress=False)
-        row = {"train_s": round(time.time() - t0, 1), "config": cfg.to_dict()}
-        for sname, kw in SAMPLERS.items():
-            x = sample(G, sched, n=args.n_samples, image_size=32, seed=1, progress=False, **kw)
-            save_image_grid(to_unit(x[:64]), out / name / f"grid_{sname}.png", nrow=8)
-            m = evaluate(x.clamp(-1, 1), train_x, held_x[args.n_samples:], net=net)
-            row[sname] = {k: v for k, v in m.items() if not k.startswith("closest")}
-            row[sname]["mean"], row[sname]["std"] = x.mean().item(), x.std().item()
-        results[name] = row
-        results_path.write_text(json.dumps(results, indent=1))
-        print(name, "done in", row["train_s"], "s", flush=True)
-    keys = ("fd", "kid", "swd", "diversity_pixel", "mean", "std")
-    print(f"{'variant':28s} {'sampler':7s} " + " ".join(f"{k:>10s}" for k in keys))
-    rr = results["real_vs_real"]
-    print(f"{'real_vs_real':28s} {'-':7s} " + " ".join(f"{rr.get(k, float('nan')):10.4f}" for k in keys[:4]))
-    for name, row in results.items():
-        if name.startswith("_") or name == "real_vs_real":
-            continue
-        for sname in SAMPLERS:
-            print(f"{name:28s} {sname:7s} " + " ".join(f"{row[sname][k]:10.4f}" for k in keys))
+    if args.variants:
+        train_x = stack(PhantomDataset(n=2048, image_size=32, seed=0), 2048)
+        held_x = stack(PhantomDataset(n=2 * args.n_samples, image_size=32, seed=123), 2 * args.n_samples)
+        net = train_feature_net(train_x, seed=0, progress=False)
+        rr = real_vs_real_baseline(train_x, held_x, n_samples=args.n_samples, net=net)
+        rr = {k: v for k, v in rr.items() if not k.startswith("closest")}
+        rr["machine"] = f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
+        write_json(out / "real_vs_real.json", rr)
+        for seed in args.seeds:
+            for name in args.variants:
+                row = run_one(name, seed, args.steps, args.n_samples, out, net, train_x, held_x)
+                print(f"{name} seed {seed}: {args.steps} steps in {row['train_s']} s", flush=True)
+    summarize(out)
 
 
 if __name__ == "__main__":
