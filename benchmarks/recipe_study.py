@@ -38,6 +38,8 @@ VARIANTS = {
     "hybrid_adapt01_t500_wu500": BASE.replace(adv_weight=0.1, adaptive_adv_weight=True, adv_t_max=500,
                                               adv_warmup_steps=500),
     "hybrid_w05_all": BASE.replace(adv_weight=0.05),
+    "hybrid_w003": BASE.replace(adv_weight=0.003),                 # a third of the default weight
+    "hybrid_w01_t250": BASE.replace(adv_t_max=250),                # only the least-noised quarter of t
 }
 SAMPLERS = {"ddim50": dict(sampler="ddim", steps=50, clip_x0=True), "ddim4": dict(sampler="ddim", steps=4, clip_x0=True)}
 
@@ -102,14 +104,17 @@ def summarize(out):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("variants", nargs="*", choices=list(VARIANTS),
-                   help="variants to train; none = only print the table of what --out holds")
+    p.add_argument("variants", nargs="*", metavar="VARIANT",
+                   help=f"any of {', '.join(VARIANTS)}; none = only print the table of what --out holds")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default 0)")
     p.add_argument("--n-samples", type=int, default=256)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--out", default="runs/recipe")
     args = p.parse_args()
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:   # checked here: argparse rejects an empty list when nargs="*" has choices
+        p.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
