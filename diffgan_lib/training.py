@@ -117,6 +117,13 @@ def _adaptive_weight(G, diff, adv, cfg, scaler):
     return cfg.adv_weight * ratio.clamp(0, cfg.adaptive_max).detach()
 
 
+def _postfix(metrics: dict) -> str:
+    """The progress bar's text, e.g. "Diff 0.0512 | Adv 0.8413 | D 1.3125"; "off" while a loss is NaN
+    because the adversarial term is not on yet (warm-up, or adv_weight = 0)."""
+    return " | ".join(f"{k} " + ("off" if math.isnan(metrics[m]) else f"{metrics[m]:.4f}")
+                      for k, m in (("Diff", "diff"), ("Adv", "adv"), ("D", "D")))
+
+
 def train_step(G, D, opt_G, opt_D, x0, scheduler, cfg: TrainConfig, step: int, ema=None, scaler=None) -> dict:
     """One step on x0 (B, C, S, S) in [-1, 1]; returns floats diff, adv, adv_w, D, D_real, D_fake.
 
@@ -275,8 +282,7 @@ def train(dataloader, image_channels: int = 1, timesteps: int = 1000, device=Non
                     history[k].append(v)
                 bar.update(1)
                 if step % cfg.log_every == 0:
-                    bar.set_postfix_str(" | ".join(f"{k} {metrics[m]:.4f}" for k, m in
-                                                   (("Diff", "diff"), ("Adv", "adv"), ("D", "D"))))
+                    bar.set_postfix_str(_postfix(metrics))
                 samples = None
                 if cfg.sample_every and step % cfg.sample_every == 0:
                     samples = sample_grid(G_sample, scheduler, cfg.image_size,

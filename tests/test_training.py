@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from diffgan_lib.config import TrainConfig, resolve_amp
 from diffgan_lib.losses import gan_losses
-from diffgan_lib.training import HISTORY_KEYS, _build, discriminator_loss, train, train_step
+from diffgan_lib.training import HISTORY_KEYS, _build, _postfix, discriminator_loss, train, train_step
 
 T = 50
 # the adversarial term on every step and every t, so that tiny runs exercise it
@@ -249,3 +249,8 @@ def test_ema_follows_its_formula_and_is_what_train_returns(tmp_path):
     G, G_raw = result.G, result.G_raw
     assert G is not G_raw and not G.training
     assert any(not torch.equal(a, b) for a, b in zip(G.parameters(), G_raw.parameters()))
+
+
+def test_progress_bar_says_off_while_the_adversarial_term_is_off():
+    assert _postfix({"diff": 0.05, "adv": float("nan"), "D": float("nan")}) == "Diff 0.0500 | Adv off | D off"
+    assert _postfix({"diff": 0.05, "adv": 0.8413, "D": 1.3125}) == "Diff 0.0500 | Adv 0.8413 | D 1.3125"
