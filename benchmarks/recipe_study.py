@@ -102,6 +102,27 @@ def summarize(out):
             print(f"{name:28s} n={len(rs)} {steps:5d} {sname:7s} " + "  ".join(cells))
 
 
+def figure(out, seed, path, variants=("pure", "hybrid")):
+    """Save the first 16 samples of each variant's DDIM-50 and DDIM-4 grid (one training seed) side by side."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    runs = [v for v in variants if (out / v / f"seed{seed}" / "grid_ddim4.png").exists()]
+    fig, axes = plt.subplots(len(runs), len(SAMPLERS), figsize=(2.6 * len(SAMPLERS), 2.8 * len(runs)), squeeze=False)
+    for row, name in zip(axes, runs):
+        for ax, (sname, kw) in zip(row, SAMPLERS.items()):
+            grid = Image.open(out / name / f"seed{seed}" / f"grid_{sname}.png").convert("L")
+            ax.imshow(grid.crop((0, 0, grid.width // 2, grid.height // 2)), cmap="gray", vmin=0, vmax=255)
+            ax.set_title(f"{name}, DDIM-{kw['steps']}", fontsize=9)
+            ax.axis("off")
+    fig.suptitle(f"first 16 samples, same noise, training seed {seed}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    print("wrote", path)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("variants", nargs="*", metavar="VARIANT",
@@ -111,6 +132,8 @@ def main():
     p.add_argument("--n-samples", type=int, default=256)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--out", default="runs/recipe")
+    p.add_argument("--figure", metavar="PNG", help="also save pure vs hybrid sample grids of --figure-seed here")
+    p.add_argument("--figure-seed", type=int, default=0)
     args = p.parse_args()
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:   # checked here: argparse rejects an empty list when nargs="*" has choices
@@ -132,6 +155,8 @@ def main():
                 row = run_one(name, seed, args.steps, args.n_samples, out, net, train_x, held_x)
                 print(f"{name} seed {seed}: {args.steps} steps in {row['train_s']} s", flush=True)
     summarize(out)
+    if args.figure:
+        figure(out, args.figure_seed, args.figure)
 
 
 if __name__ == "__main__":
