@@ -13,12 +13,11 @@ import argparse
 
 import torch
 
-from diffgan_lib.device import pick_device
 from diffgan_lib.sampling import sample
 from diffgan_lib.scheduler import DiffusionScheduler
 from diffgan_lib.unet import UNet
 
-from bench_train import machine
+from bench_train import device_and_size, machine
 from bench_train import step_seconds as timed   # wall time of one call, with CUDA syncs around it
 
 
@@ -32,11 +31,7 @@ def main() -> None:
     p.add_argument("--ddim-steps", type=int, default=50)
     p.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's choice)")
     a = p.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    dev = pick_device(a.device)
-    cuda = dev.type == "cuda"
-    size, base = a.image_size or (128 if cuda else 32), a.base or (64 if cuda else 32)
+    dev, size, base = device_and_size(a)
     G = UNet(1, base).to(dev).eval()
     scheduler = DiffusionScheduler(a.timesteps, device=dev)
     x, t = torch.randn(a.n, 1, size, size, device=dev), torch.full((a.n,), 10, device=dev)

@@ -61,6 +61,16 @@ def step_seconds(run_step, dev) -> float:
     return time.perf_counter() - start
 
 
+def device_and_size(a) -> tuple[torch.device, int, int]:
+    """Apply --threads, pick --device, and fill in the defaults for --image-size and --base: the seed's
+    128 px / base 64 on CUDA, 32 px / base 32 elsewhere. Shared by the benchmark scripts."""
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    dev = pick_device(a.device)
+    cuda = dev.type == "cuda"
+    return dev, a.image_size or (128 if cuda else 32), a.base or (64 if cuda else 32)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", help="cpu or cuda (default: the best one here)")
@@ -73,15 +83,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's choice)")
     p.add_argument("--compile", action="store_true", help="also time ours with torch.compile")
     a = p.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    dev = pick_device(a.device)
-    cuda = dev.type == "cuda"
-    size, base = a.image_size or (128 if cuda else 32), a.base or (64 if cuda else 32)
+    dev, size, base = device_and_size(a)
     common = dict(base=base, adv_weight=0.01, channels_last=False, amp="off")
     setups = [("as written (seed), fp32", TrainConfig(variant="as_written", ema_decay=0.0, **common)),
               ("ours, fp32", TrainConfig(**common))]
-    if cuda:
+    if dev.type == "cuda":
         fast = {**common, "amp": "auto", "channels_last": True}    # bf16 where supported, else fp16
         half = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         setups.append((f"ours, {half} + channels_last", TrainConfig(**fast)))
