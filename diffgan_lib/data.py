@@ -31,8 +31,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
 
 from .device import pick_device
+from .distributed import env_world
 from .formats import SUFFIXES, UnreadableFileError, find_files, read_file
 from .phantoms import PhantomDataset, check_image_size
 
@@ -210,6 +212,9 @@ def make_dataloader(source: str | Path, image_size: int, batch_size: int, channe
     num_workers: None means 0, loading in the notebook's own process: phantoms take about a
     millisecond and real images are preloaded, so worker processes would add start-up time (and
     spawn trouble on Windows/macOS) for no gain. pin_memory is on only when ``device`` is CUDA.
+    Under torchrun (WORLD_SIZE > 1) the loader is sharded: a DistributedSampler gives each process
+    its own 1/WORLD_SIZE of the images (phantoms are made from their index, so they shard too), and
+    ``batch_size`` is per process (the global batch is batch_size x WORLD_SIZE).
     Other keyword arguments go to ``PhantomDataset`` (e.g. ``return_labels=True``: batches become
     (images, {"contrast": (B,), "lesion": (B,)})) or to ``load_images`` (normalize, window, split...).
     """
@@ -224,6 +229,16 @@ def make_dataloader(source: str | Path, image_size: int, batch_size: int, channe
         raise ValueError(f"the dataset has {len(ds)} images, fewer than batch_size={batch_size}, so "
                          "drop_last=True would give no batch at all; lower batch_size or pass drop_last=False")
     num_workers = 0 if num_workers is None else num_workers
+    rank, world = env_world()
+    if world > 1:   # under torchrun: each process reads its own shard, reshuffled by train()'s set_epoch
+        sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=shuffle,
+                                     seed=0 if seed is None else seed, drop_last=drop_last)
+        if drop_last and len(sampler) < batch_size:
+            raise ValueError(f"each of the {world} processes gets {len(sampler)} of the {len(ds)} images, fewer "
+                             f"than batch_size={batch_size} (per process); lower batch_size or use more images")
+        return DataLoader(ds, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
+                          num_workers=num_workers, persistent_workers=num_workers > 0,
+                          pin_memory=pick_device(device).type == "cuda")
     generator = None if seed is None else torch.Generator().manual_seed(seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
                       num_workers=num_workers, persistent_workers=num_workers > 0,
