@@ -22,7 +22,8 @@ import torch
 
 from diffgan_lib.config import TrainConfig
 from diffgan_lib.device import pick_device
-from diffgan_lib.training import _build, train_step
+from diffgan_lib.run import build_run
+from diffgan_lib.training import train_step
 
 
 def machine(dev: torch.device) -> str:
@@ -38,16 +39,14 @@ def machine(dev: torch.device) -> str:
 
 def prepare(cfg, dev, size, batch, timesteps):
     """Networks, optimisers and one batch for a setup; returns a function that runs one step."""
-    G, D, scheduler, opt_G, opt_D, scaler, ema, channels_last = _build(1, timesteps, cfg, dev)
-    if cfg.variant == "as_written":
-        ema = None                                     # the seed keeps no EMA
-    if cfg.compile:
-        G = torch.compile(G)
+    run = build_run(cfg, 1, timesteps, dev, ema=cfg.variant != "as_written")   # the seed keeps no EMA
+    G = torch.compile(run.G) if cfg.compile else run.G
     x0 = torch.rand(batch, 1, size, size, device=dev) * 2 - 1
-    if channels_last:
+    if run.channels_last:
         x0 = x0.contiguous(memory_format=torch.channels_last)
     counter = iter(range(10**9))
-    return lambda: train_step(G, D, opt_G, opt_D, x0, scheduler, cfg, next(counter), ema=ema, scaler=scaler)
+    return lambda: train_step(G, run.D, run.opt_G, run.opt_D, x0, run.scheduler, cfg, next(counter), ema=run.ema,
+                              scaler=run.scaler)
 
 
 def step_seconds(run_step, dev) -> float:

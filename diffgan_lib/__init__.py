@@ -10,14 +10,15 @@ from .data import ImageDataset, load_images, make_dataloader
 from .device import describe_device, pick_device
 from .discriminator import Discriminator, score_map_shape
 from .features import FeatureNet, extract_features, train_feature_net
-from .losses import (D_LOSS_AT_CHANCE, diffusion_forward, diffusion_loss, fake_images, gan_losses,
-                     generator_adv_loss)
+from .losses import (D_LOSS_AT_CHANCE, diffusion_forward, diffusion_loss, discriminator_loss, fake_images,
+                     gan_losses, generator_adv_loss)
 from .metrics import (diversity, evaluate, frechet_distance, kid, memorisation, real_vs_real_baseline,
                       sliced_wasserstein)
 from .phantoms import CONTRASTS, PhantomDataset, check_image_size, make_phantom
 from .sampling import generate_and_visualize, image_grid, sample, save_image_files, save_image_grid, to_unit
 from .scheduler import DiffusionScheduler
-from .training import TrainResult, train, train_step
+from .run import Run, build_run, resume_run
+from .training import TrainResult, train, train_step, train_step_as_written
 from .unet import DoubleConv, UNet, count_parameters
 
 __version__ = "0.1.0"
@@ -29,7 +30,8 @@ __all__ = [
     "PhantomDataset", "make_phantom", "CONTRASTS", "check_image_size", "load_images", "ImageDataset",
     "make_dataloader", "FeatureNet", "train_feature_net", "extract_features", "frechet_distance", "kid",
     "sliced_wasserstein", "diversity", "memorisation", "evaluate", "real_vs_real_baseline",
-    "TrainConfig", "train", "train_step", "TrainResult", "save_checkpoint", "load_checkpoint",
+    "TrainConfig", "train", "train_step", "train_step_as_written", "TrainResult", "Run", "build_run",
+    "resume_run", "discriminator_loss", "save_checkpoint", "load_checkpoint",
     "load_training_state", "CheckpointError", "sample", "to_unit", "generate_and_visualize",
     "save_image_grid", "save_image_files", "image_grid",
 ]

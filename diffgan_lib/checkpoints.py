@@ -1,13 +1,28 @@
-"""Checkpoints: save and load a training run safely (ERRATA 5: the seed's missing helpers).
+"""Checkpoints: the file format, written atomically and read without running code (ERRATA 5).
+
+This module owns only the file: what is in it, how it is written and read, and how a model is
+rebuilt from it. What a training run keeps (networks, optimisers, step, history) is
+:class:`diffgan_lib.run.Run`, whose ``state_dict()`` is the payload written here.
 
 A checkpoint is a dict of plain values only -- tensors, dicts, lists, numbers, strings -- so it
-loads with ``torch.load(path, weights_only=True)``, which never runs code hidden in a file:
-- ``format`` / ``version``: the tag ``"diffgan_lib/checkpoint"``, version 1;
-- ``model``: {in_ch, base, time_embedding, D_base}; ``scheduler``: DiffusionScheduler.config();
-  ``config``: TrainConfig.to_dict() (its ``image_size`` is the training side S);
+loads with ``torch.load(path, weights_only=True)``, which never runs code hidden in a file.
+Format version 2:
+- ``format`` = "diffgan_lib/checkpoint", ``version`` = 2, ``torch_version``;
+- ``model``: {kind, ...}: what network to rebuild. ``kind`` "diffusion": {in_ch, base,
+  time_embedding, D_base} for the UNet G and the PatchGAN D;
+- ``scheduler``: DiffusionScheduler.config() (T and the beta schedule);
+- ``config``: TrainConfig.to_dict() (its ``image_size`` is the training side S), or None;
 - ``G`` (raw weights), ``G_ema`` (averaged weights or None), ``D``, ``opt_G``, ``opt_D``, ``scaler``;
-- ``epoch``, ``step``, ``resume_at`` = [epoch, batches of it already done]; ``history``: per-step
-  losses as float64 tensors; ``rng``: the torch / CUDA / Python / NumPy random states as tensors.
+- ``step`` (optimisation steps done), ``epoch`` and ``position`` = [epoch, batches of it done];
+  ``data`` = {batch_size (global), batches_per_epoch, world_size} or None; ``history``: per-step
+  losses as float64 / int64 tensors; ``sampling_only``: True in the small files of ``export_for_sampling``.
+
+The versioning rule, for every kind that follows (few-step, conditional...): a new network adds
+a ``model.kind`` and its own fields under ``model``; a reader refuses a kind it does not know by
+name. Any change to the layout raises ``VERSION``, and adds one function to ``_MIGRATIONS`` that
+turns a file of the previous version into the new layout when it is read (files on disk are
+never rewritten): version 1 (no ``model.kind``; Adam's betas in ``config.betas``; ``resume_at``
+and ``rng``) reads as version 2.
 
 Files are written atomically (a temporary file in the same folder, flushed and fsync-ed, then
 ``os.replace``): a crash mid-write leaves the previous file intact.
@@ -18,34 +33,31 @@ import json
 import math
 import os
 import pickle
-import random
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .config import TrainConfig
+from .config import RENAMED, TrainConfig
 from .device import pick_device
 from .discriminator import Discriminator
 from .scheduler import DiffusionScheduler
 from .unet import UNet
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_training_state", "check_compatible",
-           "CheckpointError", "LoadedCheckpoint", "export_for_sampling", "rng_state", "set_rng_state", "seed_epoch", "save_history_json",
-           "FORMAT", "VERSION"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_training_state", "read_checkpoint",
+           "write_checkpoint", "build_models", "CheckpointError", "LoadedCheckpoint", "export_for_sampling",
+           "save_history_json", "history_to_tensors", "FORMAT", "VERSION", "KINDS"]
 
-FORMAT, VERSION = "diffgan_lib/checkpoint", 1
+FORMAT, VERSION = "diffgan_lib/checkpoint", 2
+KINDS = ("diffusion",)
 INT_KEYS = ("step", "epoch")
+MAX_BASE, MAX_T = 1024, 100_000     # sanity bounds, checked before any network is built
 
 
 class CheckpointError(ValueError):
     """A file that is not a usable diffgan_lib checkpoint (the message says why and what to do)."""
 
 
-def _unwrap(module):
-    return getattr(module, "_orig_mod", module)   # a torch.compile wrapper keeps the model here
-
-
+# --------------------------------------------------------------------- writing
 def _atomic_write(path: Path, write) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -66,79 +78,57 @@ def _atomic_write(path: Path, write) -> None:
             os.close(fd)
 
 
-# --------------------------------------------------------------------- random states
-def rng_state() -> dict:
-    """The torch, CUDA, Python and NumPy global random states, as tensors and plain values."""
-    version, ints, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "python": [version, torch.tensor(ints, dtype=torch.int64), gauss],
-            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]}
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore what :func:`rng_state` returned."""
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    version, ints, gauss = state["python"]
-    random.setstate((version, tuple(ints.tolist()), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-
-
-def seed_epoch(dataloader, seed: int, epoch: int) -> None:
-    """Re-seed torch, Python and NumPy's global generators and the dataloader's own torch.Generator
-    (if any) from (seed, epoch), so that an epoch's shuffle and noise do not depend on the past."""
-    s = seed * 1_000_003 + epoch
-    torch.manual_seed(s)
-    random.seed(s)
-    np.random.seed(s % 2**32)
-    sampler = getattr(dataloader, "sampler", None)
-    batch_sampler = getattr(getattr(dataloader, "batch_sampler", None), "sampler", None)
-    gens = {id(g): g for g in (getattr(dataloader, "generator", None), getattr(sampler, "generator", None),
-                               getattr(batch_sampler, "generator", None)) if isinstance(g, torch.Generator)}
-    for g in gens.values():
-        g.manual_seed(s)
-
-
-# --------------------------------------------------------------------- saving
-def save_checkpoint(G, D, opt_G, opt_D, epoch: int, save_dir, final: bool = False, *, ema=None,
-                    config=None, scheduler=None, step: int = 0, history: dict | None = None,
-                    scaler=None, name: str | None = None, resume_at=None) -> Path:
-    """Write ``epoch_{epoch+1:04d}.pth`` (or ``final_model.pth``, or ``name``) into ``save_dir``.
-
-    ``epoch`` is the 0-based index of the epoch just finished, as in the seed. ``resume_at``
-    = (epoch, batches done) where training should continue; default (epoch + 1, 0). ``ema`` is an
-    :class:`~diffgan_lib.ema.EMA` (or any module with the averaged weights); without ``scheduler``,
-    ``load_checkpoint`` rebuilds the default one (T = 1000). Returns the path written.
-    """
-    save_dir = Path(save_dir)
-    save_dir.mkdir(parents=True, exist_ok=True)
-    path = save_dir / (name or ("final_model.pth" if final else f"epoch_{epoch + 1:04d}.pth"))
-    G_raw, D_raw = _unwrap(G), _unwrap(D)
-    if isinstance(config, TrainConfig):
-        config = config.to_dict()
-    hist = {k: torch.tensor(v, dtype=torch.int64 if k in INT_KEYS else torch.float64)
-            for k, v in (history or {}).items()}
-    ckpt = {
-        "format": FORMAT, "version": VERSION, "torch_version": str(torch.__version__),
-        "model": {"in_ch": G_raw.in_ch, "base": G_raw.base, "time_embedding": G_raw.time_embedding,
-                  "D_base": D_raw.base},
-        "scheduler": scheduler.config() if scheduler is not None else None,
-        "config": config,
-        "G": G_raw.state_dict(), "G_ema": ema.state_dict() if ema is not None else None,
-        "D": D_raw.state_dict(),
-        "opt_G": opt_G.state_dict() if opt_G is not None else None,
-        "opt_D": opt_D.state_dict() if opt_D is not None else None,
-        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
-        "epoch": int(epoch), "step": int(step),
-        "resume_at": list(resume_at) if resume_at is not None else [int(epoch) + 1, 0],
-        "history": hist, "rng": rng_state(),
-    }
+def write_checkpoint(path, payload: dict) -> Path:
+    """Write ``payload`` (plain values, e.g. ``Run.state_dict()``) atomically at ``path`` with the format tag."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt = {"format": FORMAT, "version": VERSION, "torch_version": str(torch.__version__), **payload}
     _atomic_write(path, lambda f: torch.save(ckpt, f))
     return path
+
+
+def history_to_tensors(history: dict | None) -> dict:
+    """Per-step lists -> int64 (step, epoch) / float64 tensors, which ``weights_only`` loading accepts."""
+    return {k: torch.tensor(v, dtype=torch.int64 if k in INT_KEYS else torch.float64)
+            for k, v in (history or {}).items()}
+
+
+def _unwrap(module):
+    """The plain module inside torch.compile (``_orig_mod``) and DDP (``module``) wrappers."""
+    while True:
+        if hasattr(module, "_orig_mod"):
+            module = module._orig_mod
+        elif isinstance(module, torch.nn.parallel.DistributedDataParallel):
+            module = module.module
+        else:
+            return module
+
+
+def diffusion_model_fields(G, D) -> dict:
+    """The ``model`` section of a "diffusion" checkpoint for the UNet G and the discriminator D."""
+    G, D = _unwrap(G), _unwrap(D)
+    return {"kind": "diffusion", "in_ch": G.in_ch, "base": G.base, "time_embedding": G.time_embedding,
+            "D_base": D.base}
+
+
+def save_checkpoint(G, D, opt_G, opt_D, epoch: int, save_dir, final: bool = False, *, scheduler=None,
+                    config=None, name: str | None = None) -> Path:
+    """The seed's helper: write ``epoch_{epoch+1:04d}.pth`` (or ``final_model.pth``, or ``name``).
+
+    ``epoch`` is the 0-based index of the epoch just finished, as in the seed. Holds G, D, the
+    optimisers (None is allowed), the scheduler (without it ``load_checkpoint`` rebuilds T = 1000)
+    and the config. ``train()`` writes richer files (EMA, history, position) through its Run.
+    """
+    if isinstance(config, TrainConfig):
+        config = config.to_dict()
+    payload = {"model": diffusion_model_fields(G, D),
+               "scheduler": scheduler.config() if scheduler is not None else None, "config": config,
+               "G": _unwrap(G).state_dict(), "G_ema": None, "D": _unwrap(D).state_dict(),
+               "opt_G": opt_G.state_dict() if opt_G is not None else None,
+               "opt_D": opt_D.state_dict() if opt_D is not None else None, "scaler": None,
+               "epoch": int(epoch), "step": 0, "position": [int(epoch) + 1, 0], "data": None, "history": {}}
+    return write_checkpoint(Path(save_dir) / (name or ("final_model.pth" if final else f"epoch_{epoch + 1:04d}.pth")),
+                            payload)
 
 
 def export_for_sampling(path, out, half: bool = True) -> Path:
@@ -149,15 +139,14 @@ def export_for_sampling(path, out, half: bool = True) -> Path:
     casts them back to float32). About a quarter of the full file: the course ships one in data/.
     Such a file cannot be resumed from.
     """
-    ckpt = _read(path)
+    ckpt = read_checkpoint(path)
     cast = (lambda sd: {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}) if half else dict
     slim = {**ckpt, "G": cast(ckpt["G_ema"] if ckpt["G_ema"] is not None else ckpt["G"]), "G_ema": None,
             "D": cast(ckpt["D"]), "opt_G": None, "opt_D": None, "scaler": None, "sampling_only": True,
             "history": {k: v.float() if v.is_floating_point() else v for k, v in ckpt["history"].items()}}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out, lambda f: torch.save(slim, f))
-    return out
+    for key in ("format", "version", "torch_version"):
+        slim.pop(key)
+    return write_checkpoint(out, slim)
 
 
 def save_history_json(history: dict, save_dir) -> Path:
@@ -169,7 +158,7 @@ def save_history_json(history: dict, save_dir) -> Path:
     return path
 
 
-# --------------------------------------------------------------------- loading
+# --------------------------------------------------------------------- reading
 def _missing(path: Path) -> FileNotFoundError:
     folder = path.parent
     found = sorted(p.name for p in folder.glob("*.pth")) if folder.is_dir() else []
@@ -179,8 +168,51 @@ def _missing(path: Path) -> FileNotFoundError:
                              "or check the path")
 
 
-def _read(path) -> dict:
-    """torch.load(weights_only=True) with errors that say what is wrong and what to do."""
+def _v1_to_v2(ckpt: dict) -> dict:
+    """Version 1 -> 2: add model.kind, rename Adam's ``betas``, ``resume_at`` -> ``position``, drop ``rng``."""
+    ckpt["model"] = {"kind": "diffusion", **ckpt["model"]}
+    if ckpt.get("config"):
+        ckpt["config"] = {RENAMED.get(k, k): v for k, v in ckpt["config"].items()}
+    ckpt["position"] = list(ckpt.pop("resume_at", None) or [ckpt.get("epoch", 0) + 1, 0])
+    ckpt.pop("rng", None)      # random states are no longer needed: noise is keyed by (seed, step, sample)
+    ckpt.setdefault("data", None)
+    return ckpt
+
+
+_MIGRATIONS = {1: _v1_to_v2}    # version v -> a function giving version v + 1
+
+
+def _validate(ckpt: dict, path) -> None:
+    """Check the fields needed to rebuild the networks, before anything is built (CheckpointError)."""
+    required = ("model", "scheduler", "config", "G", "D", "step", "history")
+    missing = [k for k in required if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} lacks the field(s) {', '.join(missing)}: it is damaged or was not "
+                              "written by diffgan_lib; use another checkpoint")
+    m = ckpt["model"]
+    if not isinstance(m, dict) or m.get("kind") not in KINDS:
+        kind = m.get("kind") if isinstance(m, dict) else None
+        raise CheckpointError(f"{path} holds a model of kind {kind!r}, which this diffgan_lib does not know "
+                              f"(known: {', '.join(KINDS)}); upgrade diffgan_lib")
+    checks = {"in_ch": lambda v: v in (1, 3), "base": lambda v: isinstance(v, int) and 8 <= v <= MAX_BASE and v % 8 == 0,
+              "D_base": lambda v: isinstance(v, int) and 8 <= v <= MAX_BASE and v % 8 == 0,
+              "time_embedding": lambda v: isinstance(v, bool)}
+    bad = [f"{k}={m.get(k)!r}" for k, ok in checks.items() if not ok(m.get(k))]
+    sched = ckpt["scheduler"] or {}
+    if not isinstance(sched, dict) or not (isinstance(sched.get("timesteps", 1000), int)
+                                           and 1 <= sched.get("timesteps", 1000) <= MAX_T):
+        bad.append(f"timesteps={sched.get('timesteps') if isinstance(sched, dict) else sched!r}")
+    if bad:
+        raise CheckpointError(f"{path} has impossible model settings ({', '.join(bad)}); it is damaged or "
+                              "was edited by hand; use another checkpoint")
+
+
+def read_checkpoint(path) -> dict:
+    """``torch.load(weights_only=True)``, checked and migrated to the current version (see the module doc).
+
+    Errors say what is wrong and what to do: FileNotFoundError lists the .pth files that do exist;
+    CheckpointError for a damaged, foreign, newer, or pickled-object file.
+    """
     path = Path(path)
     if not path.is_file():
         raise _missing(path)
@@ -192,35 +224,28 @@ def _read(path) -> dict:
         if "weights only" in str(err).lower():
             raise CheckpointError(
                 f"{path} contains pickled Python objects, not only tensors and numbers, so it was not "
-                "made by diffgan_lib; it will not be unpickled, for safety (unpickling can run any code). "
-                "If you trust its source, open it yourself with torch.load(path, weights_only=False)") from None
+                "made by diffgan_lib; it is refused, because unpickling a file can run any code in it. "
+                "Use a checkpoint written by diffgan_lib") from None
         raise CheckpointError(corrupt) from None
     except (RuntimeError, EOFError, KeyError, ValueError, OSError):
         raise CheckpointError(corrupt) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a PyTorch file but not a diffgan_lib checkpoint (no "
                               f"format tag {FORMAT!r}); make checkpoints with diffgan_lib.train")
-    if ckpt.get("version", 0) > VERSION:
-        raise CheckpointError(f"{path} has checkpoint format version {ckpt['version']}, newer than this "
-                              f"diffgan_lib understands ({VERSION}); upgrade diffgan_lib")
+    version = ckpt.get("version", 0)
+    if not isinstance(version, int) or version > VERSION or version < 1:
+        raise CheckpointError(f"{path} has checkpoint format version {version!r}, which this diffgan_lib "
+                              f"does not understand (it reads 1 to {VERSION}); upgrade diffgan_lib")
+    while ckpt["version"] < VERSION:
+        ckpt = _MIGRATIONS[ckpt["version"]](ckpt)
+        ckpt["version"] += 1
+    _validate(ckpt, path)
     return ckpt
 
 
-def _load_state(module, state: dict, what: str, path) -> None:
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as err:
-        detail = " ".join(str(err).split())[:300]
-        raise CheckpointError(f"{path}: the {what} weights do not fit the network of this configuration "
-                              f"({detail}); use the configuration the checkpoint was trained with") from None
-
-
-def load_training_state(path, device=None) -> dict:
-    """The whole checkpoint dict for resuming (tensors on the CPU; load_state_dict moves them).
-
-    ``device`` is accepted for symmetry with :func:`load_checkpoint`; RNG states must stay on the CPU.
-    """
-    ckpt = _read(path)
+def load_training_state(path) -> dict:
+    """The whole checkpoint dict for resuming (tensors on the CPU), history as lists, ``path`` added."""
+    ckpt = read_checkpoint(path)
     if ckpt.get("sampling_only"):
         raise CheckpointError(f"{path} was exported for sampling only (no optimiser states); resume from "
                               "the full checkpoint it was made from, or start a new run")
@@ -229,25 +254,25 @@ def load_training_state(path, device=None) -> dict:
     return ckpt
 
 
-def check_compatible(ckpt: dict, **expected) -> None:
-    """Raise CheckpointError naming every field whose checkpoint value differs from ``expected``.
+def load_state(module, state: dict, what: str, path) -> None:
+    """``module.load_state_dict(state)`` with a CheckpointError naming the network when they do not fit."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:300]
+        raise CheckpointError(f"{path}: the {what} weights do not fit the network of this configuration "
+                              f"({detail}); use the configuration the checkpoint was trained with") from None
 
-    Fields: in_ch, base, time_embedding, D_base (``ckpt['model']``), timesteps, schedule, beta_start,
-    beta_end (``ckpt['scheduler']``).
-    """
-    actual = {**ckpt["model"], **(ckpt.get("scheduler") or {})}
-    diff = [k for k, v in expected.items() if k in actual and actual[k] != v]
-    if diff:
-        theirs = ", ".join(f"{k}={actual[k]!r}" for k in diff)
-        ours = ", ".join(f"{k}={expected[k]!r}" for k in diff)
-        raise CheckpointError(f"checkpoint {ckpt.get('path', '')} was trained with {theirs} but this run "
-                              f"has {ours}; resume with the same values (config=None reuses the "
-                              "checkpoint's config) or start a new run without resume")
+
+def build_models(model: dict):
+    """(G, D), untrained, from a checkpoint's ``model`` section (kind "diffusion")."""
+    return (UNet(model["in_ch"], model["base"], model["time_embedding"]),
+            Discriminator(model["in_ch"], model["D_base"]))
 
 
 class LoadedCheckpoint(tuple):
     """``(G, D, scheduler)``, as the seed's ``load_checkpoint`` returns, plus ``.config`` (TrainConfig
-    or None), ``.image_size``, ``.step``, ``.epoch``, ``.history`` and ``.path``."""
+    or None), ``.image_size``, ``.step``, ``.epoch``, ``.history``, ``.kind`` and ``.path``."""
 
     def __new__(cls, G, D, scheduler, **info):
         self = super().__new__(cls, (G, D, scheduler))
@@ -263,16 +288,14 @@ def load_checkpoint(path, device=None, which: str = "ema") -> LoadedCheckpoint:
     """
     if which not in ("ema", "raw"):
         raise ValueError(f"which={which!r}: choose 'ema' (for sampling) or 'raw'")
-    ckpt = _read(path)
+    ckpt = read_checkpoint(path)
     dev = pick_device(device)
-    m = ckpt["model"]
-    G = UNet(m["in_ch"], m["base"], m["time_embedding"])
-    _load_state(G, ckpt["G_ema"] if which == "ema" and ckpt["G_ema"] is not None else ckpt["G"], "G", path)
-    D = Discriminator(m["in_ch"], m["D_base"])
-    _load_state(D, ckpt["D"], "D", path)
+    G, D = build_models(ckpt["model"])
+    load_state(G, ckpt["G_ema"] if which == "ema" and ckpt.get("G_ema") is not None else ckpt["G"], "G", path)
+    load_state(D, ckpt["D"], "D", path)
     scheduler = DiffusionScheduler(**(ckpt["scheduler"] or {}), device=dev)
     config = TrainConfig.from_dict(ckpt["config"]) if ckpt["config"] else None
     return LoadedCheckpoint(G.to(dev).eval(), D.to(dev).eval(), scheduler, config=config,
                             image_size=config.image_size if config else None, step=ckpt["step"],
-                            epoch=ckpt["epoch"], path=str(path),
+                            epoch=ckpt.get("epoch", 0), path=str(path), kind=ckpt["model"]["kind"],
                             history={k: v.tolist() for k, v in ckpt["history"].items()})

@@ -2,7 +2,8 @@
 
 ``TrainConfig`` holds every knob of :func:`diffgan_lib.training.train` except the data, the number
 of image channels, the number of timesteps T and the number of epochs, which stay arguments of
-``train`` as in the seed. Images are (B, C, S, S) in [-1, 1] with S divisible by 8.
+``train`` as in the seed (a run records channels and T in its checkpoints, so resuming needs
+neither). Images are (B, C, S, S) in [-1, 1] with S a multiple of 8, at least 32.
 
 Presets:
 - ``TrainConfig.cpu_quick()``: 32 px, base 32, float32 on a CPU (small enough for a laptop);
@@ -20,9 +21,12 @@ from dataclasses import dataclass
 
 import torch
 
+from .phantoms import check_image_size
+
 __all__ = ["TrainConfig", "AMP_MODES", "VARIANTS", "resolve_amp"]
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+RENAMED = {"betas": "adam_betas"}    # old field name -> new one (checkpoint format 1 -> 2)
 VARIANTS = ("corrected", "as_written")
 
 
@@ -38,7 +42,8 @@ class TrainConfig:
     # --- optimisers (Adam, as the seed)
     lr_G: float = 2e-4
     lr_D: float = 2e-4
-    betas: tuple[float, float] = (0.9, 0.999)   # Adam's defaults, which the seed uses
+    adam_betas: tuple[float, float] = (0.9, 0.999)   # Adam's defaults, which the seed uses (not the
+                                                     # scheduler's betas; called "betas" before format 2)
     # --- adversarial term. Measured by benchmarks/recipe_study.py (README, "Does the GAN term
     # pay?"): on every t with no warm-up D wins (D_loss ~0.5) and samples degrade; restricted to
     # lightly noised images after a warm-up, D stays near chance (2 ln 2), but at 3000 steps (32 px,
@@ -61,9 +66,8 @@ class TrainConfig:
     log_every: int = 1                 # steps between progress-bar updates
 
     def __post_init__(self):
-        if self.image_size is not None and (self.image_size < 32 or self.image_size % 8):
-            raise ValueError(f"image_size={self.image_size} must be a multiple of 8 and at least 32 "
-                             "(the UNet halves it three times, the discriminator needs 32 px); try 32, 64 or 128")
+        if self.image_size is not None:
+            check_image_size(self.image_size, minimum=32)
         if self.base < 8 or self.base % 8:
             raise ValueError(f"base={self.base} must be a positive multiple of 8 (GroupNorm(8)); try 32 or 64")
         if self.amp not in AMP_MODES:
@@ -81,7 +85,7 @@ class TrainConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
         if self.log_every < 1:
             raise ValueError(f"log_every={self.log_every} must be >= 1")
-        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
 
     # ----------------------------------------------------------------- presets
     @classmethod
@@ -117,14 +121,21 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        """Plain values only (betas as a list): safe for JSON and for ``torch.load(weights_only=True)``."""
+        """Plain values only (adam_betas as a list): safe for JSON and ``torch.load(weights_only=True)``."""
         d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
+        d["adam_betas"] = list(self.adam_betas)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        """Inverse of ``to_dict``; unknown keys raise ValueError naming them and the known ones."""
+        """Inverse of ``to_dict``; unknown keys raise ValueError naming them and the known ones.
+
+        Renamed fields of older checkpoints are migrated: ``betas`` (Adam's) -> ``adam_betas``.
+        """
+        d = dict(d)
+        for old, new in RENAMED.items():
+            if old in d and new not in d:
+                d[new] = d.pop(old)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = ["DiffusionOutput", "diffusion_forward", "diffusion_loss", "fake_images", "gan_losses",
-           "generator_adv_loss", "frozen", "D_LOSS_AT_CHANCE"]
+           "discriminator_loss", "generator_adv_loss", "frozen", "D_LOSS_AT_CHANCE"]
 
 D_LOSS_AT_CHANCE = 2 * math.log(2)   # 1.3863: D_loss of a discriminator that cannot tell
 
@@ -81,9 +81,32 @@ def gan_losses(D: nn.Module, real: torch.Tensor, fake: torch.Tensor):
 
     Pass ``fake.detach()`` when training D. Their sum is D_loss; 2 ln 2 at chance.
     """
-    real_loss = F.softplus(-D(real).float()).mean()
-    fake_loss = F.softplus(D(fake).float()).mean()
-    return real_loss, fake_loss
+    return _d_terms(D(real).float(), D(fake).float())
+
+
+def _d_terms(s_real: torch.Tensor, s_fake: torch.Tensor):
+    """(softplus(-s_real).mean(), softplus(s_fake).mean()) from D's scores."""
+    return F.softplus(-s_real).mean(), F.softplus(s_fake).mean()
+
+
+def discriminator_loss(D: nn.Module, real: torch.Tensor, fake: torch.Tensor, r1_gamma: float = 0.0):
+    """(D_loss, mean score on real, mean score on fake); D_loss = the sum of ``gan_losses`` + R1.
+
+    One D forward on the batch [real; fake] (GroupNorm is per image, so this equals two calls, and
+    under DDP a module should run once per backward). The scores are returned for logging (ERRATA 11:
+    0 and 2 ln 2 at chance). R1 = r1_gamma / 2 * E ||grad_x sum D(x_real)||^2 (Mescheder et al.
+    2018), in float32 even under autocast: a float16 gradient of a gradient overflows.
+    real, fake: (B, C, H, W) and (B', C, H, W) in [-1, 1]; pass ``fake.detach()``.
+    """
+    scores = D(torch.cat([real, fake.to(real.dtype)])).float()
+    s_real, s_fake = scores[: len(real)], scores[len(real):]
+    loss = sum(_d_terms(s_real, s_fake))
+    if r1_gamma > 0:
+        with torch.autocast(real.device.type, enabled=False):
+            real = real.detach().float().requires_grad_(True)
+            (grad,) = torch.autograd.grad(D(real).sum(), real, create_graph=True)
+        loss = loss + r1_gamma / 2 * grad.pow(2).sum(dim=(1, 2, 3)).mean()
+    return loss, s_real.detach().mean(), s_fake.detach().mean()
 
 
 @contextmanager

@@ -40,16 +40,22 @@ _TISSUE = {
 _NOISE_SIGMA = {"ct": 0.03, "t1": 0.025, "t2": 0.025}
 
 
-def check_image_size(image_size: int) -> int:
-    """Return ``image_size`` if it is an int >= 8 divisible by 8, else raise ValueError saying what to use."""
+def check_image_size(image_size: int, minimum: int = 8, name: str = "image_size") -> int:
+    """Return ``image_size`` if it is an int >= ``minimum`` divisible by 8, else raise ValueError.
+
+    The one image-side rule of the library: the UNet halves the side three times (so a multiple of
+    8), and training also needs ``minimum=32`` (the discriminator's four 4x4 convolutions).
+    """
     if not isinstance(image_size, int) or isinstance(image_size, bool):
-        raise ValueError(f"image_size must be an int (e.g. 64), got {image_size!r}")
-    if image_size < 8:
-        raise ValueError(f"image_size {image_size} is too small: use 8 or more (a multiple of 8, e.g. 32 or 64)")
+        raise ValueError(f"{name} must be an int (e.g. 64), got {image_size!r}")
+    if image_size < minimum:
+        why = " (the discriminator needs 32 px)" if minimum >= 32 else ""
+        raise ValueError(f"{name}={image_size} is too small{why}: use {minimum} or more, a multiple of 8 "
+                         "(e.g. 32, 64 or 128)")
     if image_size % 8:
         lo, hi = image_size // 8 * 8, image_size // 8 * 8 + 8
-        raise ValueError(f"image size {image_size} is not divisible by 8 (the UNet halves it three times); "
-                         f"use {lo} or {hi}")
+        raise ValueError(f"{name}={image_size} is not a multiple of 8 (the UNet halves it three times); "
+                         f"use {lo if lo >= minimum else hi} or {hi}")
     return image_size
 
 

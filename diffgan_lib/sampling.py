@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .device import pick_device
+from .phantoms import check_image_size
 
 __all__ = ["sample", "to_unit", "generate_and_visualize", "save_image_grid", "save_image_files",
            "image_grid", "sample_grid"]
@@ -101,9 +102,7 @@ def sample(G, scheduler, n: int = 8, image_size: int = 128, device=None, sampler
         ts = scheduler.timesteps_for(steps if steps is not None else min(50, scheduler.T))
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n={n!r} must be a positive integer (the number of images)")
-    if not isinstance(image_size, int) or image_size < 8 or image_size % 8:
-        raise ValueError(f"image_size={image_size!r} must be a multiple of 8 (the UNet halves it three "
-                         "times); try 32, 64 or 128")
+    check_image_size(image_size)
     trajectory_at = [] if trajectory_at is None else [int(t) for t in trajectory_at]
     if any(not 0 <= t < scheduler.T for t in trajectory_at):
         raise ValueError(f"trajectory_at={trajectory_at}: every t must lie in [0, {scheduler.T - 1}]")

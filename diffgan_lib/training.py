@@ -1,56 +1,66 @@
-"""Training: one step of the Diffusion + GAN hybrid, and the seed's ``train`` loop around it.
+"""Training: one step of the Diffusion + GAN hybrid, and ``train``, a flat loop of such steps.
 
-Data: batches x0 (B, C, S, S) in [-1, 1] (ERRATA 9), S divisible by 8; a batch may be a tensor,
-an (x, y) tuple or list, or a dict with key "image" (as the seed accepts). t is (B,) int64 in [0, T).
+Data: batches x0 (B, C, S, S) in [-1, 1] (ERRATA 9), S a multiple of 8, at least 32; a batch may
+be a tensor, an (x, y) tuple or list, or a dict with key "image" (as the seed accepts). t is (B,)
+int64 in [0, T).
 
-The corrected step (``TrainConfig.variant="corrected"``), per batch:
+The corrected step (``train_step``), per batch:
 1. one generator forward: eps_pred = G(x_t, t), diff = ||eps - eps_pred||^2, and the fake is the
    predicted clean image x0_pred of that same pass, clamped to [-1, 1] (ERRATA 2);
 2. D step on (x0, x0_pred.detach()): softplus(-D(real)) + softplus(D(fake)) (+ R1);
 3. G step on diff + w * adv with D frozen (ERRATA 4); then the EMA update (ERRATA 12).
-``variant="as_written"`` runs the seed's loop exactly: a second forward pass G(add_noise(x0, 0))
-as the fake (a noise prediction), weight 0.1, D not frozen, no warm-up; for the lesson.
+The seed's loop as written (``train_step_as_written``, ``TrainConfig.variant="as_written"``) is a
+separate function, for the lesson: a second forward G(add_noise(x0, 0)) as the fake (a noise
+prediction), weight 0.1, D not frozen, no warm-up.
+
+Inside ``train``, t and the noise of each sample come from a generator seeded by (seed, step,
+the sample's index in the global batch): a run resumes exactly, and 2 processes x batch B draw
+what 1 process x batch 2B draws.
 """
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import torch
-import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm.auto import tqdm
 
-from .checkpoints import (check_compatible, load_training_state, save_checkpoint, save_history_json,
-                          seed_epoch, set_rng_state)
+from . import distributed
+from .checkpoints import _unwrap, save_history_json, write_checkpoint
 from .config import TrainConfig, resolve_amp
-from .device import pick_device
-from .discriminator import Discriminator
-from .ema import EMA
-from .losses import diffusion_forward, diffusion_loss, fake_images, generator_adv_loss
+from .losses import (diffusion_forward, diffusion_loss, discriminator_loss, fake_images,
+                     generator_adv_loss)
+from .run import HISTORY_KEYS, Run, build_run, resume_run
 from .sampling import sample_grid
-from .scheduler import DiffusionScheduler
-from .unet import UNet
 
-__all__ = ["train", "train_step", "TrainResult", "discriminator_loss", "check_batch", "HISTORY_KEYS"]
+__all__ = ["train", "train_step", "train_step_as_written", "TrainResult", "check_batch", "keyed_t_and_noise",
+           "progress_text", "HISTORY_KEYS", "Run", "build_run", "resume_run"]
 
-HISTORY_KEYS = ("step", "epoch", "diff", "adv", "adv_w", "D", "D_real", "D_fake")
 NAN = float("nan")
+LOSS_KEYS = ("diff", "adv", "adv_w", "D", "D_real", "D_fake")
 
 
 class TrainResult(tuple):
     """Unpacks as ``G, D, scheduler`` like the seed's ``train``; G is the EMA generator in eval mode
     (the one to sample from). Also ``.G_raw`` (last optimiser weights), ``.history`` (per-step
-    lists, keys HISTORY_KEYS) and ``.checkpoint`` (path of the last checkpoint written)."""
+    lists, keys HISTORY_KEYS), ``.checkpoint`` (path of the last checkpoint written), ``.run`` and
+    ``.stopped_by`` (None, or "SIGINT", "SIGTERM", "KeyboardInterrupt" when it stopped early)."""
 
-    def __new__(cls, G, D, scheduler, *, G_raw, history, checkpoint):
-        self = super().__new__(cls, (G, D, scheduler))
-        self.G, self.D, self.scheduler = G, D, scheduler
-        self.G_raw, self.history, self.checkpoint = G_raw, history, checkpoint
+    def __new__(cls, run: Run, checkpoint, stopped_by=None):
+        self = super().__new__(cls, (run.G_sample.eval(), run.D, run.scheduler))
+        self.G, self.D, self.scheduler = self
+        self.G_raw, self.history, self.run = run.G, run.history, run
+        self.checkpoint, self.stopped_by = checkpoint, stopped_by
         return self
 
 
+# ---------------------------------------------------------------------------------------- checks
 def _images(batch) -> torch.Tensor:
     """The image tensor of a batch: a tensor, batch[0] of a tuple/list, or batch['image']."""
     if isinstance(batch, dict):
@@ -80,21 +90,37 @@ def check_batch(x: torch.Tensor, image_channels: int, image_size: int | None, st
                          "(the noise has unit variance); scale them, e.g. x / 127.5 - 1 for uint8 pixels")
 
 
-def discriminator_loss(D, real, fake, r1_gamma: float = 0.0):
-    """(D_loss, mean score on real, mean score on fake); D_loss = the sum of ``gan_losses`` + R1.
+def _check_finite(losses: torch.Tensor, adv_on: bool, step: int, cfg: TrainConfig) -> dict:
+    """The losses as floats (one device sync); FloatingPointError naming the step if one is not finite."""
+    values = dict(zip(LOSS_KEYS, losses.tolist()))
+    bad = [k for k in (("diff", "adv", "adv_w", "D") if adv_on else ("diff",)) if not math.isfinite(values[k])]
+    if bad:
+        raise FloatingPointError(
+            f"step {step + 1}: loss {', '.join(f'{k}={values[k]}' for k in bad)} is not finite; training "
+            f"diverged. Lower the learning rate (lr_G={cfg.lr_G}, lr_D={cfg.lr_D}) or adv_weight, and check "
+            "that the data are scaled to [-1, 1]")
+    return values
 
-    Computed from the scores directly so that they can be logged (ERRATA 11: 0 and 2 ln 2 at chance).
-    R1 = r1_gamma / 2 * E ||grad_x sum D(x_real)||^2 (Mescheder et al. 2018), in float32 even under
-    autocast: a float16 gradient of a gradient overflows.
-    """
-    s_real, s_fake = D(real).float(), D(fake).float()
-    loss = F.softplus(-s_real).mean() + F.softplus(s_fake).mean()
-    if r1_gamma > 0:
-        with torch.autocast(real.device.type, enabled=False):
-            real = real.detach().float().requires_grad_(True)
-            (grad,) = torch.autograd.grad(D(real).sum(), real, create_graph=True)
-        loss = loss + r1_gamma / 2 * grad.pow(2).sum(dim=(1, 2, 3)).mean()
-    return loss, s_real.detach().mean(), s_fake.detach().mean()
+
+# ---------------------------------------------------------------------------------------- one step
+def _mix(*keys: int) -> int:
+    """A 63-bit seed from integers (the first one a tag naming the use), so that neighbouring keys
+    give unrelated random streams."""
+    h = 0x94D049BB133111EB
+    for k in keys:
+        h = ((h ^ (k & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 + 0x9E3779B97F4A7C15) % 2**64
+    return h % 2**63
+
+
+def keyed_t_and_noise(seed: int, step: int, index, T: int, shape, device=None):
+    """t (B,) int64 in [0, T) and noise (B, *shape) ~ N(0, 1), sample i drawn from its own generator
+    seeded by (seed, step, index[i]): the draws do not depend on how a batch is split over processes."""
+    g, ts, eps = torch.Generator(), [], []
+    for i in index:
+        g.manual_seed(_mix(3, seed, step, int(i)))
+        ts.append(torch.randint(0, T, (1,), generator=g))
+        eps.append(torch.randn(tuple(shape), generator=g))
+    return torch.cat(ts).to(device), torch.stack(eps).to(device)
 
 
 def _backward_step(loss, opt, scaler) -> None:
@@ -109,7 +135,7 @@ def _backward_step(loss, opt, scaler) -> None:
 
 def _adaptive_weight(G, diff, adv, cfg, scaler):
     """VQGAN (Esser et al. 2021, eq. 7): ||grad diff|| / ||grad adv|| at G's last layer, clamped."""
-    last = getattr(G, "_orig_mod", G).final.weight
+    last = _unwrap(G).final.weight
     s = scaler.get_scale() if scaler is not None and scaler.is_enabled() else 1.0
     (g_diff,) = torch.autograd.grad(diff * s, last, retain_graph=True)
     (g_adv,) = torch.autograd.grad(adv * s, last, retain_graph=True)
@@ -117,206 +143,299 @@ def _adaptive_weight(G, diff, adv, cfg, scaler):
     return cfg.adv_weight * ratio.clamp(0, cfg.adaptive_max).detach()
 
 
-def _postfix(metrics: dict) -> str:
+def _finish_G(G, G_loss, opt_G, ema, scaler, step) -> None:
+    """The G update and what follows every step: scaler update, EMA update."""
+    opt_G.zero_grad(set_to_none=True)
+    _backward_step(G_loss, opt_G, scaler)
+    if scaler is not None and scaler.is_enabled():
+        scaler.update()
+    if ema is not None:
+        ema.update(_unwrap(G), step)
+
+
+def _autocast(cfg, x0):
+    amp_dtype, _ = resolve_amp(cfg.amp, x0.device)
+    return torch.autocast(x0.device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+
+
+def _step_losses(G, D, opt_G, opt_D, x0, scheduler, cfg, step, ema=None, scaler=None, t=None, noise=None,
+                 D_ddp=None, agree=bool):
+    """The corrected step; returns (losses (6,) tensor in LOSS_KEYS order, whether the GAN term ran)."""
+    autocast = _autocast(cfg, x0)
+    if t is None:
+        t = torch.randint(0, scheduler.T, (x0.size(0),), device=x0.device)
+    with autocast:
+        out = diffusion_forward(G, x0, t, scheduler, noise)
+    nan = torch.tensor(NAN, device=x0.device)
+    diff, adv, w, D_loss, D_real, D_fake = out.loss, nan, nan, nan, nan, nan
+    keep = t < cfg.adv_t_max if cfg.adv_t_max is not None else torch.ones_like(t, dtype=torch.bool)
+    # on every rank or none (the D step is a collective under DDP): warm-up over, lightly noised images
+    adv_on = cfg.adv_weight > 0 and step >= cfg.adv_warmup_steps and agree(bool(keep.any()))
+    G_loss = diff
+    if adv_on:
+        real, fake = x0[keep], out.x0_pred[keep]
+        with autocast:
+            D_loss, D_real, D_fake = discriminator_loss(D_ddp or D, real, fake.detach(), cfg.r1_gamma)
+        opt_D.zero_grad(set_to_none=True)
+        _backward_step(D_loss, opt_D, scaler)
+        with autocast:
+            adv = generator_adv_loss(D, fake, freeze_D=True)     # the bare D: no gradient into its weights
+        w = (_adaptive_weight(G, diff, adv, cfg, scaler) if cfg.adaptive_adv_weight
+             else torch.tensor(cfg.adv_weight, device=x0.device))
+        G_loss = diff + w * adv
+    _finish_G(G, G_loss, opt_G, ema, scaler, step)
+    return torch.stack([v.detach().float() for v in (diff, adv, w, D_loss, D_real, D_fake)]), adv_on
+
+
+def _step_losses_as_written(G, D, opt_G, opt_D, x0, scheduler, cfg, step, ema=None, scaler=None):
+    """The seed's loop, line by line; returns (losses (6,), True)."""
+    autocast = _autocast(cfg, x0)
+    t = torch.randint(0, scheduler.T, (x0.size(0),)).to(x0.device)
+    with autocast:
+        diff = diffusion_loss(G, x0, t, scheduler)
+        fake = fake_images(G, x0, scheduler, "as_written")      # 2nd forward: a noise prediction
+        D_loss, D_real, D_fake = discriminator_loss(D, x0, fake.detach())
+    opt_D.zero_grad()
+    _backward_step(D_loss, opt_D, scaler)
+    with autocast:
+        adv = generator_adv_loss(D, fake, freeze_D=False)        # fills D's .grad (ERRATA 4)
+    w = torch.tensor(0.1, device=x0.device)
+    _finish_G(G, diff + w * adv, opt_G, ema, scaler, step)
+    return torch.stack([v.detach().float() for v in (diff, adv, w, D_loss, D_real, D_fake)]), True
+
+
+def train_step_as_written(G, D, opt_G, opt_D, x0, scheduler, cfg: TrainConfig, step: int, ema=None,
+                          scaler=None) -> dict:
+    """The seed's training step as written (two G forwards, the noise prediction as the fake, D not
+    frozen, w = 0.1); returns floats diff, adv, adv_w, D, D_real, D_fake. For the side-by-side lesson."""
+    return _check_finite(*_step_losses_as_written(G, D, opt_G, opt_D, x0, scheduler, cfg, step, ema, scaler),
+                         step, cfg)
+
+
+def train_step(G, D, opt_G, opt_D, x0, scheduler, cfg: TrainConfig, step: int, ema=None, scaler=None, *,
+               t=None, noise=None, D_ddp=None, agree=bool) -> dict:
+    """One step on x0 (B, C, S, S) in [-1, 1]; returns floats diff, adv, adv_w, D, D_real, D_fake.
+
+    ``cfg.variant="as_written"`` runs :func:`train_step_as_written` instead. ``t`` (B,) and ``noise``
+    (B, C, S, S) default to fresh draws. Under DDP, G is the DDP-wrapped generator, D the bare
+    discriminator (for the frozen pass of the generator loss), ``D_ddp`` its DDP wrapper (for D's own
+    loss) and ``agree`` makes the "adversarial term on this step" decision the same on every rank.
+    D's values are nan on steps without an adversarial term (adv_weight 0, warm-up, no t < adv_t_max).
+    Raises FloatingPointError naming ``step`` when a loss is not finite.
+    """
+    if cfg.variant == "as_written":
+        return train_step_as_written(G, D, opt_G, opt_D, x0, scheduler, cfg, step, ema, scaler)
+    losses, adv_on = _step_losses(G, D, opt_G, opt_D, x0, scheduler, cfg, step, ema, scaler, t, noise, D_ddp, agree)
+    return _check_finite(losses, adv_on, step, cfg)
+
+
+def progress_text(metrics: dict) -> str:
     """The progress bar's text, e.g. "Diff 0.0512 | Adv 0.8413 | D 1.3125"; "off" while a loss is NaN
     because the adversarial term is not on yet (warm-up, or adv_weight = 0)."""
     return " | ".join(f"{k} " + ("off" if math.isnan(metrics[m]) else f"{metrics[m]:.4f}")
                       for k, m in (("Diff", "diff"), ("Adv", "adv"), ("D", "D")))
 
 
-def train_step(G, D, opt_G, opt_D, x0, scheduler, cfg: TrainConfig, step: int, ema=None, scaler=None) -> dict:
-    """One step on x0 (B, C, S, S) in [-1, 1]; returns floats diff, adv, adv_w, D, D_real, D_fake.
+# ---------------------------------------------------------------------------------------- the loop
+class StopSignals:
+    """While active, Ctrl-C (SIGINT) and SIGTERM ask the loop to stop after the current step, so the
+    checkpoint it saves lies between two steps. A second Ctrl-C in a single process quits at once,
+    without saving. ``requested`` holds the signal's name ("SIGINT", "SIGTERM") or None."""
 
-    D's values are nan on steps without an adversarial term (adv_weight 0, warm-up, no t < adv_t_max).
-    Raises FloatingPointError naming ``step`` when a loss is not finite.
-    """
-    amp_dtype, _ = resolve_amp(cfg.amp, x0.device)
-    autocast = torch.autocast(x0.device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
-    nan = torch.tensor(NAN, device=x0.device)
-    if cfg.variant == "as_written":                   # ---- the seed's loop, line by line
-        t = torch.randint(0, scheduler.T, (x0.size(0),)).to(x0.device)
-        with autocast:
-            diff = diffusion_loss(G, x0, t, scheduler)
-            fake = fake_images(G, x0, scheduler, "as_written")      # 2nd forward: a noise prediction
-            D_loss, D_real, D_fake = discriminator_loss(D, x0, fake.detach())
-        opt_D.zero_grad()
-        _backward_step(D_loss, opt_D, scaler)
-        with autocast:
-            adv = generator_adv_loss(D, fake, freeze_D=False)        # fills D's .grad (ERRATA 4)
-        w, adv_on = torch.tensor(0.1, device=x0.device), True
-        G_loss = diff + w * adv
-    else:                                             # ---- corrected: one generator forward
-        t = torch.randint(0, scheduler.T, (x0.size(0),), device=x0.device)
-        with autocast:
-            out = diffusion_forward(G, x0, t, scheduler)
-        diff, adv, w, D_loss, D_real, D_fake = out.loss, nan, nan, nan, nan, nan
-        real, fake = x0, out.x0_pred
-        adv_on = cfg.adv_weight > 0 and step >= cfg.adv_warmup_steps
-        if adv_on and cfg.adv_t_max is not None:      # only the lightly noised images
-            keep = t < cfg.adv_t_max
-            real, fake, adv_on = x0[keep], out.x0_pred[keep], bool(keep.any())
-        if adv_on:
-            with autocast:
-                D_loss, D_real, D_fake = discriminator_loss(D, real, fake.detach(), cfg.r1_gamma)
-            opt_D.zero_grad(set_to_none=True)
-            _backward_step(D_loss, opt_D, scaler)
-            with autocast:
-                adv = generator_adv_loss(D, fake, freeze_D=True)     # no gradient into D's weights
-            w = (_adaptive_weight(G, diff, adv, cfg, scaler) if cfg.adaptive_adv_weight
-                 else torch.tensor(cfg.adv_weight, device=x0.device))
-            G_loss = diff + w * adv
-        else:
-            G_loss = diff
-    opt_G.zero_grad(set_to_none=True)
-    _backward_step(G_loss, opt_G, scaler)
-    if scaler is not None and scaler.is_enabled():
-        scaler.update()
-    if ema is not None:
-        ema.update(getattr(G, "_orig_mod", G), step)
-    losses = torch.stack([v.detach().float() for v in (diff, adv, w, D_loss, D_real, D_fake)]).tolist()
-    values = dict(zip(("diff", "adv", "adv_w", "D", "D_real", "D_fake"), losses))   # one device sync
-    bad = [k for k in (("diff", "adv", "adv_w", "D") if adv_on else ("diff",)) if not math.isfinite(values[k])]
-    if bad:
-        raise FloatingPointError(
-            f"step {step + 1}: loss {', '.join(f'{k}={values[k]}' for k in bad)} is not finite; training "
-            f"diverged. Lower the learning rate (lr_G={cfg.lr_G}, lr_D={cfg.lr_D}) or adv_weight, and check "
-            "that the data are scaled to [-1, 1]")
-    return values
+    def __init__(self, ctx, say=print):
+        self.ctx, self.say, self.requested, self._old = ctx, say, None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT and not self.ctx.distributed:
+            raise KeyboardInterrupt          # the second Ctrl-C: quit now
+        if not self.requested and self.ctx.is_main:
+            self.say(f"\n{signal.Signals(signum).name}: stopping after this step and saving "
+                     "interrupted.pth" + ("" if self.ctx.distributed else " (Ctrl-C again quits without saving)"))
+        self.requested = self.requested or signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+        return False
 
 
-def _build(image_channels, timesteps, cfg, dev):
-    """G, D, scheduler, optimisers, GradScaler (fp16 only), EMA, and whether to use channels_last."""
-    torch.manual_seed(cfg.seed)
-    G_raw = UNet(image_channels, cfg.base, cfg.time_embedding).to(dev)
-    D = Discriminator(image_channels, cfg.base).to(dev)
-    channels_last = cfg.channels_last if cfg.channels_last is not None else dev.type == "cuda"
-    if channels_last:
-        G_raw, D = G_raw.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-    scheduler = DiffusionScheduler(timesteps, schedule=cfg.schedule, device=dev)
-    opt_G = torch.optim.Adam(G_raw.parameters(), lr=cfg.lr_G, betas=cfg.betas)
-    opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr_D, betas=cfg.betas)
-    scaler = torch.amp.GradScaler(dev.type) if resolve_amp(cfg.amp, dev)[1] else None
-    ema = EMA(G_raw, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    return G_raw, D, scheduler, opt_G, opt_D, scaler, ema, channels_last
+def _seed_epoch(dataloader, seed: int, epoch: int) -> None:
+    """Seed what shuffles an epoch from (seed, epoch): the global generators (a DataLoader without a
+    generator draws its order from them), the loader's own generators and a sampler's ``set_epoch``."""
+    s = _mix(1, seed, epoch)
+    torch.manual_seed(s)
+    np.random.seed(s % 2**32)
+    sampler = getattr(dataloader, "sampler", None)
+    batch_sampler = getattr(getattr(dataloader, "batch_sampler", None), "sampler", None)
+    for smp in {id(x): x for x in (sampler, batch_sampler) if x is not None}.values():
+        if hasattr(smp, "set_epoch"):
+            smp.set_epoch(epoch)
+        if isinstance(getattr(smp, "generator", None), torch.Generator):
+            smp.generator.manual_seed(s)
+    if isinstance(getattr(dataloader, "generator", None), torch.Generator):
+        dataloader.generator.manual_seed(s)
 
 
-def train(dataloader, image_channels: int = 1, timesteps: int = 1000, device=None, epochs: int = 100,
-          save_dir="checkpoints", config: TrainConfig | None = None, resume=None, max_steps: int | None = None,
-          callback=None, progress: bool = True) -> TrainResult:
+def _batches(dataloader, seed: int, position: tuple[int, int], epochs: int):
+    """Yield (epoch, batch, whether it is the epoch's last) from ``position`` = (epoch, batches done)
+    to the end of epoch ``epochs - 1``; each epoch's order comes from (seed, epoch)."""
+    first, done = position
+    for epoch in range(first, epochs):
+        _seed_epoch(dataloader, seed, epoch)
+        it = iter(dataloader)
+        skip = done if epoch == first else 0
+        if sum(1 for _, _ in zip(range(skip), it)) < skip:
+            raise ValueError(f"the checkpoint stopped after batch {skip} of epoch {epoch}, but this dataloader "
+                             "has fewer batches: resume with the same data and batch size")
+        nxt = next(it, None)
+        while nxt is not None:
+            batch, nxt = nxt, next(it, None)
+            yield epoch, batch, nxt is None
+
+
+def _check_loader(dataloader, run: Run, ctx) -> None:
+    """Refuse a loader that is not sharded under DDP, or that does not fit where the run stopped."""
+    if ctx.distributed and not distributed.is_sharded(dataloader):
+        raise ValueError(f"this process is rank {ctx.rank} of {ctx.world} (torchrun), but its dataloader is not "
+                         "sharded, so every process would train on the same images: use make_dataloader(...), "
+                         "which shards under torchrun, or DataLoader(dataset, sampler=DistributedSampler(dataset))")
+    n = len(dataloader) if hasattr(dataloader, "__len__") else None
+    if ctx.distributed and not ctx.same_on_all(n or 0):
+        raise ValueError("the processes' dataloaders have different numbers of batches; every rank must run "
+                         "the same number of steps (DistributedSampler gives equal shards)")
+    if run.data and run.position[1] and n and run.data.get("batches_per_epoch") not in (None, n):
+        raise ValueError(f"the checkpoint stopped inside an epoch of {run.data['batches_per_epoch']} batches "
+                         f"(global batch {run.data['batch_size']}), but this dataloader has {n} batches per epoch: "
+                         "resume with the same data, --batch-size and number of processes")
+
+
+def _wrap(run: Run, ctx):
+    """The modules the loop calls: G (DDP-wrapped and/or compiled) and D's DDP wrapper (or None)."""
+    cfg = run.config
+    if not ctx.distributed:
+        return (torch.compile(run.G) if cfg.compile else run.G), None
+    if cfg.variant == "as_written" or cfg.r1_gamma > 0 or cfg.adaptive_adv_weight:
+        raise ValueError("under torchrun (DDP) the seed's as-written loop, R1 and the adaptive adversarial "
+                         "weight are not supported (each needs a second pass through a wrapped network); "
+                         "run them in a single process, or set variant='corrected', r1_gamma=0, "
+                         "adaptive_adv_weight=False")
+    ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    G = DDP(run.G, device_ids=ids)
+    return (torch.compile(G) if cfg.compile else G), DDP(run.D, device_ids=ids)
+
+
+def _run_step(run: Run, G, D_ddp, x0: torch.Tensor, ctx) -> dict:
+    """One step of the loop: keyed t and noise, the step, losses averaged over ranks, the NaN check."""
+    cfg, step = run.config, run.step
+    torch.manual_seed(_mix(2, cfg.seed, step))     # what the step draws from the global generator
+    if cfg.variant == "as_written":
+        losses, adv_on = _step_losses_as_written(G, run.D, run.opt_G, run.opt_D, x0, run.scheduler, cfg, step,
+                                                 run.ema, run.scaler)
+    else:
+        index = torch.arange(len(x0)) * ctx.world + ctx.rank      # position in the global batch
+        t, noise = keyed_t_and_noise(cfg.seed, step, index, run.scheduler.T, x0.shape[1:], x0.device)
+        noise = noise.contiguous(memory_format=torch.channels_last) if run.channels_last else noise
+        losses, adv_on = _step_losses(G, run.D, run.opt_G, run.opt_D, x0, run.scheduler, cfg, step, run.ema,
+                                      run.scaler, t, noise, D_ddp, ctx.all_true)
+    return _check_finite(ctx.mean(losses), adv_on, step, cfg)
+
+
+def _save(run: Run, save_dir: Path, name: str, ctx) -> Path:
+    """Rank 0 writes the checkpoint ``name`` and history.json; every rank gets the path."""
+    path = save_dir / name
+    if ctx.is_main:
+        write_checkpoint(path, run.state_dict())
+        save_history_json(run.history, save_dir)
+    return path
+
+
+def train(dataloader, image_channels: int | None = None, timesteps: int | None = None, device=None,
+          epochs: int = 100, save_dir="checkpoints", config: TrainConfig | None = None, resume=None,
+          max_steps: int | None = None, callback=None, progress: bool = True) -> TrainResult:
     """Train G and D on ``dataloader``; returns ``G, D, scheduler`` (a TrainResult, see its docstring).
 
-    ``config=None`` takes ``TrainConfig.for_device(device)`` with the image size read from the data
-    (or, when resuming, the checkpoint's config). ``epochs`` counts from the start of the run, also
-    when resuming from ``resume`` (a checkpoint path); ``max_steps`` stops earlier. Writes
-    ``epoch_XXXX.pth`` every ``config.checkpoint_every`` epochs, ``final_model.pth`` and
-    ``history.json`` into ``save_dir``; Ctrl-C (KeyboardInterrupt) saves ``interrupted.pth`` and
-    returns. ``callback(info)`` runs after every step (info.step, .epoch, .metrics, .G, .D, ...).
-    Resuming is exact on the CPU: every epoch re-seeds the shuffle and the noise from (seed, epoch),
-    and a checkpoint inside an epoch (interrupted.pth, max_steps) skips the batches already done and
-    restores the random states (exact when Ctrl-C came between two steps, as in a callback).
+    A new run: ``config=None`` takes ``TrainConfig.for_device(device)`` with the image size read from
+    the data; ``image_channels`` defaults to 1 and ``timesteps`` (T) to 1000. ``resume`` (a
+    checkpoint path) continues a run: unset arguments take the checkpoint's values. ``epochs`` counts
+    from the start of the run; ``max_steps`` (total steps) stops earlier.
+
+    Writes ``epoch_XXXX.pth`` every ``config.checkpoint_every`` epochs, then ``final_model.pth`` and
+    ``history.json`` into ``save_dir``. Ctrl-C (or SIGTERM) stops after the current step and saves
+    ``interrupted.pth`` instead; so does a KeyboardInterrupt raised by ``callback(info)``, which runs
+    after every step (info.step, .epoch, .metrics, .G (EMA), .G_raw, .D, .scheduler, .config, .samples,
+    .rank, .run). Resuming is exact: each epoch's order comes from (seed, epoch), each sample's t and
+    noise from (seed, step, index). Under torchrun (WORLD_SIZE > 1) every process runs this with its
+    own shard of the data (see diffgan_lib.distributed); rank 0 alone writes files and prints.
     """
-    dev = pick_device(device)
-    state = load_training_state(resume) if resume is not None else None
-    if config is None:
-        config = (TrainConfig.from_dict(state["config"]) if state and state["config"] else
-                  TrainConfig.for_device(dev).replace(image_size=None))
-    cfg = config
-    G_raw, D, scheduler, opt_G, opt_D, scaler, ema, channels_last = _build(image_channels, timesteps, cfg, dev)
-    history = {k: [] for k in HISTORY_KEYS}
-    step, epoch, done = 0, 0, 0
-    if state is not None:
-        check_compatible(state, in_ch=image_channels, base=cfg.base, time_embedding=cfg.time_embedding,
-                         timesteps=timesteps, schedule=cfg.schedule)
-        G_raw.load_state_dict(state["G"]), D.load_state_dict(state["D"])
-        for opt, key, lr in ((opt_G, "opt_G", cfg.lr_G), (opt_D, "opt_D", cfg.lr_D)):
-            opt.load_state_dict(state[key])
-            for group in opt.param_groups:              # the config's values win over the saved ones
-                group["lr"], group["betas"] = lr, cfg.betas
-        if ema is not None and state["G_ema"] is not None:
-            ema.load_state_dict(state["G_ema"])
-        if scaler is not None and state["scaler"] is not None:
-            scaler.load_state_dict(state["scaler"])
-        step, (epoch, done) = state["step"], state["resume_at"]
-        history = {k: list(state["history"].get(k, [])) for k in HISTORY_KEYS}
-        if cfg.image_size is None and state["config"]:
-            cfg = cfg.replace(image_size=state["config"]["image_size"])
-    G = torch.compile(G_raw) if cfg.compile else G_raw
-    G_sample = ema.module if ema is not None else G_raw     # what callbacks and the caller sample from
-    save_dir = Path(save_dir)
-    save_dir.mkdir(parents=True, exist_ok=True)
-    last_ckpt, t_start, steps_before, bar = (resume if state else None), time.time(), step, None
-
-    def save(ep, final=False, name=None, resume_at=None):
-        path = save_checkpoint(G_raw, D, opt_G, opt_D, ep, save_dir, final, ema=ema, config=cfg,
-                               scheduler=scheduler, step=step, history=history, scaler=scaler,
-                               name=name, resume_at=resume_at)
-        save_history_json(history, save_dir)
-        return path
-
-    first_epoch, stop, finished = epoch, False, True
+    ctx = distributed.setup(device)
     try:
-        for epoch in range(first_epoch, epochs):
-            seed_epoch(dataloader, cfg.seed, epoch)
-            batches = iter(dataloader)
-            done = done if epoch == first_epoch else 0
-            if done:                                  # resume inside an epoch: same order, skip what was done
-                if sum(1 for _, _ in zip(range(done), batches)) < done:
-                    raise ValueError(f"{resume} stopped after batch {done} of epoch {epoch}, but this "
-                                     "dataloader has fewer batches: resume with the same data and batch size")
-                set_rng_state(state["rng"])
-            total = len(dataloader) if hasattr(dataloader, "__len__") else None
-            bar = tqdm(total=total, initial=done, desc=f"Epoch {epoch}", disable=not progress,
-                       leave=epoch == epochs - 1)         # only the last epoch's bar stays on screen
-            finished = False
-            for batch in batches:
-                x0 = _images(batch)
-                check_batch(x0, image_channels, cfg.image_size, step + 1)
-                if cfg.image_size is None:
-                    cfg = cfg.replace(image_size=x0.shape[-1])
-                x0 = x0.to(dev, non_blocking=True).float()
-                if channels_last:
-                    x0 = x0.contiguous(memory_format=torch.channels_last)
-                metrics = train_step(G, D, opt_G, opt_D, x0, scheduler, cfg, step, ema=ema, scaler=scaler)
-                step, done = step + 1, done + 1
-                for k, v in dict(step=step, epoch=epoch, **metrics).items():
-                    history[k].append(v)
-                bar.update(1)
-                if step % cfg.log_every == 0:
-                    bar.set_postfix_str(_postfix(metrics))
-                samples = None
-                if cfg.sample_every and step % cfg.sample_every == 0:
-                    samples = sample_grid(G_sample, scheduler, cfg.image_size,
-                                          save_dir / "samples" / f"step_{step:06d}.png")
-                if callback is not None:
-                    callback(SimpleNamespace(step=step, epoch=epoch, batch=done, metrics=metrics, G=G_sample,
-                                             G_raw=G_raw, D=D, scheduler=scheduler, config=cfg,
-                                             save_dir=save_dir, samples=samples))
-                if max_steps is not None and step >= max_steps:
-                    stop = True
-                    break
-            else:
-                finished = True
-            finished = finished or (total is not None and done >= total)
-            bar.close()
-            if finished and cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0:
-                last_ckpt = save(epoch)
-            if stop:
-                break
-    except KeyboardInterrupt:
-        last_ckpt = save(epoch, name="interrupted.pth", resume_at=(epoch, done))
-        print(f"Interrupted at step {step} (epoch {epoch}); saved {last_ckpt}; continue with "
-              f"train(..., resume={str(last_ckpt)!r})")
-        return _result(G_sample, D, scheduler, G_raw, history, last_ckpt)
+        if resume is not None:
+            run = resume_run(resume, config, image_channels, timesteps, ctx.device, ema=ctx.is_main)
+        else:
+            if config is None or config.image_size is None:     # read the image side from the data
+                side = _images(next(iter(dataloader))).shape[-1]
+                config = (config or TrainConfig.for_device(ctx.device)).replace(image_size=side)
+            run = build_run(config, image_channels or 1, timesteps or 1000, ctx.device, ema=ctx.is_main)
+        return _loop(run, ctx, dataloader, epochs, Path(save_dir), max_steps, callback, progress)
     finally:
-        if bar is not None:
-            bar.close()
-    if first_epoch < epochs:
-        last_ckpt = save(epoch, final=True, resume_at=(epoch + 1, 0) if finished else (epoch, done))
-    if progress:
-        print(f"trained {step - steps_before} steps in {time.time() - t_start:.0f} s; "
-              f"final checkpoint: {last_ckpt}")
-    return _result(G_sample, D, scheduler, G_raw, history, last_ckpt)
+        ctx.close()
 
 
-def _result(G_sample, D, scheduler, G_raw, history, checkpoint) -> TrainResult:
-    return TrainResult(G_sample.eval(), D, scheduler, G_raw=G_raw, history=history, checkpoint=checkpoint)
+def _loop(run: Run, ctx, dataloader, epochs, save_dir, max_steps, callback, progress) -> TrainResult:
+    """The training loop: one stop condition (last step reached, or a stop agreed by every rank)."""
+    cfg, started, first_step = run.config, time.time(), run.step
+    _check_loader(dataloader, run, ctx)
+    G, D_ddp = _wrap(run, ctx)
+    per_epoch = len(dataloader) if hasattr(dataloader, "__len__") else None
+    by_epochs = (epochs - run.position[0]) * per_epoch - run.position[1] + run.step if per_epoch else math.inf
+    last_step = min(max_steps if max_steps is not None else math.inf, by_epochs)
+    if ctx.is_main:
+        save_dir.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=None if math.isinf(last_step) else last_step, initial=run.step, unit="step",
+               disable=not (progress and ctx.is_main))
+    checkpoint = None
+    with StopSignals(ctx, say=bar.write) as stop:
+        if progress and ctx.is_main:
+            bar.write(f"training steps {run.step} -> {last_step} on {ctx.world} x {ctx.device}; Ctrl-C stops "
+                      "after the current step and saves interrupted.pth")
+        for epoch, batch, epoch_ends in _batches(dataloader, cfg.seed, run.position, epochs):
+            if run.step >= last_step or ctx.any_true(stop.requested is not None):
+                break
+            x0 = _images(batch)
+            check_batch(x0, run.image_channels, cfg.image_size, run.step + 1)
+            x0 = x0.to(ctx.device, non_blocking=True).float()
+            x0 = x0.contiguous(memory_format=torch.channels_last) if run.channels_last else x0
+            run.data = {"batch_size": len(x0) * ctx.world, "batches_per_epoch": per_epoch, "world_size": ctx.world}
+            metrics = _run_step(run, G, D_ddp, x0, ctx)
+            run.record(metrics, epoch, epoch_ends)
+            bar.update(1)
+            if run.step % cfg.log_every == 0:
+                bar.set_postfix_str(f"epoch {epoch} | " + progress_text(metrics))
+            samples = None
+            if cfg.sample_every and run.step % cfg.sample_every == 0 and ctx.is_main:
+                samples = sample_grid(run.G_sample, run.scheduler, cfg.image_size,
+                                      save_dir / "samples" / f"step_{run.step:06d}.png")
+            if callback is not None:
+                try:
+                    callback(SimpleNamespace(step=run.step, epoch=epoch, metrics=metrics, G=run.G_sample,
+                                             G_raw=run.G, D=run.D, scheduler=run.scheduler, config=cfg,
+                                             samples=samples, rank=ctx.rank, run=run))
+                except KeyboardInterrupt:
+                    stop.requested = "KeyboardInterrupt"
+            if epoch_ends and cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0:
+                checkpoint = _save(run, save_dir, f"epoch_{epoch + 1:04d}.pth", ctx)
+    bar.close()
+    stopped_by = stop.requested if run.step < last_step else None
+    if run.step > first_step or checkpoint is None:
+        checkpoint = _save(run, save_dir, "interrupted.pth" if stopped_by else "final_model.pth", ctx)
+    ctx.barrier()                                   # the file exists for every rank from here on
+    if ctx.is_main and (progress or stopped_by):
+        print(f"Interrupted at step {run.step} (epoch {run.position[0]}); saved {checkpoint}; resume from it to "
+              "continue" if stopped_by else
+              f"trained {run.step - first_step} steps in {time.time() - started:.0f} s; final checkpoint: {checkpoint}")
+    return TrainResult(run, checkpoint, stopped_by)

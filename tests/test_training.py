@@ -8,7 +8,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from diffgan_lib.config import TrainConfig, resolve_amp
 from diffgan_lib.losses import gan_losses
-from diffgan_lib.training import HISTORY_KEYS, _build, _postfix, discriminator_loss, train, train_step
+from diffgan_lib.losses import discriminator_loss
+from diffgan_lib.run import build_run
+from diffgan_lib.training import HISTORY_KEYS, progress_text, train, train_step
 
 T = 50
 # the adversarial term on every step and every t, so that tiny runs exercise it
@@ -31,8 +33,8 @@ def loader(n=16, batch_size=4, **kw):
 
 
 def parts(cfg=CFG, channels=1):
-    G, D, sch, opt_G, opt_D, scaler, ema, _ = _build(channels, T, cfg, torch.device("cpu"))
-    return G, D, opt_G, opt_D, sch, ema
+    run = build_run(cfg, channels, T, "cpu")
+    return run.G, run.D, run.opt_G, run.opt_D, run.scheduler, run.ema
 
 
 def run(tmp_path, cfg=CFG, **kw):
@@ -252,5 +254,5 @@ def test_ema_follows_its_formula_and_is_what_train_returns(tmp_path):
 
 
 def test_progress_bar_says_off_while_the_adversarial_term_is_off():
-    assert _postfix({"diff": 0.05, "adv": float("nan"), "D": float("nan")}) == "Diff 0.0500 | Adv off | D off"
-    assert _postfix({"diff": 0.05, "adv": 0.8413, "D": 1.3125}) == "Diff 0.0500 | Adv 0.8413 | D 1.3125"
+    assert progress_text({"diff": 0.05, "adv": float("nan"), "D": float("nan")}) == "Diff 0.0500 | Adv off | D off"
+    assert progress_text({"diff": 0.05, "adv": 0.8413, "D": 1.3125}) == "Diff 0.0500 | Adv 0.8413 | D 1.3125"
