@@ -2,19 +2,30 @@
 
 ``load_images(path, image_size)`` -> (N, C, S, S) float32 in [-1, 1] from a folder (recursive) of
 PNG / JPEG / TIFF / BMP (8- or 16-bit, gray or RGB, any size) and DICOM files, a single such file,
-a NIfTI .nii/.nii.gz volume (sliced), or a MedMNIST-layout .npz (``split``). Each image goes through:
+a NIfTI .nii/.nii.gz volume (sliced), or a MedMNIST-layout .npz (``split``). ``make_dataloader``
+also takes two names: "phantoms" (generated) and "pneumoniamnist" (real chest X-rays shipped in
+data/, with labels ``PNEUMONIAMNIST_CLASSES``). Each image goes through:
 
-1. read (``formats.py``): DICOM gets RescaleSlope/Intercept (CT in HU); NIfTI is cut along ``axis``;
+1. read (``formats.py``): pixels in the file's units and dtype, with their kind (``formats.KINDS``):
+   "uint8", "uint16", "hu" (CT DICOM after RescaleSlope/Intercept) or "float"; NIfTI is cut along ``axis``;
 2. check: finite pixels, at least 8 x 8 px;
 3. channels: RGB -> gray by luminance 0.299 R + 0.587 G + 0.114 B (ITU-R BT.601, as Pillow's "L");
    gray -> RGB by repeating the channel;
 4. size: the long side is resized to ``image_size`` (bilinear, antialiased), keeping the aspect ratio;
-5. intensity, per image, to [-1, 1]: ``"minmax"`` maps the image's min to -1 and max to +1;
-   ``"percentile"`` first clips to its (0.5, 99.5) percentiles, so a few hot pixels or metal do not
-   squash the rest; ``window=(center, width)`` instead maps center -/+ width/2 to -1/+1 for every
-   image (e.g. (40, 80) is a CT brain window in HU). A constant image becomes all -1;
-6. padding: the short side is padded on both sides with the image's minimum (its background, -1
-   unless a window clipped it), to S x S: shapes are never stretched.
+5. intensity to [-1, 1], values outside clipped. ``normalize="auto"`` (default) keeps a scale that
+   means something and stretches only where there is none (``AUTO_NORMALIZE``):
+   - "dtype": the type's range, the same for every image: uint8 0..255 -> x / 127.5 - 1;
+   - "bits": 0 .. 2**b - 1 where b is the bit depth of the whole dataset (the bits its brightest
+     pixel needs, e.g. 12 for a 12-bit detector stored in 16-bit files), the same for every image;
+   - CT in HU: the fixed window ``CT_WINDOW`` (-1000 HU air -> -1, +1000 HU bone -> +1);
+   - "minmax", per image: its min -> -1, its max -> +1 (a constant image becomes all -1);
+   - "percentile", per image: clip to its (0.5, 99.5) percentiles first, so hot pixels or metal do
+     not squash the rest.
+   auto = dtype for uint8, bits for uint16, CT_WINDOW for HU, minmax for float (MR, NIfTI, float
+   TIFF). ``window=(center, width)`` overrides all: center -/+ width/2 -> -1/+1 for every image;
+6. padding: the short side is padded on both sides with the image's darkest value after step 5
+   (its background: -1 under minmax, e.g. -0.98 for an 8-bit X-ray whose darkest pixel is 2), to
+   S x S: shapes are never stretched.
 
 Errors: a file that cannot be decoded (corrupt, truncated) is skipped with ONE warning naming every
 skipped file, and if no file could be read it is a ValueError. Anything else that is wrong (no such
@@ -35,12 +46,19 @@ from torch.utils.data.distributed import DistributedSampler
 
 from .device import pick_device
 from .distributed import env_world
-from .formats import SUFFIXES, UnreadableFileError, find_files, read_file
+from .formats import SUFFIXES, Stack, UnreadableFileError, file_kind, find_files, read_file, read_labels
 from .phantoms import PhantomDataset, check_image_size
 
-__all__ = ["load_images", "ImageDataset", "make_dataloader", "NORMALIZATIONS"]
+__all__ = ["load_images", "ImageDataset", "make_dataloader", "NORMALIZATIONS", "AUTO_NORMALIZE", "CT_WINDOW",
+           "SOURCES", "PNEUMONIAMNIST_PATH", "PNEUMONIAMNIST_CLASSES"]
 
-NORMALIZATIONS = ("minmax", "percentile")
+NORMALIZATIONS = ("auto", "dtype", "bits", "minmax", "percentile")
+CT_WINDOW = (0.0, 2000.0)              # (center, width) in HU: -1000 (air) -> -1, +1000 (dense bone) -> +1
+AUTO_NORMALIZE = {"uint8": "dtype", "uint16": "bits", "hu": "ct_window", "float": "minmax"}
+SOURCES = ("phantoms", "pneumoniamnist")
+PNEUMONIAMNIST_PATH = Path(__file__).resolve().parents[1] / "data" / "pneumoniamnist_28.npz"
+PNEUMONIAMNIST_CLASSES = ("normal", "pneumonia")   # label 0, label 1
+_TYPE_MAX = {"uint8": 255, "uint16": 65535}
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -59,14 +77,45 @@ def _check_stack(name: str, x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _normalize(x: torch.Tensor, normalize: str, percentiles: tuple[float, float],
-               window: tuple[float, float] | None) -> torch.Tensor:
-    """(N, C, H, W) in file units -> float32 in [-1, 1], each image on its own (step 4 above)."""
-    flat = x.flatten(1)
+def _bit_depths(items: list[Stack]) -> dict[str, int]:
+    """The dataset's bit depth per integer kind: bits needed by its brightest pixel (at least 1)."""
+    peaks: dict[str, int] = {}
+    for item in items:
+        if item.kind in _TYPE_MAX and item.pixels.size:
+            peaks[item.kind] = max(peaks.get(item.kind, 0), int(item.pixels.max()))
+    return {kind: max(1, peak.bit_length()) for kind, peak in peaks.items()}
+
+
+def _scale_for(item: Stack, normalize: str, window: tuple[float, float] | None,
+               bits: dict[str, int]) -> tuple[float, float] | str:
+    """How one stack is scaled: a fixed (lo, hi) in file units mapped to (-1, +1), or "minmax" /
+    "percentile" (per image). ValueError when the choice needs integer pixels and these are not."""
     if window is not None:
-        lo = torch.full((len(x), 1), window[0] - window[1] / 2)
-        hi = lo + window[1]
-    elif normalize == "percentile":
+        return window[0] - window[1] / 2, window[0] + window[1] / 2
+    method = AUTO_NORMALIZE[item.kind] if normalize == "auto" else normalize
+    if method == "ct_window":
+        return CT_WINDOW[0] - CT_WINDOW[1] / 2, CT_WINDOW[0] + CT_WINDOW[1] / 2
+    if method in ("dtype", "bits"):
+        if item.kind not in _TYPE_MAX:
+            what = "CT Hounsfield units" if item.kind == "hu" else "floating-point or signed values"
+            raise ValueError(f"normalize={normalize!r} needs unsigned integer pixels with a type range, but "
+                             f"{item.name} holds {what}; use normalize='auto', 'minmax' or 'percentile', "
+                             "or a fixed window=(center, width) in the file's units")
+        return 0.0, float(_TYPE_MAX[item.kind] if method == "dtype" else 2 ** bits[item.kind] - 1)
+    return method
+
+
+def _normalize(x: torch.Tensor, scale: tuple[float, float] | str,
+               percentiles: tuple[float, float]) -> torch.Tensor:
+    """(N, C, H, W) in file units -> float32 in [-1, 1] (step 5 above), clipped.
+
+    scale: (lo, hi) maps lo -> -1 and hi -> +1 for every image; "minmax" / "percentile" per image.
+    """
+    flat = x.flatten(1)
+    if not isinstance(scale, str):
+        lo = torch.full((len(x), 1), float(scale[0]))
+        hi = torch.full((len(x), 1), float(scale[1]))
+    elif scale == "percentile":
         lo, hi = torch.quantile(flat, torch.tensor(percentiles) / 100, dim=1, keepdim=True)
     else:
         lo, hi = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)
@@ -84,7 +133,8 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def _pad(x: torch.Tensor, size: int) -> torch.Tensor:
-    """(N, C, h', w') -> (N, C, S, S), centred, padded with each image's minimum (its background)."""
+    """(N, C, h', w') in [-1, 1] -> (N, C, S, S), centred, padded with each image's minimum after
+    scaling (its background: -1 under minmax, its own darkest value under a fixed scale)."""
     nh, nw = x.shape[-2:]
     if (nh, nw) == (size, size):
         return x
@@ -94,23 +144,23 @@ def _pad(x: torch.Tensor, size: int) -> torch.Tensor:
     return out
 
 
-def _prepare(name: str, stack: np.ndarray, image_size: int, channels: int, normalize: str,
-             percentiles: tuple[float, float], window) -> torch.Tensor:
-    """One (N, H, W[, 3]) stack in file units -> (N, channels, S, S) float32 in [-1, 1].
+def _prepare(item: Stack, image_size: int, channels: int, scale: tuple[float, float] | str,
+             percentiles: tuple[float, float]) -> torch.Tensor:
+    """One stack of (N, H, W[, 3]) pixels in file units -> (N, channels, S, S) float32 in [-1, 1].
 
-    Resizing comes before the intensity scaling so that every image still spans [-1, 1] after it.
+    Resizing comes before the intensity scaling so that under minmax every image still spans [-1, 1].
     """
-    x = _check_stack(name, stack)
+    x = _check_stack(item.name, item.pixels).astype(np.float32)
     if x.ndim == 4:                                       # RGB (N, H, W, 3)
         x = x @ _LUMA if channels == 1 else x.transpose(0, 3, 1, 2)
     if x.ndim == 3:
         x = x[:, None]
     x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    x = _normalize(_resize(x, image_size), normalize, percentiles, window)
+    x = _normalize(_resize(x, image_size), scale, percentiles)
     return _pad(x.expand(-1, channels, -1, -1), image_size).contiguous()
 
 
-def _read_all(path: Path, split: str, axis: int) -> list[tuple[str, np.ndarray]]:
+def _read_all(path: Path, split: str, axis: int) -> list[Stack]:
     """Every (name, stack) under ``path``; unreadable files in a folder are skipped with one warning."""
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist (looked in {path.resolve().parent}); give a "
@@ -142,32 +192,37 @@ def _read_all(path: Path, split: str, axis: int) -> list[tuple[str, np.ndarray]]
     return items
 
 
-def load_images(path: str | Path, image_size: int, channels: int = 1, normalize: str = "minmax",
+def load_images(path: str | Path, image_size: int, channels: int = 1, normalize: str = "auto",
                 percentiles: tuple[float, float] = (0.5, 99.5), window: tuple[float, float] | None = None,
                 split: str = "train", axis: int = 2) -> torch.Tensor:
     """Load every image under ``path`` as (N, channels, S, S) float32 in [-1, 1]; see the module doc.
 
-    normalize: "minmax" or "percentile" (clip to ``percentiles`` first); window: (center, width) in
-    file units, replacing ``normalize``; split: the .npz split ("train", "val", "test"); axis: the
-    NIfTI slicing axis. Images whose size is not S x S are resized, with one warning per call.
+    normalize: "auto" (default: the file's fixed scale where it has one, else per-image min-max),
+    "dtype" (type range: uint8 0..255, uint16 0..65535), "bits" (the dataset's bit depth), "minmax"
+    or "percentile" (per image; clip to ``percentiles`` first); window: (center, width) in file
+    units for every image, replacing ``normalize``; split: the .npz split ("train", "val", "test");
+    axis: the NIfTI slicing axis. Images whose size is not S x S are resized, with one warning per call.
     """
     image_size = check_image_size(image_size)
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
     if normalize not in NORMALIZATIONS:
-        raise ValueError(f"normalize={normalize!r} is unknown; use one of {NORMALIZATIONS}")
+        raise ValueError(f"normalize={normalize!r} is unknown; use one of {NORMALIZATIONS} ('auto' keeps a "
+                         "file's fixed scale where it has one; see data/README.md, Intensities)")
     lo, hi = percentiles
     if not 0 <= lo < hi <= 100:
         raise ValueError(f"percentiles {percentiles!r} must satisfy 0 <= low < high <= 100, e.g. (0.5, 99.5)")
     if window is not None and (len(window) != 2 or not window[1] > 0):
         raise ValueError(f"window {window!r} must be (center, width) with width > 0, e.g. (40, 80) for CT brain")
     items = _read_all(Path(path), split, axis)
+    bits = _bit_depths(items)
     out, resized, native = [], 0, Counter()
-    for name, stack in items:
-        out.append(_prepare(name, stack, image_size, channels, normalize, percentiles, window))
-        if stack.shape[1:3] != (image_size, image_size):
-            resized += len(stack)
-            native[f"{stack.shape[1]}x{stack.shape[2]}"] += len(stack)
+    for item in items:
+        out.append(_prepare(item, image_size, channels, _scale_for(item, normalize, window, bits), percentiles))
+        shape = item.pixels.shape
+        if shape[1:3] != (image_size, image_size):
+            resized += shape[0]
+            native[f"{shape[1]}x{shape[2]}"] += shape[0]
     images = torch.cat(out)
     if resized:
         sizes = ", ".join(f"{s} ({n})" for s, n in native.most_common(3)) + (", ..." if len(native) > 3 else "")
@@ -177,26 +232,58 @@ def load_images(path: str | Path, image_size: int, channels: int = 1, normalize:
     return images
 
 
+def _resolve_source(source: str | Path) -> Path:
+    """A path, or the shipped dataset that a name stands for: "pneumoniamnist" (any case)."""
+    if isinstance(source, str) and source.lower() == "pneumoniamnist":
+        if not PNEUMONIAMNIST_PATH.is_file():
+            raise FileNotFoundError(f"PneumoniaMNIST is not at {PNEUMONIAMNIST_PATH}: it ships in the course "
+                                    "repository's data/ folder; use a full clone of the repository (with "
+                                    "diffgan_lib installed from it: pip install -e .), or pass the path of a "
+                                    "MedMNIST .npz")
+        return PNEUMONIAMNIST_PATH
+    return Path(source)
+
+
+def _labels_for(path: Path, split: str, n_images: int) -> torch.Tensor:
+    """(N,) int64 class labels of a MedMNIST .npz split, checked against the number of images."""
+    if not (path.is_file() and file_kind(path) == "npz"):
+        raise ValueError(f"return_labels=True needs labels, and {path} has none: only 'phantoms', "
+                         "'pneumoniamnist' and MedMNIST-layout .npz files carry them; drop return_labels")
+    labels = torch.from_numpy(read_labels(path, split))
+    if len(labels) != n_images:
+        raise ValueError(f"{path.name}: '{split}_labels' has {len(labels)} entries for {n_images} images; "
+                         "the file is inconsistent: fix it or load without return_labels")
+    return labels
+
+
 class ImageDataset(Dataset):
     """Real images held in memory; ``ds[i]`` is (C, S, S) float32 in [-1, 1] (``ds.images`` is all).
 
-    ``ImageDataset(path, image_size, channels=1, n=None, **kwargs)`` takes ``load_images``'s keyword
-    arguments; ``n`` keeps only the first n images (quick CPU runs).
+    ``ImageDataset(path, image_size, channels=1, n=None, return_labels=False, **kwargs)`` takes
+    ``load_images``'s keyword arguments; ``path`` may also be "pneumoniamnist" (the shipped chest
+    X-rays); ``n`` keeps only the first n images (quick CPU runs). With ``return_labels=True`` (a
+    MedMNIST .npz only) ``ds[i]`` is ``(image, label)``, label an int64 scalar tensor (``ds.labels``
+    is all, shape (N,)), so a DataLoader gives (x, y) with y of shape (B,).
     """
 
-    def __init__(self, path: str | Path, image_size: int, channels: int = 1, n: int | None = None, **kwargs):
-        self.path = Path(path)
-        self.images = load_images(path, image_size, channels=channels, **kwargs)
+    def __init__(self, path: str | Path, image_size: int, channels: int = 1, n: int | None = None,
+                 return_labels: bool = False, **kwargs):
+        self.path = _resolve_source(path)
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            raise ValueError(f"n must be a positive int or None (all images), got {n!r}")
+        self.images = load_images(self.path, image_size, channels=channels, **kwargs)
+        self.labels = (_labels_for(self.path, kwargs.get("split", "train"), len(self.images))
+                       if return_labels else None)
+        self.return_labels = bool(return_labels)
         if n is not None:
-            if not isinstance(n, int) or n < 1:
-                raise ValueError(f"n must be a positive int or None (all images), got {n!r}")
             self.images = self.images[:n]
+            self.labels = None if self.labels is None else self.labels[:n]
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.images[index]
+    def __getitem__(self, index: int):
+        return (self.images[index], self.labels[index]) if self.return_labels else self.images[index]
 
     def __repr__(self) -> str:
         return f"ImageDataset({str(self.path)!r}, {len(self)} images of shape {tuple(self.images.shape[1:])})"
@@ -205,8 +292,12 @@ class ImageDataset(Dataset):
 def make_dataloader(source: str | Path, image_size: int, batch_size: int, channels: int = 1,
                     n: int | None = None, num_workers: int | None = None, seed: int | None = None,
                     shuffle: bool = True, drop_last: bool = True, device=None, **kwargs) -> DataLoader:
-    """A DataLoader of (B, C, S, S) float32 batches in [-1, 1] from "phantoms", a folder or a file.
+    """A DataLoader of (B, C, S, S) float32 batches in [-1, 1] from a name or a path.
 
+    source: "phantoms" (generated head slices), "pneumoniamnist" (real chest X-rays shipped in data/;
+    ``split=`` "train" 4708, "val" 524 or "test" 624 images; ``return_labels=True`` gives (x, y) with
+    y int64 (B,), 0 normal, 1 pneumonia, see ``PNEUMONIAMNIST_CLASSES``), both case-insensitive, or a
+    folder or file of your own scans (``load_images``).
     n: number of phantoms (default 1024), or keep the first n real images; seed: fixes the phantoms
     (default 0) and the shuffling order (a seeded torch.Generator; None = a new order every run);
     num_workers: None means 0, loading in the notebook's own process: phantoms take about a
@@ -216,7 +307,8 @@ def make_dataloader(source: str | Path, image_size: int, batch_size: int, channe
     its own 1/WORLD_SIZE of the images (phantoms are made from their index, so they shard too), and
     ``batch_size`` is per process (the global batch is batch_size x WORLD_SIZE).
     Other keyword arguments go to ``PhantomDataset`` (e.g. ``return_labels=True``: batches become
-    (images, {"contrast": (B,), "lesion": (B,)})) or to ``load_images`` (normalize, window, split...).
+    (images, {"contrast": (B,), "lesion": (B,)})) or to ``ImageDataset`` / ``load_images``
+    (return_labels, normalize, window, split...).
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
