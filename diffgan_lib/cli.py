@@ -2,9 +2,11 @@
 
 train  -- trains on phantoms (the course's generated head slices) or on your scans (a folder of
           PNG/JPEG/TIFF/DICOM, a NIfTI volume or a MedMNIST .npz), writing checkpoints to --out;
+          under torchrun, one process per GPU (or CPU core) with DDP;
 sample -- loads a checkpoint and writes grid.png, images/sample_XXX.png and samples.npy, the
           images as float32 (n, C, S, S) in [0, 1].
-Bad arguments end with one line on stderr and exit status 2 (no traceback).
+Exit status: 0 done; 2 bad arguments or input, or a diverging run (one line on stderr, no
+traceback); 130 after Ctrl-C and 143 after SIGTERM, once interrupted.pth is saved.
 """
 from __future__ import annotations
 
@@ -19,7 +21,10 @@ EXAMPLES = """examples:
   python -m diffgan_lib train --data phantoms --epochs 5 --out runs/quick
   python -m diffgan_lib train --data scans/ --image-size 64 --epochs 50 --out runs/scans
   python -m diffgan_lib train --resume runs/quick/final_model.pth --epochs 10
-  python -m diffgan_lib sample --checkpoint runs/quick/final_model.pth -n 16 --out runs/quick/samples"""
+  python -m diffgan_lib sample --checkpoint runs/quick/final_model.pth -n 16 --out runs/quick/samples
+  torchrun --standalone --nproc_per_node 2 -m diffgan_lib train --data phantoms --batch-size 16 --out runs/ddp
+  torchrun --nnodes 2 --nproc_per_node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
+      -m diffgan_lib train --data scans/ --out runs/big     # the same command on each of 2 machines"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,9 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="{train,sample}")
     t = sub.add_parser("train", help="train a model and write checkpoints",
                        description="Train G (UNet) and D (PatchGAN) and write epoch_XXXX.pth, "
-                       "final_model.pth and history.json into --out. Ctrl-C saves interrupted.pth.")
-    t.add_argument("--data", default="phantoms", help="'phantoms' (generated head slices, the default) or "
-                   "a path: a folder of PNG/JPEG/TIFF/DICOM, a NIfTI volume or a MedMNIST .npz")
+                       "final_model.pth and history.json into --out. Ctrl-C (or SIGTERM) stops after the "
+                       "current step, saves interrupted.pth and exits 130 (143). Under torchrun every process "
+                       "trains on its own shard of the data and rank 0 writes the files.")
+    t.add_argument("--data", default="phantoms", help="'phantoms' (generated head slices, the default), "
+                   "'pneumoniamnist' (real chest X-rays shipped in data/, 4708 training images) or a path: a "
+                   "folder of PNG/JPEG/TIFF/DICOM, a NIfTI volume or a MedMNIST .npz (8-bit images keep their "
+                   "levels, v / 127.5 - 1; see data/README.md)")
     t.add_argument("--image-size", type=int, help="side S of the training images, a multiple of 8, >= 32 "
                    "(default: 32 on CPU, 128 on CUDA; the checkpoint's when resuming)")
     t.add_argument("--base", type=int, help="UNet / discriminator width, a multiple of 8 (default: 32 on "
@@ -44,10 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--channels", type=int, default=1, choices=(1, 3), help="1 grayscale, 3 RGB (default 1)")
     t.add_argument("--epochs", type=int, default=10, help="total epochs, counted from the start of the run "
                    "also when resuming (default 10)")
-    t.add_argument("--max-steps", type=int, help="stop after this many optimisation steps in total")
-    t.add_argument("--batch-size", type=int, default=16, help="images per step (default 16)")
+    t.add_argument("--max-steps", type=int, help="stop after this many optimisation steps in total, counted "
+                   "from the start of the run")
+    t.add_argument("--batch-size", type=int, default=16, help="images per step in each process (default 16); "
+                   "under torchrun the global batch is batch-size x the number of processes")
     t.add_argument("--n-images", type=int, help="number of phantoms (default 1024), or keep only the first "
-                   "N of your images")
+                   "N real images (yours or PneumoniaMNIST's)")
     t.add_argument("--out", help="folder for checkpoints (default ./checkpoints, or the --resume file's folder)")
     t.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint (its configuration is reused)")
     t.add_argument("--adv-weight", type=float, help="weight w of the adversarial term in diff + w * adv "
@@ -77,31 +88,50 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _train(a) -> None:
-    from .checkpoints import load_training_state
+def _positive(**values) -> None:
+    """Refuse zero or negative counts with one line naming the option."""
+    for name, v in values.items():
+        if v is not None and v < 1:
+            raise ValueError(f"--{name.replace('_', '-')} {v}: must be at least 1")
+
+
+def _train(a) -> int:
+    from .checkpoints import read_checkpoint
     from .config import TrainConfig
     from .data import make_dataloader
     from .device import pick_device
+    from .distributed import env_world
     from .training import train
+    _positive(epochs=a.epochs, max_steps=a.max_steps, batch_size=a.batch_size, timesteps=a.timesteps,
+              n_images=a.n_images)
     dev = pick_device(a.device)
     changes = {k: v for k, v in dict(image_size=a.image_size, base=a.base, adv_weight=a.adv_weight,
                                       checkpoint_every=a.checkpoint_every).items() if v is not None}
-    timesteps = a.timesteps
-    if a.resume:
-        state = load_training_state(a.resume)
-        cfg = TrainConfig.from_dict(state["config"]).replace(**changes)
-        timesteps = timesteps or state["scheduler"]["timesteps"]
+    if a.resume:     # the run's own configuration, T and channels; command-line values override
+        saved = read_checkpoint(a.resume)
+        cfg = TrainConfig.from_dict(saved["config"]).replace(**changes)
+        channels = saved["model"]["in_ch"]
     else:
         cfg = TrainConfig.for_device(dev).replace(seed=a.seed, **changes)
-    loader = make_dataloader(a.data, cfg.image_size, a.batch_size, channels=a.channels, n=a.n_images,
+        channels = a.channels
+    loader = make_dataloader(a.data, cfg.image_size, a.batch_size, channels=channels, n=a.n_images,
                              seed=cfg.seed, device=dev)
     out = a.out or (str(Path(a.resume).parent) if a.resume else "checkpoints")
-    result = train(loader, image_channels=a.channels, timesteps=timesteps or 1000, device=dev,
-                   epochs=a.epochs, save_dir=out, config=cfg, resume=a.resume, max_steps=a.max_steps)
-    print(f"checkpoint: {result.checkpoint}  history: {Path(out) / 'history.json'}")
+    result = train(loader, image_channels=channels, timesteps=a.timesteps, device=dev, epochs=a.epochs,
+                   save_dir=out, config=cfg, resume=a.resume, max_steps=a.max_steps)
+    status = 143 if result.stopped_by == "SIGTERM" else 130 if result.stopped_by else 0
+    if env_world()[0] != 0:          # under torchrun only rank 0 prints
+        return status
+    if result.stopped_by:
+        print(f"stopped by {result.stopped_by}; continue with: python -m diffgan_lib train --resume "
+              f"{result.checkpoint} --data {a.data} --batch-size {a.batch_size} --epochs {a.epochs}"
+              + (f" --max-steps {a.max_steps}" if a.max_steps else "") + f" --out {out}", file=sys.stderr)
+    else:
+        print(f"checkpoint: {result.checkpoint}  history: {Path(out) / 'history.json'}")
+    return status
 
 
-def _sample(a) -> None:
+def _sample(a) -> int:
     import numpy as np
     from .checkpoints import load_checkpoint
     from .sampling import sample, save_image_files, save_image_grid, to_unit
@@ -116,6 +146,7 @@ def _sample(a) -> None:
     save_image_files(images, out / "images")
     np.save(out / "samples.npy", images.numpy())
     print(f"wrote {a.n} samples of {size} px to {out}: grid.png, images/, samples.npy (float32 in [0, 1])")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,11 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        (_train if args.command == "train" else _sample)(args)
-    except (ValueError, FileNotFoundError) as err:
+        return (_train if args.command == "train" else _sample)(args)
+    except (ValueError, FileNotFoundError, FloatingPointError) as err:
         print(f"{parser.prog} {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:   # during loading or sampling (train() itself saves and returns)
+    except KeyboardInterrupt:   # during loading or sampling (train() itself stops between steps and saves)
         print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
         return 130
-    return 0

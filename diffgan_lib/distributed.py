@@ -73,6 +73,12 @@ class DistContext:
             return bool(flag)
         return bool(self._reduce(torch.tensor([int(flag)], device=self.device), dist.ReduceOp.MAX).item())
 
+    def max_int(self, value: int) -> int:
+        """The largest of an integer over ranks."""
+        if not self.distributed:
+            return int(value)
+        return int(self._reduce(torch.tensor([int(value)], device=self.device), dist.ReduceOp.MAX).item())
+
     def same_on_all(self, value: int) -> bool:
         """Whether an integer (e.g. batches per epoch) is equal on every rank."""
         if not self.distributed:

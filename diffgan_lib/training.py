@@ -241,6 +241,7 @@ class StopSignals:
     """While active, Ctrl-C (SIGINT) and SIGTERM ask the loop to stop after the current step, so the
     checkpoint it saves lies between two steps. A second Ctrl-C in a single process quits at once,
     without saving. ``requested`` holds the signal's name ("SIGINT", "SIGTERM") or None."""
+    REASONS = (None, "KeyboardInterrupt", "SIGINT", "SIGTERM")
 
     def __init__(self, ctx, say=print):
         self.ctx, self.say, self.requested, self._old = ctx, say, None, {}
@@ -257,6 +258,13 @@ class StopSignals:
             self.say(f"\n{signal.Signals(signum).name}: stopping after this step and saving "
                      "interrupted.pth" + ("" if self.ctx.distributed else " (Ctrl-C again quits without saving)"))
         self.requested = self.requested or signal.Signals(signum).name
+
+    def agreed(self, ctx) -> bool:
+        """Whether any rank was asked to stop; every rank then takes the strongest reason
+        (SIGTERM > SIGINT > a KeyboardInterrupt from a callback) as its own ``requested``."""
+        code = ctx.max_int(self.REASONS.index(self.requested))
+        self.requested = self.REASONS[code]
+        return code > 0
 
     def __exit__(self, *exc):
         for s, handler in self._old.items():
@@ -404,7 +412,7 @@ def _loop(run: Run, ctx, dataloader, epochs, save_dir, max_steps, callback, prog
             bar.write(f"training steps {run.step} -> {last_step} on {ctx.world} x {ctx.device}; Ctrl-C stops "
                       "after the current step and saves interrupted.pth")
         for epoch, batch, epoch_ends in _batches(dataloader, cfg.seed, run.position, epochs):
-            if run.step >= last_step or ctx.any_true(stop.requested is not None):
+            if run.step >= last_step or stop.agreed(ctx):
                 break
             x0 = _images(batch)
             check_batch(x0, run.image_channels, cfg.image_size, run.step + 1)

@@ -1,5 +1,6 @@
 """Checkpoints: round trip, atomic writes, weights-only loading and the error messages."""
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -138,3 +139,34 @@ def test_export_for_sampling_is_smaller_loads_the_ema_and_refuses_resume(tmp_pat
     assert torch.allclose(G(x, 5), G_full(x, 5), atol=1e-2)     # float16 weights, EMA generator
     with pytest.raises(CheckpointError, match="exported for sampling only"):
         load_training_state(slim)
+
+
+V1 = Path(__file__).parent / "fixtures" / "v1_base8_T50.pth"   # written by the engine before format 2
+
+
+def test_a_version_1_checkpoint_loads_samples_and_resumes(tmp_path):
+    from diffgan_lib.sampling import sample
+    G, D, scheduler = loaded = load_checkpoint(V1, device="cpu")
+    assert (loaded.kind, loaded.step, scheduler.T, loaded.config.adam_betas) == ("diffusion", 2, 50, (0.9, 0.999))
+    x = sample(G, scheduler, n=2, image_size=32, sampler="ddim", steps=3, seed=0, progress=False)
+    assert x.shape == (2, 1, 32, 32) and torch.isfinite(x).all()
+    images = torch.rand(8, 1, 32, 32) * 2 - 1
+    resumed = train(DataLoader(TensorDataset(images), batch_size=4), device="cpu", epochs=2, save_dir=tmp_path,
+                    resume=V1, progress=False)
+    assert resumed.history["step"] == [1, 2, 3, 4] and resumed.scheduler.T == 50
+    assert torch.load(tmp_path / "final_model.pth", weights_only=True)["version"] == 2
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda c: c.pop("G"), "lacks the field"),
+    (lambda c: c["model"].update(kind="fewstep"), "kind 'fewstep'"),
+    (lambda c: c["model"].update(base=4096), "impossible model settings .*base=4096"),
+    (lambda c: c["scheduler"].update(timesteps=2_000_000_000), "timesteps=2000000000"),
+    (lambda c: c.update(version=9), "version 9"),
+])
+def test_damaged_checkpoints_are_refused_before_anything_is_built(trained, tmp_path, edit, message):
+    ckpt = torch.load(trained[0] / "final_model.pth", weights_only=True)
+    edit(ckpt)
+    torch.save(ckpt, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tmp_path / "bad.pth", device="cpu")

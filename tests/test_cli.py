@@ -1,6 +1,7 @@
 """Command line: help texts, one-line errors with exit status 2, and a tiny train -> sample run."""
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 
@@ -65,3 +66,30 @@ def test_train_then_sample(tmp_path, capsys):
     assert 0 <= samples.min() and samples.max() <= 1
     assert len(list((out / "images").glob("*.png"))) == 3 and (out / "grid.png").exists()
     assert "wrote 3 samples" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_after_the_step_saves_and_exits_130_or_143(tmp_path, sig, status):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "diffgan_lib", "train", "--data", "phantoms", "--n-images", "16",
+                             "--base", "8", "--timesteps", "50", "--epochs", "1000", "--batch-size", "4",
+                             "--out", str(tmp_path), "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for line in proc.stdout:                       # printed once the handlers are in place
+        if "Ctrl-C stops after the current step" in line:
+            break
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == status, err[-2000:]
+    assert (tmp_path / "interrupted.pth").exists() and not (tmp_path / "final_model.pth").exists()
+    assert f"--resume {tmp_path / 'interrupted.pth'}" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--timesteps", "0"], "--timesteps 0: must be at least 1"),
+    (["--max-steps", "-5"], "--max-steps -5: must be at least 1"),
+    (["--epochs", "0"], "--epochs 0: must be at least 1"),
+])
+def test_counts_below_one_are_refused(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *args]) == 2 and message in capsys.readouterr().err

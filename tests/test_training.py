@@ -256,3 +256,28 @@ def test_ema_follows_its_formula_and_is_what_train_returns(tmp_path):
 def test_progress_bar_says_off_while_the_adversarial_term_is_off():
     assert progress_text({"diff": 0.05, "adv": float("nan"), "D": float("nan")}) == "Diff 0.0500 | Adv off | D off"
     assert progress_text({"diff": 0.05, "adv": 0.8413, "D": 1.3125}) == "Diff 0.0500 | Adv 0.8413 | D 1.3125"
+
+
+def test_resume_takes_T_and_channels_from_the_checkpoint(tmp_path):
+    first = run(tmp_path, epochs=1)                            # T = 50, as every run in this file
+    resumed = train(loader(), device="cpu", epochs=2, save_dir=tmp_path, resume=first.checkpoint, progress=False)
+    assert resumed.scheduler.T == T and resumed.history["step"] == list(range(1, 9))
+
+
+def test_resume_inside_an_epoch_with_another_batch_size_is_refused(tmp_path):
+    def stop_at_3(info):
+        if info.step == 3:
+            raise KeyboardInterrupt
+    stopped = run(tmp_path, epochs=2, callback=stop_at_3)
+    assert stopped.stopped_by == "KeyboardInterrupt"
+    with pytest.raises(ValueError, match="stopped inside an epoch of 4 batches .* this dataloader has 2"):
+        run(tmp_path, epochs=2, resume=stopped.checkpoint, dl=loader(batch_size=8))
+
+
+def test_keyed_noise_does_not_depend_on_how_a_batch_is_split():
+    from diffgan_lib.training import keyed_t_and_noise
+    t, eps = keyed_t_and_noise(0, 7, range(8), 1000, (1, 32, 32))
+    t_odd, eps_odd = keyed_t_and_noise(0, 7, [1, 3, 5, 7], 1000, (1, 32, 32))   # rank 1 of 2
+    assert torch.equal(t[1::2], t_odd) and torch.equal(eps[1::2], eps_odd)
+    t_next, _ = keyed_t_and_noise(0, 8, range(8), 1000, (1, 32, 32))
+    assert not torch.equal(t, t_next) and eps.std().item() == pytest.approx(1, abs=0.05)
