@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from .device import pick_device
-from .distributed import env_world
+from .distributed import env_world, launched
 from .formats import SUFFIXES, Stack, UnreadableFileError, file_kind, find_files, read_file, read_labels
 from .phantoms import PhantomDataset, check_image_size
 
@@ -303,7 +303,7 @@ def make_dataloader(source: str | Path, image_size: int, batch_size: int, channe
     num_workers: None means 0, loading in the notebook's own process: phantoms take about a
     millisecond and real images are preloaded, so worker processes would add start-up time (and
     spawn trouble on Windows/macOS) for no gain. pin_memory is on only when ``device`` is CUDA.
-    Under torchrun (WORLD_SIZE > 1) the loader is sharded: a DistributedSampler gives each process
+    Under torchrun (WORLD_SIZE set) the loader is sharded: a DistributedSampler gives each process
     its own 1/WORLD_SIZE of the images (phantoms are made from their index, so they shard too), and
     ``batch_size`` is per process (the global batch is batch_size x WORLD_SIZE).
     Other keyword arguments go to ``PhantomDataset`` (e.g. ``return_labels=True``: batches become
@@ -322,7 +322,7 @@ def make_dataloader(source: str | Path, image_size: int, batch_size: int, channe
                          "drop_last=True would give no batch at all; lower batch_size or pass drop_last=False")
     num_workers = 0 if num_workers is None else num_workers
     rank, world = env_world()
-    if world > 1:   # under torchrun: each process reads its own shard, reshuffled by train()'s set_epoch
+    if launched():   # under torchrun: each process reads its own shard, reshuffled by train()'s set_epoch
         sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=shuffle,
                                      seed=0 if seed is None else seed, drop_last=drop_last)
         if drop_last and len(sampler) < batch_size:

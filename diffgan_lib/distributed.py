@@ -5,6 +5,8 @@ each one who it is through environment variables (RANK, LOCAL_RANK, WORLD_SIZE, 
 :func:`setup` reads them: without them (a plain ``python`` or a notebook) it returns a
 single-process context and nothing distributed happens; with WORLD_SIZE > 1 it joins the
 process group (NCCL on CUDA, one GPU per process; gloo on the CPU) unless the caller already did.
+WORLD_SIZE = 1 under torchrun also takes this path (one process with DDP), so a single GPU can
+check the distributed code.
 
 Rules the training loop follows (each is a method here, so that it reads as one line there):
 - every rank draws its own shard of the data (``DistributedSampler``) and runs the same number of steps;
@@ -23,7 +25,12 @@ import torch.distributed as dist
 
 from .device import pick_device
 
-__all__ = ["DistContext", "setup", "env_world", "is_sharded"]
+__all__ = ["DistContext", "setup", "env_world", "launched", "is_sharded"]
+
+
+def launched() -> bool:
+    """Whether this process runs under torchrun (WORLD_SIZE is set, even to 1) or in a process group."""
+    return "WORLD_SIZE" in os.environ or (dist.is_available() and dist.is_initialized())
 
 
 def env_world() -> tuple[int, int]:
@@ -37,20 +44,19 @@ def env_world() -> tuple[int, int]:
 class DistContext:
     """Who this process is: ``rank`` of ``world`` processes, on ``device``.
 
+    ``distributed``: in a process group (torchrun), so the networks are wrapped in DDP and the
+    ranks agree on every decision, even with one process (``--nproc_per_node 1`` checks the path).
     ``owns_group``: this context started the process group, so :meth:`close` ends it.
     """
     rank: int = 0
     world: int = 1
     device: torch.device = torch.device("cpu")
+    distributed: bool = False
     owns_group: bool = False
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world > 1
 
     def _reduce(self, x: torch.Tensor, op) -> torch.Tensor:
         if self.distributed:
@@ -103,11 +109,10 @@ def setup(device=None) -> DistContext:
 
     Under torchrun with CUDA each process takes GPU ``LOCAL_RANK``, whatever ``device`` names.
     """
-    rank, world = env_world()
-    if world <= 1:
+    if not launched():
         return DistContext(device=pick_device(device))
     if not dist.is_available():
-        raise RuntimeError("WORLD_SIZE > 1 but this PyTorch build has no torch.distributed; "
+        raise RuntimeError("WORLD_SIZE is set (torchrun?) but this PyTorch build has no torch.distributed; "
                            "run a single process (python, not torchrun)")
     dev = pick_device(device)
     if dev.type == "cuda":
@@ -123,7 +128,8 @@ def setup(device=None) -> DistContext:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
         owns = True
-    return DistContext(rank=dist.get_rank(), world=dist.get_world_size(), device=dev, owns_group=owns)
+    return DistContext(rank=dist.get_rank(), world=dist.get_world_size(), device=dev, distributed=True,
+                       owns_group=owns)
 
 
 def is_sharded(dataloader) -> bool:
