@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(0 = pure diffusion, no discriminator; default from TrainConfig)")
     t.add_argument("--timesteps", type=int, help="diffusion steps T (default 1000; the checkpoint's when resuming)")
     t.add_argument("--checkpoint-every", type=int, help="epochs between epoch_XXXX.pth files (default 10)")
+    t.add_argument("--save-every", type=int, help="steps between saves of last.pth, overwritten each time: "
+                   "what a long run resumes from after a crash (default: never)")
     t.add_argument("--device", help="cpu, cuda, cuda:1 or mps (default: the best one here)")
     t.add_argument("--seed", type=int, default=0, help="seeds the weights, noise and shuffling (default 0)")
     s = sub.add_parser("sample", help="generate images from a checkpoint",
@@ -106,7 +108,8 @@ def _train(a) -> int:
               n_images=a.n_images)
     dev = pick_device(a.device)
     changes = {k: v for k, v in dict(image_size=a.image_size, base=a.base, adv_weight=a.adv_weight,
-                                      checkpoint_every=a.checkpoint_every).items() if v is not None}
+                                      checkpoint_every=a.checkpoint_every, save_every=a.save_every).items()
+               if v is not None}
     if a.resume:     # the run's own configuration, T and channels; command-line values override
         saved = read_checkpoint(a.resume)
         cfg = TrainConfig.from_dict(saved["config"]).replace(**changes)

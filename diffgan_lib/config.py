@@ -62,6 +62,7 @@ class TrainConfig:
     seed: int = 0                      # seeds the weights, the noise and the shuffling of every epoch
     variant: str = "corrected"         # "as_written" = the seed's loop, for the lesson
     checkpoint_every: int = 10         # epochs between epoch_XXXX.pth files (the seed: 10); 0 = only the final
+    save_every: int = 0                # steps between saves of last.pth (overwritten; for long runs); 0 = never
     sample_every: int = 0              # steps between sample grids written to save_dir/samples; 0 = never
     log_every: int = 1                 # steps between progress-bar updates
 
@@ -80,7 +81,7 @@ class TrainConfig:
             raise ValueError("adv_weight and r1_gamma must be >= 0 (0 turns the term off)")
         if self.adv_t_max is not None and self.adv_t_max < 1:
             raise ValueError(f"adv_t_max={self.adv_t_max} must be >= 1 (or None for every t)")
-        for name in ("adv_warmup_steps", "checkpoint_every", "sample_every"):
+        for name in ("adv_warmup_steps", "checkpoint_every", "save_every", "sample_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
         if self.log_every < 1:

@@ -375,7 +375,8 @@ def train(dataloader, image_channels: int | None = None, timesteps: int | None =
     checkpoint path) continues a run: unset arguments take the checkpoint's values. ``epochs`` counts
     from the start of the run; ``max_steps`` (total steps) stops earlier.
 
-    Writes ``epoch_XXXX.pth`` every ``config.checkpoint_every`` epochs, then ``final_model.pth`` and
+    Writes ``epoch_XXXX.pth`` every ``config.checkpoint_every`` epochs (and ``last.pth`` every
+    ``config.save_every`` steps, for long runs), then ``final_model.pth`` and
     ``history.json`` into ``save_dir``. Ctrl-C (or SIGTERM) stops after the current step and saves
     ``interrupted.pth`` instead; so does a KeyboardInterrupt raised by ``callback(info)``, which runs
     after every step (info.step, .epoch, .metrics, .G (EMA), .G_raw, .D, .scheduler, .config, .samples,
@@ -440,6 +441,8 @@ def _loop(run: Run, ctx, dataloader, epochs, save_dir, max_steps, callback, prog
                     stop.requested = "KeyboardInterrupt"
             if epoch_ends and cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0:
                 checkpoint = _save(run, save_dir, f"epoch_{epoch + 1:04d}.pth", ctx)
+            if cfg.save_every and run.step % cfg.save_every == 0:
+                checkpoint = _save(run, save_dir, "last.pth", ctx)
     bar.close()
     stopped_by = stop.requested if run.step < last_step else None
     if run.step > first_step or checkpoint is None:
