@@ -60,6 +60,7 @@ WRONG = {
     "generator_forwards": {"as_written": 1, "corrected": 1},
     "ema_update": lambda e, p, d: d * p + (1 - d) * e,
     "d_loss_at_chance": math.log(2),
+    "scale_out": {"images_per_step": 16, "steps_per_epoch": 128},
     "ddim_timesteps": lambda T, n: list(range(0, T, T // n)),
     "to_unit": lambda x: (x + 1) / 2,
     "predict_x0": lambda x_t, eps, a: x_t - eps,

@@ -1,4 +1,5 @@
-"""Exercises of notebook 05, training: ``generator_forwards``, ``ema_update``, ``d_loss_at_chance``."""
+"""Exercises of notebook 05, training: ``generator_forwards``, ``ema_update``, ``d_loss_at_chance``,
+``scale_out``."""
 from __future__ import annotations
 
 import math
@@ -8,7 +9,7 @@ import torch
 from . import Exercise
 from . import close, tensor_problem
 
-__all__ = ["generator_forwards", "ema_update", "d_loss_at_chance"]
+__all__ = ["generator_forwards", "ema_update", "d_loss_at_chance", "scale_out"]
 
 
 # ----------------------------------------------------------------------------- 1. generator_forwards
@@ -75,3 +76,28 @@ d_loss_at_chance = Exercise(
     hint_text="A D that cannot tell outputs s = 0 everywhere; softplus(0) = ln(1 + e^0).",
     reference=2 * math.log(2),
     solution_note="\n= 2 ln 2 = 1.3863: softplus(-0) for the real images plus softplus(0) for the fakes.")
+
+
+# ----------------------------------------------------------------------------- 4. scale_out
+_SCALE = {"images_per_step": 4 * 16, "steps_per_epoch": 2048 // (4 * 16)}
+
+
+def _test_scale(answer):
+    if not isinstance(answer, dict) or set(answer) != set(_SCALE):
+        return "answer with a dict with exactly the keys 'images_per_step' and 'steps_per_epoch'"
+    if answer["images_per_step"] == 16:
+        return "16 is what ONE process sees; the step is taken after the gradients of all 4 are averaged"
+    if answer["images_per_step"] != _SCALE["images_per_step"]:
+        return "each of the 4 processes reads its own 16 images per step"
+    if answer["steps_per_epoch"] == 2048 // 16:
+        return "that would be one process alone; the 4 shards are read at the same time"
+    if answer["steps_per_epoch"] != _SCALE["steps_per_epoch"]:
+        return "an epoch is every scan once: divide the 2048 scans by the images one step sees"
+    return None
+
+
+scale_out = Exercise(
+    "scale_out", _test_scale,
+    hint_text="--batch-size is per process, and the DistributedSampler splits the scans into 4 disjoint shards.",
+    reference=dict(_SCALE),
+    solution_note="\n64 images per step (4 x 16); 2048 / 64 = 32 steps per epoch, a quarter of one process's 128.")
