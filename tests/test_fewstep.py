@@ -1,0 +1,81 @@
+"""The few-step generator: the posterior between levels, the pair discriminator, a fine-tune step, sampling."""
+import math
+
+import pytest
+import torch
+
+from diffgan_lib import DiffusionScheduler, UNet
+from diffgan_lib.fewstep import (FewStepConfig, FewStepGenerator, PairDiscriminator, fewstep_from_teacher,
+                                 fewstep_sample, fewstep_step, level_timesteps, posterior_sample)
+
+SCH = DiffusionScheduler(1000)
+
+
+def test_levels_are_ddgans_four():
+    assert level_timesteps(SCH, 4) == [999, 749, 499, 249]
+    assert level_timesteps(SCH, 2) == [999, 499] and level_timesteps(SCH, 1) == [999]
+    with pytest.raises(ValueError, match="1 to 8 levels"):
+        level_timesteps(SCH, 0)
+
+
+def test_posterior_one_step_is_ddpms_and_clean_is_x0():
+    x0, x_t, noise = torch.rand(3, 1, 8, 8) * 2 - 1, torch.randn(3, 1, 8, 8), torch.randn(3, 1, 8, 8)
+    t = torch.tensor([5, 500, 999])
+    eps = (x_t - SCH.alpha_hat[t].sqrt().view(-1, 1, 1, 1) * x0) / (1 - SCH.alpha_hat[t]).sqrt().view(-1, 1, 1, 1)
+    ddpm = torch.stack([SCH.step(eps[i:i + 1], int(t[i]), x_t[i:i + 1], noise=noise[i:i + 1],
+                                 variance="fixed_small")[0] for i in range(3)])
+    assert torch.allclose(posterior_sample(SCH, x_t, x0, t, t - 1, noise), ddpm, atol=1e-4)
+    assert torch.equal(posterior_sample(SCH, x_t, x0, t, torch.full((3,), -1), noise), x0)
+
+
+def test_posterior_matches_the_forward_process_marginal():
+    """Noise x0 to t, then draw t_next from the posterior: the result is distributed as q(x_{t_next} | x0)."""
+    x0 = torch.full((20000, 1, 1, 1), 0.5)
+    t, t_next = 999, 499
+    x_t, _ = SCH.add_noise(x0, torch.full((20000,), t))
+    x_next = posterior_sample(SCH, x_t, x0, torch.full((20000,), t), torch.full((20000,), t_next))
+    a = SCH.alpha_hat[t_next]
+    assert x_next.mean().item() == pytest.approx(0.5 * a.sqrt().item(), abs=0.02)
+    assert x_next.var().item() == pytest.approx((1 - a).item(), abs=0.03)
+
+
+def test_pair_discriminator_sees_both_states_and_the_level():
+    D = PairDiscriminator(1, 8, 4)
+    x_next, x_t = torch.randn(2, 1, 32, 32), torch.randn(2, 1, 32, 32)
+    stacked = D.pair(x_next, x_t, torch.tensor([0, 3]))
+    assert stacked.shape == (2, 6, 32, 32) and stacked[0, 2].eq(1).all() and stacked[1, 5].eq(1).all()
+    assert D(stacked).shape == (2, 1, 1, 1)
+
+
+@pytest.mark.parametrize("adv_weight", [1.0, 0.0])
+def test_a_fine_tune_step_changes_G_and_trains_D_only_when_adversarial(adv_weight):
+    torch.manual_seed(0)
+    teacher = UNet(1, 8)
+    cfg = FewStepConfig(adv_weight=adv_weight, r1_every=1)
+    G, D, opt_G, opt_D, ema = fewstep_from_teacher(teacher, SCH, cfg)
+    assert (D is None) == (adv_weight == 0)
+    before = G.unet.final.weight.clone()
+    out = fewstep_step(G, D, opt_G, opt_D, torch.rand(4, 1, 32, 32) * 2 - 1, cfg, 0, ema,
+                       generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(before, G.unet.final.weight)
+    assert torch.equal(teacher.final.weight, before)                # the teacher is a copy, untouched
+    assert math.isfinite(out["rec"]) and math.isfinite(out["D"]) == (adv_weight > 0)
+
+
+def test_sampling_takes_one_evaluation_per_level_and_repeats_with_the_seed():
+    torch.manual_seed(0)
+    G = FewStepGenerator(UNet(1, 8), SCH, level_timesteps(SCH, 4))
+    calls = []
+    G.unet.register_forward_hook(lambda *_: calls.append(1))
+    x = fewstep_sample(G, 3, 32, seed=7)
+    assert len(calls) == 4 and x.shape == (3, 1, 32, 32) and x.abs().max() <= 1
+    assert torch.equal(x, fewstep_sample(G, 3, 32, seed=7))
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="both 0"):
+        FewStepConfig(adv_weight=0, rec_weight=0)
+    with pytest.raises(ValueError, match="finite"):
+        FewStepConfig(adv_weight=float("nan"))
+    with pytest.raises(ValueError, match="descending"):
+        FewStepGenerator(UNet(1, 8), SCH, [249, 999])
