@@ -67,31 +67,27 @@ class DistContext:
         """The mean of ``x`` over ranks (in place; ``x`` itself in a single process)."""
         return self._reduce(x, dist.ReduceOp.SUM).div_(self.world) if self.distributed else x
 
+    def _int(self, value: int, op) -> int:
+        """An integer reduced over ranks with ``op`` (the value itself in a single process)."""
+        if not self.distributed:
+            return int(value)
+        return int(self._reduce(torch.tensor([int(value)], device=self.device), op).item())
+
     def all_true(self, flag: bool) -> bool:
         """True only if ``flag`` is true on every rank."""
-        if not self.distributed:
-            return bool(flag)
-        return bool(self._reduce(torch.tensor([int(flag)], device=self.device), dist.ReduceOp.MIN).item())
+        return bool(self._int(flag, dist.ReduceOp.MIN))
 
     def any_true(self, flag: bool) -> bool:
         """True if ``flag`` is true on at least one rank."""
-        if not self.distributed:
-            return bool(flag)
-        return bool(self._reduce(torch.tensor([int(flag)], device=self.device), dist.ReduceOp.MAX).item())
+        return bool(self._int(flag, dist.ReduceOp.MAX))
 
     def max_int(self, value: int) -> int:
         """The largest of an integer over ranks."""
-        if not self.distributed:
-            return int(value)
-        return int(self._reduce(torch.tensor([int(value)], device=self.device), dist.ReduceOp.MAX).item())
+        return self._int(value, dist.ReduceOp.MAX)
 
     def same_on_all(self, value: int) -> bool:
         """Whether an integer (e.g. batches per epoch) is equal on every rank."""
-        if not self.distributed:
-            return True
-        lo = self._reduce(torch.tensor([value], device=self.device), dist.ReduceOp.MIN).item()
-        hi = self._reduce(torch.tensor([value], device=self.device), dist.ReduceOp.MAX).item()
-        return lo == hi
+        return self._int(value, dist.ReduceOp.MIN) == self._int(value, dist.ReduceOp.MAX)
 
     def barrier(self) -> None:
         if self.distributed:
