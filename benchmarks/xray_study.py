@@ -1,0 +1,146 @@
+"""Which sampling defaults keep what a model learned? Measured on real chest X-rays (PneumoniaMNIST).
+
+Protocol (issue 10): 32 px PneumoniaMNIST, one SimCLR-CNN FeatureNet trained once on the train
+split (seed 0, cached in --out); every sample set has 256 images and is scored by FD and KID in
+those features and SWD on 7x7 patches, against the **test** split (624 images) for reporting and
+against the **val** split (524) for choosing; the real-vs-real line is 256 val images against test.
+The models are the course's default (``TrainConfig.cpu_quick()``, base 32, batch 32) trained
+through ``train()`` as the command line does, with checkpoints after given epochs.
+
+    python benchmarks/xray_study.py train --seeds 0 1 2 --epochs 4          # 588 steps each
+    python benchmarks/xray_study.py train --seeds 0 --epochs 20 --keep 1 20  # the 1- and 20-epoch models
+    python benchmarks/xray_study.py sweep                                    # eta {0,1} x steps {10,25,50,100}, EMA and raw
+    python benchmarks/xray_study.py table --write benchmarks/results/xray_sampling.json
+
+Each step writes its results under --out (default runs/xray) and skips what is already there, so
+the study can be stopped and continued; run two processes with --threads 1 on different seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from diffgan_lib import ImageDataset, TrainConfig, make_dataloader, train
+from diffgan_lib.checkpoints import load_checkpoint
+from diffgan_lib.features import FeatureNet, extract_features, train_feature_net
+from diffgan_lib.metrics import frechet_distance, kid, sliced_wasserstein
+from diffgan_lib.sampling import sample
+
+from recipe_study import write_json
+
+SIZE = 32
+
+
+def split(name: str) -> torch.Tensor:
+    return ImageDataset("pneumoniamnist", SIZE, split=name).images
+
+
+def feature_net(out: Path) -> FeatureNet:
+    """The study's one FeatureNet, trained on the train split once and cached as a state dict."""
+    path = out / "featurenet.pt"
+    if path.exists():
+        net = FeatureNet()
+        net.load_state_dict(torch.load(path, weights_only=True))
+        return net.eval()
+    net = train_feature_net(split("train"), seed=0, progress=False)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), path)
+    return net
+
+
+def score(x: torch.Tensor, ref: torch.Tensor, net, f_ref=None) -> dict:
+    """FD, KID (x 1e3) and SWD (x 1e3) of images x (n, 1, S, S) in [-1, 1] against ref."""
+    f_x = extract_features(net, x)
+    f_ref = extract_features(net, ref) if f_ref is None else f_ref
+    return {"fd": frechet_distance(f_x, f_ref), "kid": 1e3 * kid(f_x, f_ref, seed=0)[0],
+            "swd": 1e3 * sliced_wasserstein(x, ref, seed=0)}
+
+
+def cmd_train(a) -> None:
+    for seed in a.seeds:
+        run = a.out / f"seed{seed}_e{a.epochs}"
+        if (run / "final_model.pth").exists():
+            print(f"{run} done already")
+            continue
+        cfg = TrainConfig.cpu_quick(seed=seed, checkpoint_every=1)
+        loader = make_dataloader("pneumoniamnist", SIZE, 32, seed=seed)
+        t0 = time.time()
+        last = max(run.glob("epoch_*.pth"), default=None)
+        train(loader, epochs=a.epochs, save_dir=run, config=cfg, resume=last, progress=False)
+        for p in run.glob("epoch_*.pth"):                       # keep only the epochs the study samples
+            if int(p.stem.split("_")[1]) not in a.keep or int(p.stem.split("_")[1]) == a.epochs:   # = final
+                p.unlink()
+        write_json(run / "train.json", {"seed": seed, "epochs": a.epochs, "wall_s": round(time.time() - t0),
+                                        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads"})
+        print(f"{run}: {a.epochs} epochs in {time.time() - t0:.0f} s", flush=True)
+
+
+def cmd_sweep(a) -> None:
+    net = feature_net(a.out)
+    test, val = split("test"), split("val")
+    f_test, f_val = extract_features(net, test), extract_features(net, val)
+    for ckpt in sorted(a.out.glob("*/epoch_*.pth")) + sorted(a.out.glob("*/final_model.pth")):
+        res_path = ckpt.with_suffix(".sweep.json")
+        done = json.loads(res_path.read_text()) if res_path.exists() else {}
+        for which in ("ema", "raw"):
+            G, _, sched = load_checkpoint(ckpt, device="cpu", which=which)
+            for eta in a.etas:
+                for steps in a.steps:
+                    key = f"{which}_eta{eta:g}_ddim{steps}"
+                    if key in done:
+                        continue
+                    t0 = time.time()
+                    x = sample(G, sched, n=a.n, image_size=SIZE, sampler="ddim", steps=steps, eta=eta, seed=1000,
+                               clip_x0=True, progress=False).clamp(-1, 1)
+                    done[key] = {"val": score(x, val, net, f_val), "test": score(x, test, net, f_test),
+                                 "sample_s": round(time.time() - t0, 1)}
+                    write_json(res_path, done)
+                    print(f"{ckpt.parent.name}/{ckpt.stem} {key}: FD val {done[key]['val']['fd']:.2f} "
+                          f"test {done[key]['test']['fd']:.2f}", flush=True)
+
+
+def cmd_table(a) -> None:
+    net = feature_net(a.out)
+    test, val = split("test"), split("val")
+    results = {"real_vs_real": score(val[:a.n], test, net),
+               "protocol": "FD/KID(x1e3) in a SimCLR-CNN trained on the train split; SWD(x1e3) on 7x7 patches; "
+                           f"{a.n} samples (noise seed 1000) against the test split",
+               "runs": {}}
+    for res_path in sorted(a.out.glob("*/*.sweep.json")):
+        results["runs"][f"{res_path.parent.name}/{res_path.name.split('.')[0]}"] = json.loads(res_path.read_text())
+    print(f"real vs real (val 256 vs test): FD {results['real_vs_real']['fd']:.3f}")
+    for name, sweep in results["runs"].items():
+        best = min(sweep, key=lambda k: sweep[k]["val"]["fd"])
+        row = " ".join(f"{k}:{v['test']['fd']:.2f}" for k, v in sweep.items() if k.startswith("ema"))
+        print(f"{name}: best on val {best} (test FD {sweep[best]['test']['fd']:.2f}) | EMA test FD {row}")
+    if a.write:
+        Path(a.write).parent.mkdir(parents=True, exist_ok=True)
+        write_json(Path(a.write), results)
+        print("wrote", a.write)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("command", choices=("train", "sweep", "table"))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--keep", type=int, nargs="*", default=[], help="also keep these epochs' checkpoints")
+    p.add_argument("--out", type=Path, default=Path("runs/xray"))
+    p.add_argument("--threads", type=int)
+    p.add_argument("--write", help="table: write the collected results as JSON here")
+    p.add_argument("--n", type=int, default=256, help="samples per set (default 256)")
+    p.add_argument("--etas", type=float, nargs="+", default=[0.0, 1.0], help="sweep: DDIM etas (default 0 1)")
+    p.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50, 100], help="sweep: DDIM steps")
+    a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    {"train": cmd_train, "sweep": cmd_sweep, "table": cmd_table}[a.command](a)
+
+
+if __name__ == "__main__":
+    main()
