@@ -17,7 +17,9 @@ turn it into plain values (checkpoints store it that way).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 import torch
 
@@ -28,6 +30,45 @@ __all__ = ["TrainConfig", "AMP_MODES", "VARIANTS", "resolve_amp"]
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 RENAMED = {"betas": "adam_betas"}    # old field name -> new one (checkpoint format 1 -> 2)
 VARIANTS = ("corrected", "as_written")
+# the type of every field, checked first (a hand-edited checkpoint may hold "32" or null anywhere)
+_KINDS = {"int": ("base", "adv_warmup_steps", "seed", "checkpoint_every", "save_every", "sample_every", "log_every"),
+          "int or None": ("image_size", "adv_t_max"),
+          "number": ("lr_G", "lr_D", "adv_weight", "r1_gamma", "adaptive_max", "ema_decay"),
+          "bool": ("time_embedding", "adaptive_adv_weight", "compile"), "bool or None": ("channels_last",),
+          "str": ("schedule", "amp", "variant")}
+_IS = {"int": lambda v: isinstance(v, Integral) and not isinstance(v, bool),
+       "number": lambda v: isinstance(v, Real) and not isinstance(v, bool),
+       "bool": lambda v: isinstance(v, bool), "str": lambda v: isinstance(v, str)}
+
+
+def _type_ok(kind: str, value) -> bool:
+    base, _, optional = kind.partition(" or ")
+    return (optional and value is None) or _IS[base](value)
+
+
+def _check_types(cfg) -> None:
+    """ValueError naming every field whose value has the wrong type, and the type it needs."""
+    wrong = [f"{name}={getattr(cfg, name)!r} (needs {kind})" for kind, names in _KINDS.items() for name in names
+             if not _type_ok(kind, getattr(cfg, name))]
+    betas = cfg.adam_betas
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(_IS["number"](b) for b in betas)):
+        wrong.append(f"adam_betas={betas!r} (needs two numbers)")
+    if wrong:
+        raise ValueError(f"TrainConfig: wrong type for {', '.join(wrong)}")
+
+
+def _check_numbers(cfg) -> None:
+    """ValueError for a non-finite or out-of-range float field, naming the value and what to use."""
+    for name, low, fix in (("lr_G", 0, "e.g. 2e-4"), ("lr_D", 0, "e.g. 2e-4"), ("adaptive_max", 0, "e.g. 1e4")):
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value > low):
+            raise ValueError(f"{name}={value} must be a finite number > 0 ({fix})")
+    for name in ("adv_weight", "r1_gamma"):
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name}={value} must be a finite number >= 0 (0 turns the term off)")
+    if not all(math.isfinite(b) and 0 <= b < 1 for b in cfg.adam_betas):
+        raise ValueError(f"adam_betas={tuple(cfg.adam_betas)} must be two numbers in [0, 1), e.g. (0.9, 0.999)")
 
 
 @dataclass(frozen=True)
@@ -67,6 +108,8 @@ class TrainConfig:
     log_every: int = 1                 # steps between progress-bar updates
 
     def __post_init__(self):
+        _check_types(self)
+        _check_numbers(self)
         if self.image_size is not None:
             check_image_size(self.image_size, minimum=32)
         if self.base < 8 or self.base % 8:
@@ -77,8 +120,6 @@ class TrainConfig:
             raise ValueError(f"variant={self.variant!r}: choose 'corrected' or 'as_written' (the seed's loop)")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay={self.ema_decay} must lie in [0, 1): 0.999 is usual, 0 turns EMA off")
-        if self.adv_weight < 0 or self.r1_gamma < 0:
-            raise ValueError("adv_weight and r1_gamma must be >= 0 (0 turns the term off)")
         if self.adv_t_max is not None and self.adv_t_max < 1:
             raise ValueError(f"adv_t_max={self.adv_t_max} must be >= 1 (or None for every t)")
         for name in ("adv_warmup_steps", "checkpoint_every", "save_every", "sample_every"):

@@ -46,6 +46,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from .device import pick_device
 from .distributed import env_world, launched
+from .folders import local_path, split_course_outputs
 from .formats import SUFFIXES, Stack, UnreadableFileError, file_kind, find_files, read_file, read_labels
 from .phantoms import PhantomDataset, check_image_size
 
@@ -59,6 +60,11 @@ SOURCES = ("phantoms", "pneumoniamnist")
 PNEUMONIAMNIST_PATH = Path(__file__).resolve().parents[1] / "data" / "pneumoniamnist_28.npz"
 PNEUMONIAMNIST_CLASSES = ("normal", "pneumonia")   # label 0, label 1
 _TYPE_MAX = {"uint8": 255, "uint16": 65535}
+# Longest side / shortest side beyond which an image is refused. Scans come near 1:1 (CT, MR,
+# MedMNIST), chest films 1:1.25, panoramic dental films about 1:2.5 and stitched full-spine or
+# long-leg films about 1:3 to 1:4; at 8:1 the image keeps an eighth of the square (4 px of 32) after
+# resizing, so such a file is a mistake (a line profile, a wrong NIfTI axis), never anatomy to learn.
+MAX_ASPECT = 8
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -74,6 +80,10 @@ def _check_stack(name: str, x: np.ndarray) -> np.ndarray:
     if min(x.shape[1:3]) < 8:
         raise ValueError(f"{name} is {x.shape[1]}x{x.shape[2]} px, smaller than 8 px on a side; "
                          "images must be at least 8 x 8 px")
+    if max(x.shape[1:3]) > MAX_ASPECT * min(x.shape[1:3]):
+        raise ValueError(f"{name} is {x.shape[1]}x{x.shape[2]} px, more than {MAX_ASPECT} times longer than wide, so "
+                         "almost nothing of it would survive resizing to a square; crop it to the region of "
+                         "interest or leave it out (a wrong NIfTI axis= can also cause this)")
     return x
 
 
@@ -171,6 +181,16 @@ def _read_all(path: Path, split: str, axis: int) -> list[Stack]:
         except UnreadableFileError as err:
             raise ValueError(f"could not read {path.name} (corrupt or truncated?): {err.reason}") from err
     files, others = find_files(path)
+    files, ours = split_course_outputs(files)
+    if ours and not files:
+        raise ValueError(f"folder {path} holds only images that diffgan_lib wrote ({len(ours)}, e.g. "
+                         f"{ours[0].relative_to(path)}: samples or training grids), which are never read as "
+                         "training data; to train on them, copy them into a folder of their own")
+    if ours:
+        warnings.warn(f"skipped {len(ours)} image(s) in {path} that diffgan_lib wrote itself (a sample folder's "
+                      "grid.png and images/, a training folder's samples/step_*.png), e.g. "
+                      f"{ours[0].relative_to(path)}; to train on them, copy them into a folder of their own",
+                      stacklevel=3)
     if not files:
         found = Counter(p.suffix.lower() or "(no extension)" for p in others)
         what = ("it is empty" if not others else
@@ -214,7 +234,7 @@ def load_images(path: str | Path, image_size: int, channels: int = 1, normalize:
         raise ValueError(f"percentiles {percentiles!r} must satisfy 0 <= low < high <= 100, e.g. (0.5, 99.5)")
     if window is not None and (len(window) != 2 or not window[1] > 0):
         raise ValueError(f"window {window!r} must be (center, width) with width > 0, e.g. (40, 80) for CT brain")
-    items = _read_all(Path(path), split, axis)
+    items = _read_all(local_path(path, "data path"), split, axis)
     bits = _bit_depths(items)
     out, resized, native = [], 0, Counter()
     for item in items:
@@ -241,7 +261,7 @@ def _resolve_source(source: str | Path) -> Path:
                                     "diffgan_lib installed from it: pip install -e .), or pass the path of a "
                                     "MedMNIST .npz")
         return PNEUMONIAMNIST_PATH
-    return Path(source)
+    return local_path(source, "data path")
 
 
 def _labels_for(path: Path, split: str, n_images: int) -> torch.Tensor:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["pick_device", "describe_device"]
+__all__ = ["pick_device", "describe_device", "DEVICE_TYPES"]
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
 def _mps_available() -> bool:
@@ -32,6 +34,9 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"device {device!r} is not a device name; use 'cpu', 'cuda' or 'mps'") from err
+    if dev.type not in DEVICE_TYPES:
+        raise ValueError(f"device {str(device)!r}: diffgan_lib trains and samples on 'cpu', 'cuda' (or 'cuda:N') "
+                         f"and 'mps', not on {dev.type!r}; use one of those, or device=None to pick automatically")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} was requested but this machine has no CUDA GPU; "
                          "use device=None to pick automatically, or 'cpu'")

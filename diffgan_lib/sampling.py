@@ -102,6 +102,10 @@ def sample(G, scheduler, n: int = 8, image_size: int = 128, device=None, sampler
         ts = scheduler.timesteps_for(steps if steps is not None else min(50, scheduler.T))
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n={n!r} must be a positive integer (the number of images)")
+    if not (isinstance(eta, (int, float)) and 0 <= eta <= 1):      # also refuses nan
+        raise ValueError(f"eta={eta!r} must lie in [0, 1]: 0 is deterministic DDIM, 1 is DDPM-like noise")
+    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer (images per network call) or None (all n)")
     check_image_size(image_size)
     trajectory_at = [] if trajectory_at is None else [int(t) for t in trajectory_at]
     if any(not 0 <= t < scheduler.T for t in trajectory_at):

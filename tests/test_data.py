@@ -412,3 +412,31 @@ def test_make_dataloader_folder_and_errors(tmp_path):
     assert len(make_dataloader(tmp_path, 16, batch_size=8, drop_last=False)) == 1
     with pytest.raises(FileNotFoundError, match="does not exist"):
         make_dataloader(tmp_path / "phantom", 16, batch_size=8)
+
+
+def test_an_extremely_elongated_image_is_refused(tmp_path):
+    Image.fromarray(np.zeros((10, 10000), np.uint8)).save(tmp_path / "line.png")    # 10 rows x 10000 columns
+    with pytest.raises(ValueError, match=r"line.png is 10x10000 px, more than 8 times longer than wide.*crop it"):
+        load_images(tmp_path / "line.png", 32)
+    Image.fromarray(np.zeros((64, 8 * 64), np.uint8)).save(tmp_path / "ok.png")     # 8:1 still loads
+    assert load_images(tmp_path / "ok.png", 32).shape == (1, 1, 32, 32)
+
+
+def test_the_course_outputs_in_a_data_folder_are_skipped_with_a_warning(tmp_path):
+    for i in range(3):
+        _png(tmp_path / f"scan_{i}.png", (24, 24))
+    samples, run = tmp_path / "samples_run", tmp_path / "ckpts"
+    (samples / "images").mkdir(parents=True)
+    (run / "samples").mkdir(parents=True)
+    np.save(samples / "samples.npy", np.zeros((2, 1, 16, 16), np.float32))
+    for path in (samples / "grid.png", samples / "images" / "sample_000.png", samples / "images" / "sample_001.png",
+                 run / "samples" / "step_000100.png"):
+        _png(path)
+    (run / "history.json").write_text("{}")
+    (run / "final_model.pth").write_bytes(b"")
+    with pytest.warns(UserWarning, match=r"skipped 4 image\(s\) .* that diffgan_lib wrote itself"):
+        assert load_images(tmp_path, 16).shape == (3, 1, 16, 16)
+    with pytest.raises(ValueError, match="holds only images that diffgan_lib wrote .*copy them into a folder"):
+        load_images(samples, 16)
+    (samples / "samples.npy").unlink()                     # without samples.npy they are ordinary images
+    assert load_images(samples, 16).shape == (3, 1, 16, 16)

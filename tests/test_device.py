@@ -31,3 +31,9 @@ def test_scheduler_follows_its_input_device():
     s = DiffusionScheduler(device="cpu")
     x = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
     assert s.add_noise(x, 3)[0].dtype == torch.float64
+
+
+@pytest.mark.parametrize("name", ["meta", "xpu", torch.device("meta")])
+def test_only_cpu_cuda_and_mps_are_accepted(name):
+    with pytest.raises(ValueError, match="'cpu', 'cuda' .* and 'mps', not on"):
+        pick_device(name)

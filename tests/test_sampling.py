@@ -91,3 +91,13 @@ def test_generate_and_visualize_writes_pngs(scheduler, tmp_path, channels, mode)
     expected = (images[0] * 255).round().to(torch.uint8).permute(1, 2, 0).squeeze(-1)
     assert torch.equal(torch.from_numpy(__import__("numpy").array(first)), expected)
     assert Image.open(tmp_path / "res" / "grid.png").size == (3 * 34 + 2, 2 * 34 + 2)   # 3 x 2 tiles, 2 px gaps
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(eta=float("nan")), r"eta=nan must lie in \[0, 1\]"), (dict(eta=-1.0), r"eta=-1.0 must lie in \[0, 1\]"),
+    (dict(eta=2), r"eta=2 must lie in \[0, 1\]"), (dict(batch_size=0), "batch_size=0 must be a positive integer"),
+    (dict(batch_size=-2), "batch_size=-2 must be a positive integer"),
+])
+def test_bad_sampling_values_are_refused(scheduler, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        sample(UNet(1, 8), scheduler, n=2, image_size=32, sampler="ddim", steps=2, progress=False, **kwargs)
