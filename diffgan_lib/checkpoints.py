@@ -33,6 +33,7 @@ import json
 import math
 import os
 import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -40,6 +41,7 @@ import torch
 from .config import RENAMED, TrainConfig
 from .device import pick_device
 from .discriminator import Discriminator
+from .folders import local_path, pid_alive
 from .scheduler import DiffusionScheduler
 from .unet import UNet
 
@@ -58,8 +60,26 @@ class CheckpointError(ValueError):
 
 
 # --------------------------------------------------------------------- writing
+_TMP = re.compile(r"\.(.+)\.(\d+)\.tmp")      # what _atomic_write names its temporary files
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete ``.{name}.{pid}.tmp`` files in ``folder`` left by saves that were killed (their pid is gone)."""
+    gone = []
+    for p in Path(folder).glob(".*.tmp"):
+        m = _TMP.fullmatch(p.name)
+        if m and int(m.group(2)) != os.getpid() and not pid_alive(int(m.group(2))):
+            p.unlink(missing_ok=True)
+            gone.append(p)
+    return gone
+
+
 def _atomic_write(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``.
+
+    Temporary files of earlier saves into the same folder whose process is gone are removed first.
+    """
+    remove_stale_temporaries(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
@@ -159,7 +179,18 @@ def save_history_json(history: dict, save_dir) -> Path:
 
 
 # --------------------------------------------------------------------- reading
+def _folder_given(path: Path, limit: int = 5) -> FileNotFoundError:
+    """The error for a folder passed as a checkpoint: the .pth files below it (recursively, a few)."""
+    found = sorted(path.rglob("*.pth"))
+    listed = ", ".join(str(p) for p in found[:limit]) + (f" and {len(found) - limit} more" if len(found) > limit else "")
+    return FileNotFoundError(f"{path} is a folder, not a checkpoint file; "
+                             + (f"pass one of the .pth files below it: {listed}" if found else
+                                "it holds no .pth files: train first (it writes final_model.pth)"))
+
+
 def _missing(path: Path) -> FileNotFoundError:
+    if path.is_dir():
+        return _folder_given(path)
     folder = path.parent
     found = sorted(p.name for p in folder.glob("*.pth")) if folder.is_dir() else []
     where = (f"; .pth files in {folder}: {', '.join(found)}" if found else
@@ -205,6 +236,21 @@ def _validate(ckpt: dict, path) -> None:
     if bad:
         raise CheckpointError(f"{path} has impossible model settings ({', '.join(bad)}); it is damaged or "
                               "was edited by hand; use another checkpoint")
+    _validate_config(ckpt["config"], path)
+
+
+def _validate_config(config, path) -> None:
+    """The saved TrainConfig must rebuild: a dict of known fields with values of the right type."""
+    if config is None:
+        return
+    try:
+        if not isinstance(config, dict):
+            raise ValueError(f"it is a {type(config).__name__}, not a dict")
+        TrainConfig.from_dict(config)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{path} has an unusable training configuration ({' '.join(str(err).split())}); "
+                              "it is damaged, edited by hand or written by a newer diffgan_lib; use another "
+                              "checkpoint or upgrade diffgan_lib") from None
 
 
 def read_checkpoint(path) -> dict:
@@ -213,7 +259,7 @@ def read_checkpoint(path) -> dict:
     Errors say what is wrong and what to do: FileNotFoundError lists the .pth files that do exist;
     CheckpointError for a damaged, foreign, newer, or pickled-object file.
     """
-    path = Path(path)
+    path = local_path(path, "checkpoint path")
     if not path.is_file():
         raise _missing(path)
     corrupt = (f"{path} is truncated or not a PyTorch checkpoint; re-download it or use an earlier "

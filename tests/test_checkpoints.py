@@ -163,6 +163,10 @@ def test_a_version_1_checkpoint_loads_samples_and_resumes(tmp_path):
     (lambda c: c["model"].update(base=4096), "impossible model settings .*base=4096"),
     (lambda c: c["scheduler"].update(timesteps=2_000_000_000), "timesteps=2000000000"),
     (lambda c: c.update(version=9), "version 9"),
+    (lambda c: c["config"].update(base="32"), r"unusable training configuration .*base='32' \(needs int\)"),
+    (lambda c: c["config"].update(lr_G=None), r"unusable training configuration .*lr_G=None \(needs number\)"),
+    (lambda c: c["config"].update(lr_g=1.0), "unusable training configuration .*unknown TrainConfig field.*lr_g"),
+    (lambda c: c.update(config=[1, 2]), "unusable training configuration .*list, not a dict"),
 ])
 def test_damaged_checkpoints_are_refused_before_anything_is_built(trained, tmp_path, edit, message):
     ckpt = torch.load(trained[0] / "final_model.pth", weights_only=True)
@@ -170,3 +174,8 @@ def test_damaged_checkpoints_are_refused_before_anything_is_built(trained, tmp_p
     torch.save(ckpt, tmp_path / "bad.pth")
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(tmp_path / "bad.pth", device="cpu")
+
+
+def test_no_message_of_the_library_advises_weights_only_false():
+    source = Path(__file__).resolve().parents[1] / "diffgan_lib"
+    assert not [p.name for p in source.rglob("*.py") if "weights_only=False" in p.read_text()]
