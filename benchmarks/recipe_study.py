@@ -60,7 +60,8 @@ def run_one(name, seed, steps, n_samples, out, net, train_x, held_x):
     run_dir = out / name / f"seed{seed}"
     loader = make_dataloader("phantoms", image_size=32, batch_size=32, n=steps * 32, seed=seed)
     t0 = time.time()
-    G, D, sched = train(loader, epochs=1, save_dir=run_dir, config=cfg, max_steps=steps, progress=False)
+    G, D, sched = train(loader, epochs=1, save_dir=run_dir, config=cfg, max_steps=steps, progress=False,
+                        overwrite=True)     # an unfinished run of this variant is redone from scratch
     row = {"variant": name, "seed": seed, "steps": steps, "train_s": round(time.time() - t0, 1),
            "config": cfg.to_dict()}
     for sname, kw in SAMPLERS.items():

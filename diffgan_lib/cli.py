@@ -5,14 +5,18 @@ train  -- trains on phantoms (the course's generated head slices) or on your sca
           under torchrun, one process per GPU (or CPU core) with DDP;
 sample -- loads a checkpoint and writes grid.png, images/sample_XXX.png and samples.npy, the
           images as float32 (n, C, S, S) in [0, 1].
-Exit status: 0 done; 2 bad arguments or input, or a diverging run (one line on stderr, no
-traceback); 130 after Ctrl-C and 143 after SIGTERM, once interrupted.pth is saved.
+Exit status: 0 done; 2 bad arguments or input, a folder that cannot be used, or a diverging run
+(one line on stderr, no traceback); 130 after Ctrl-C and 143 after SIGTERM, once interrupted.pth is
+saved. Paths: ``~`` is expanded; an empty path and a URL are refused. One run per --out folder
+(--resume continues it, --overwrite replaces it); sample replaces its own earlier outputs in --out.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+
+from .folders import local_path
 
 __all__ = ["main", "build_parser"]
 
@@ -59,8 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "under torchrun the global batch is batch-size x the number of processes")
     t.add_argument("--n-images", type=int, help="number of phantoms (default 1024), or keep only the first "
                    "N real images (yours or PneumoniaMNIST's)")
-    t.add_argument("--out", help="folder for checkpoints (default ./checkpoints, or the --resume file's folder)")
+    t.add_argument("--out", help="folder for checkpoints (default ./checkpoints, or the --resume file's folder); "
+                   "one run per folder: a folder holding another run's checkpoints is refused")
     t.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint (its configuration is reused)")
+    t.add_argument("--overwrite", action="store_true", help="delete the checkpoints, history.json and training "
+                   "grids of an earlier run in --out first (with --resume into the file's own folder: allow "
+                   "replacing a longer run's final_model.pth)")
+    t.add_argument("--lr", type=float, help="learning rate of both G and D (default 2e-4; lower it to resume a "
+                   "run that diverged)")
     t.add_argument("--adv-weight", type=float, help="weight w of the adversarial term in diff + w * adv "
                    "(0 = pure diffusion, no discriminator; default from TrainConfig)")
     t.add_argument("--timesteps", type=int, help="diffusion steps T (default 1000; the checkpoint's when resuming)")
@@ -84,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--image-size", type=int, help="side of the samples (default: the training size)")
     s.add_argument("--batch-size", type=int, help="images per network call (default: all n at once)")
     s.add_argument("--which", default="ema", choices=("ema", "raw"), help="generator weights: ema (default) or raw")
-    s.add_argument("--out", default="samples", help="output folder (default ./samples)")
+    s.add_argument("--out", default="samples", help="output folder (default ./samples); the grid.png, "
+                   "samples.npy and images/sample_*.png of an earlier sample run there are replaced")
     s.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
     s.add_argument("--device", help="cpu, cuda, cuda:1 or mps (default: the best one here)")
     return p
@@ -94,7 +105,14 @@ def _positive(**values) -> None:
     """Refuse zero or negative counts with one line naming the option."""
     for name, v in values.items():
         if v is not None and v < 1:
-            raise ValueError(f"--{name.replace('_', '-')} {v}: must be at least 1")
+            flag = "-n" if name == "n" else f"--{name.replace('_', '-')}"
+            raise ValueError(f"{flag} {v}: must be at least 1")
+
+
+def _data_source(value: str) -> str:
+    """--data: a dataset name as given, or a local path (``~`` expanded; empty and URLs refused)."""
+    from .data import SOURCES
+    return value if value.lower() in SOURCES else str(local_path(value, "--data"))
 
 
 def _train(a) -> int:
@@ -103,12 +121,18 @@ def _train(a) -> int:
     from .data import make_dataloader
     from .device import pick_device
     from .distributed import env_world
+    from .folders import check_run_folder, check_writable
     from .training import train
     _positive(epochs=a.epochs, max_steps=a.max_steps, batch_size=a.batch_size, timesteps=a.timesteps,
               n_images=a.n_images)
+    a.data = _data_source(a.data)
+    a.resume = None if a.resume is None else str(local_path(a.resume, "--resume"))
+    out = str(local_path(a.out, "--out")) if a.out is not None else (
+        str(Path(a.resume).parent) if a.resume else "checkpoints")
     dev = pick_device(a.device)
+    lr = {} if a.lr is None else {"lr_G": a.lr, "lr_D": a.lr}
     changes = {k: v for k, v in dict(image_size=a.image_size, base=a.base, adv_weight=a.adv_weight,
-                                      checkpoint_every=a.checkpoint_every, save_every=a.save_every).items()
+                                      checkpoint_every=a.checkpoint_every, save_every=a.save_every, **lr).items()
                if v is not None}
     if a.resume:     # the run's own configuration, T and channels; command-line values override
         saved = read_checkpoint(a.resume)
@@ -117,11 +141,13 @@ def _train(a) -> int:
     else:
         cfg = TrainConfig.for_device(dev).replace(seed=a.seed, **changes)
         channels = a.channels
+    if env_world()[0] == 0:          # fail fast, before any data is loaded (train() checks again, locked)
+        check_writable(out, "--out")
+        check_run_folder(out, a.resume, a.overwrite)
     loader = make_dataloader(a.data, cfg.image_size, a.batch_size, channels=channels, n=a.n_images,
                              seed=cfg.seed, device=dev)
-    out = a.out or (str(Path(a.resume).parent) if a.resume else "checkpoints")
     result = train(loader, image_channels=channels, timesteps=a.timesteps, device=dev, epochs=a.epochs,
-                   save_dir=out, config=cfg, resume=a.resume, max_steps=a.max_steps)
+                   save_dir=out, config=cfg, resume=a.resume, max_steps=a.max_steps, overwrite=a.overwrite)
     status = 143 if result.stopped_by == "SIGTERM" else 130 if result.stopped_by else 0
     if env_world()[0] != 0:          # under torchrun only rank 0 prints
         return status
@@ -137,14 +163,25 @@ def _train(a) -> int:
 def _sample(a) -> int:
     import numpy as np
     from .checkpoints import load_checkpoint
+    from .folders import check_writable, clear_sample_outputs
     from .sampling import sample, save_image_files, save_image_grid, to_unit
-    G, _, scheduler = loaded = load_checkpoint(a.checkpoint, device=a.device, which=a.which)
-    size = a.image_size or loaded.image_size or 32
+    from .phantoms import check_image_size
+    _positive(n=a.n, steps=a.steps, batch_size=a.batch_size)
+    if a.image_size is not None:
+        check_image_size(a.image_size, name="--image-size")
+    if not 0 <= a.eta <= 1:          # also refuses nan
+        raise ValueError(f"--eta {a.eta}: must lie in [0, 1] (0 deterministic DDIM, 1 DDPM-like noise)")
+    out = check_writable(a.out, "--out")          # before minutes of sampling
+    G, _, scheduler = loaded = load_checkpoint(local_path(a.checkpoint, "--checkpoint"), device=a.device,
+                                               which=a.which)
+    size = a.image_size if a.image_size is not None else (loaded.image_size or 32)
     x = sample(G, scheduler, n=a.n, image_size=size, sampler=a.sampler,
                steps=a.steps if a.sampler == "ddim" else None, eta=a.eta, seed=a.seed, batch_size=a.batch_size,
                clip_x0=a.clip_x0)
     images = to_unit(x).float().cpu()
-    out = Path(a.out)
+    replaced = clear_sample_outputs(out)          # never a mix of this run's images and an earlier one's
+    if replaced:
+        print(f"replaced the earlier samples in {out} ({replaced} images)")
     save_image_grid(images, out / "grid.png")
     save_image_files(images, out / "images")
     np.save(out / "samples.npy", images.numpy())
@@ -158,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return (_train if args.command == "train" else _sample)(args)
-    except (ValueError, FileNotFoundError, FloatingPointError) as err:
+    except (ValueError, OSError, FloatingPointError) as err:     # OSError: FileNotFoundError, PermissionError...
         print(f"{parser.prog} {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:   # during loading or sampling (train() itself stops between steps and saves)

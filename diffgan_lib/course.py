@@ -12,6 +12,7 @@ from pathlib import Path
 from .checkpoints import export_for_sampling
 from .config import TrainConfig
 from .data import make_dataloader
+from .folders import run_files
 from .training import train
 
 __all__ = ["ensure_checkpoint", "quick_config", "make_pretrained", "PRETRAINED", "RECIPES"]
@@ -35,10 +36,18 @@ def ensure_checkpoint(path, steps: int = 150, image_size: int = 32, base: int = 
 
     The run writes ``final_model.pth`` (and ``history.json``) into ``path``'s folder and renames
     the final file to ``path``'s name if that differs. About 40-80 s on a 2-core CPU with the defaults.
+    When that folder already holds another run (say notebook 05 was interrupted: interrupted.pth),
+    nothing of it is touched: the small model is trained in its subfolder ``course_fallback`` and
+    that path is returned (and printed).
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if path.exists():
         return path
+    if run_files(path.parent):
+        fallback = path.parent / "course_fallback" / path.name
+        print(f"{path.parent} holds another run ({', '.join(p.name for p in run_files(path.parent)[:3])}); "
+              f"using {fallback} so that nothing of it is overwritten")
+        return ensure_checkpoint(fallback, steps, image_size, base, seed, batch_size, n_images, device, progress)
     dl = make_dataloader("phantoms", image_size, batch_size, n=n_images, seed=seed)
     epochs = -(-steps // len(dl))
     result = train(dl, epochs=epochs, max_steps=steps, save_dir=path.parent, device=device,

@@ -23,6 +23,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -34,6 +35,8 @@ from tqdm.auto import tqdm
 from . import distributed
 from .checkpoints import _unwrap, save_history_json, write_checkpoint
 from .config import TrainConfig, resolve_amp
+from .folders import (FolderLock, check_final_not_longer, check_run_folder, check_writable, clear_run,
+                      final_step, local_path, retire_final)
 from .losses import (diffusion_forward, diffusion_loss, discriminator_loss, fake_images,
                      generator_adv_loss)
 from .run import HISTORY_KEYS, Run, build_run, resume_run
@@ -365,9 +368,44 @@ def _save(run: Run, save_dir: Path, name: str, ctx) -> Path:
     return path
 
 
+def _on_main(ctx, action):
+    """Run ``action`` (file work) on rank 0 alone; a ValueError there stops every rank, with rank 0's
+    message on rank 0. Returns what ``action`` returned (None on the other ranks)."""
+    result, error = None, None
+    if ctx.is_main:
+        try:
+            result = action()
+        except ValueError as err:
+            error = err
+    if ctx.any_true(error is not None):
+        raise error or ValueError("rank 0 refused the save folder (its message says why); every rank stops")
+    return result
+
+
+def _warn_unit_range(x0: torch.Tensor) -> None:
+    """Warn when a batch looks like images in [0, 1] rather than [-1, 1] (half the range unused)."""
+    lo, hi = x0.min().item(), x0.max().item()
+    if 0 <= lo and hi <= 1:
+        warnings.warn(f"the first batch lies in [0, 1] (min {lo:.3g}, max {hi:.3g}), but training expects images "
+                      "in [-1, 1]: scale them with x * 2 - 1 (make_dataloader does it for you)", stacklevel=4)
+
+
+def _diverged(err: FloatingPointError, last: tuple[Path, int] | None, cfg: TrainConfig) -> FloatingPointError:
+    """The divergence message plus where to go back to: nothing is saved for the diverged steps."""
+    lr = f"{min(cfg.lr_G, cfg.lr_D) / 10:g}"
+    if last is None:
+        hint = (f"No checkpoint was saved before it diverged: start again with a lower learning rate "
+                f"(--lr {lr}, or config.replace(lr_G={lr}, lr_D={lr})).")
+    else:
+        hint = (f"Nothing was saved for the diverged steps; the last checkpoint on disk is {last[0]} (step "
+                f"{last[1]}): resume from it with a lower learning rate (--resume {last[0]} --lr {lr}, or "
+                f"resume=..., config=config.replace(lr_G={lr}, lr_D={lr})).")
+    return FloatingPointError(f"{str(err).rstrip('.')}. {hint}")
+
+
 def train(dataloader, image_channels: int | None = None, timesteps: int | None = None, device=None,
           epochs: int = 100, save_dir="checkpoints", config: TrainConfig | None = None, resume=None,
-          max_steps: int | None = None, callback=None, progress: bool = True) -> TrainResult:
+          max_steps: int | None = None, callback=None, progress: bool = True, overwrite: bool = False) -> TrainResult:
     """Train G and D on ``dataloader``; returns ``G, D, scheduler`` (a TrainResult, see its docstring).
 
     A new run: ``config=None`` takes ``TrainConfig.for_device(device)`` with the image size read from
@@ -383,9 +421,20 @@ def train(dataloader, image_channels: int | None = None, timesteps: int | None =
     .rank, .run). Resuming is exact: each epoch's order comes from (seed, epoch), each sample's t and
     noise from (seed, step, index). Under torchrun (WORLD_SIZE > 1) every process runs this with its
     own shard of the data (see diffgan_lib.distributed); rank 0 alone writes files and prints.
+
+    One run, one folder: ``save_dir`` must be writable (checked before anything is built) and is
+    locked (``train.lock``) while the run trains; a folder holding another run's checkpoints is
+    refused unless ``resume`` names a file in it or ``overwrite=True``, which deletes that run's
+    checkpoints, history.json and training grids first. Resuming never replaces a longer run's
+    ``final_model.pth`` unless ``overwrite=True``. See the README, "Folders, interrupts and exit codes".
     """
     ctx = distributed.setup(device)
+    save_dir = local_path(save_dir, "save_dir")
+    resume = None if resume is None else local_path(resume, "resume")
+    lock = FolderLock(save_dir)
     try:
+        _on_main(ctx, lambda: (check_writable(save_dir, "save_dir"), lock.acquire(),
+                               check_run_folder(save_dir, resume, overwrite)))
         if resume is not None:
             run = resume_run(resume, config, image_channels, timesteps, ctx.device, ema=ctx.is_main)
         else:
@@ -393,12 +442,32 @@ def train(dataloader, image_channels: int | None = None, timesteps: int | None =
                 side = _images(next(iter(dataloader))).shape[-1]
                 config = (config or TrainConfig.for_device(ctx.device)).replace(image_size=side)
             run = build_run(config, image_channels or 1, timesteps or 1000, ctx.device, ema=ctx.is_main)
-        return _loop(run, ctx, dataloader, epochs, Path(save_dir), max_steps, callback, progress)
+        return _loop(run, ctx, dataloader, epochs, save_dir, max_steps, callback, progress,
+                     resume=resume, overwrite=overwrite)
     finally:
+        if ctx.is_main:
+            lock.release()
         ctx.close()
 
 
-def _loop(run: Run, ctx, dataloader, epochs, save_dir, max_steps, callback, progress) -> TrainResult:
+def _prepare_folder(save_dir: Path, resume, overwrite: bool, last_step) -> None:
+    """Rank 0, with the folder locked: refuse a shorter final over a longer one, clear an old run on overwrite."""
+    old = check_run_folder(save_dir, resume, overwrite)
+    if old:
+        clear_run(save_dir, old)
+    check_final_not_longer(save_dir, last_step, overwrite)
+
+
+def _save_end(run: Run, save_dir: Path, stopped_by, overwrite: bool, ctx) -> Path:
+    """interrupted.pth after a stop, else final_model.pth. An earlier final_model.pth that is not this
+    run's end (a stop came later, or it is longer and nobody said overwrite) is renamed final_model_step_N.pth."""
+    if ctx.is_main and (stopped_by or not overwrite and (final_step(save_dir / "final_model.pth") or 0) > run.step):
+        retire_final(save_dir, say=print)
+    return _save(run, save_dir, "interrupted.pth" if stopped_by else "final_model.pth", ctx)
+
+
+def _loop(run: Run, ctx, dataloader, epochs, save_dir, max_steps, callback, progress, resume=None,
+          overwrite=False) -> TrainResult:
     """The training loop: one stop condition (last step reached, or a stop agreed by every rank)."""
     cfg, started, first_step = run.config, time.time(), run.step
     _check_loader(dataloader, run, ctx)
@@ -406,47 +475,56 @@ def _loop(run: Run, ctx, dataloader, epochs, save_dir, max_steps, callback, prog
     per_epoch = len(dataloader) if hasattr(dataloader, "__len__") else None
     by_epochs = (epochs - run.position[0]) * per_epoch - run.position[1] + run.step if per_epoch else math.inf
     last_step = min(max_steps if max_steps is not None else math.inf, by_epochs)
-    if ctx.is_main:
-        save_dir.mkdir(parents=True, exist_ok=True)
+    _on_main(ctx, lambda: _prepare_folder(save_dir, resume, overwrite, max(last_step, run.step)))
+    last_saved = (resume, first_step) if resume is not None else None     # the last checkpoint on disk
     bar = tqdm(total=None if math.isinf(last_step) else last_step, initial=run.step, unit="step",
                disable=not (progress and ctx.is_main))
     checkpoint = None
-    with StopSignals(ctx, say=bar.write) as stop:
-        if progress and ctx.is_main:
-            bar.write(f"training steps {run.step} -> {last_step} on {ctx.world} x {ctx.device}; Ctrl-C stops "
-                      "after the current step and saves interrupted.pth")
-        for epoch, batch, epoch_ends in _batches(dataloader, cfg.seed, run.position, epochs):
-            if run.step >= last_step or stop.agreed(ctx):
-                break
-            x0 = _images(batch)
-            check_batch(x0, run.image_channels, cfg.image_size, run.step + 1)
-            x0 = x0.to(ctx.device, non_blocking=True).float()
-            x0 = x0.contiguous(memory_format=torch.channels_last) if run.channels_last else x0
-            run.data = {"batch_size": len(x0) * ctx.world, "batches_per_epoch": per_epoch, "world_size": ctx.world}
-            metrics = _run_step(run, G, D_ddp, x0, ctx)
-            run.record(metrics, epoch, epoch_ends)
-            bar.update(1)
-            if run.step % cfg.log_every == 0:
-                bar.set_postfix_str(f"epoch {epoch} | " + progress_text(metrics))
-            samples = None
-            if cfg.sample_every and run.step % cfg.sample_every == 0 and ctx.is_main:
-                samples = sample_grid(run.G_sample, run.scheduler, cfg.image_size,
-                                      save_dir / "samples" / f"step_{run.step:06d}.png")
-            if callback is not None:
+    try:
+        with StopSignals(ctx, say=bar.write) as stop:
+            if progress and ctx.is_main:
+                bar.write(f"training steps {run.step} -> {last_step} on {ctx.world} x {ctx.device}; Ctrl-C stops "
+                          "after the current step and saves interrupted.pth")
+            for epoch, batch, epoch_ends in _batches(dataloader, cfg.seed, run.position, epochs):
+                if run.step >= last_step or stop.agreed(ctx):
+                    break
+                x0 = _images(batch)
+                check_batch(x0, run.image_channels, cfg.image_size, run.step + 1)
+                if run.step == first_step and ctx.is_main:
+                    _warn_unit_range(x0)
+                x0 = x0.to(ctx.device, non_blocking=True).float()
+                x0 = x0.contiguous(memory_format=torch.channels_last) if run.channels_last else x0
+                run.data = {"batch_size": len(x0) * ctx.world, "batches_per_epoch": per_epoch, "world_size": ctx.world}
                 try:
-                    callback(SimpleNamespace(step=run.step, epoch=epoch, metrics=metrics, G=run.G_sample,
-                                             G_raw=run.G, D=run.D, scheduler=run.scheduler, config=cfg,
-                                             samples=samples, rank=ctx.rank, run=run))
-                except KeyboardInterrupt:
-                    stop.requested = "KeyboardInterrupt"
-            if epoch_ends and cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0:
-                checkpoint = _save(run, save_dir, f"epoch_{epoch + 1:04d}.pth", ctx)
-            if cfg.save_every and run.step % cfg.save_every == 0:
-                checkpoint = _save(run, save_dir, "last.pth", ctx)
-    bar.close()
+                    metrics = _run_step(run, G, D_ddp, x0, ctx)
+                except FloatingPointError as err:
+                    raise _diverged(err, last_saved, cfg) from None
+                run.record(metrics, epoch, epoch_ends)
+                bar.update(1)
+                if run.step % cfg.log_every == 0:
+                    bar.set_postfix_str(f"epoch {epoch} | " + progress_text(metrics))
+                samples = None
+                if cfg.sample_every and run.step % cfg.sample_every == 0 and ctx.is_main:
+                    samples = sample_grid(run.G_sample, run.scheduler, cfg.image_size,
+                                          save_dir / "samples" / f"step_{run.step:06d}.png")
+                if callback is not None:
+                    try:
+                        callback(SimpleNamespace(step=run.step, epoch=epoch, metrics=metrics, G=run.G_sample,
+                                                 G_raw=run.G, D=run.D, scheduler=run.scheduler, config=cfg,
+                                                 samples=samples, rank=ctx.rank, run=run))
+                    except KeyboardInterrupt:
+                        stop.requested = "KeyboardInterrupt"
+                if epoch_ends and cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0:
+                    checkpoint = _save(run, save_dir, f"epoch_{epoch + 1:04d}.pth", ctx)
+                    last_saved = (checkpoint, run.step)
+                if cfg.save_every and run.step % cfg.save_every == 0:
+                    checkpoint = _save(run, save_dir, "last.pth", ctx)
+                    last_saved = (checkpoint, run.step)
+    finally:
+        bar.close()                                 # also on errors: the message then stands alone
     stopped_by = stop.requested if run.step < last_step else None
     if run.step > first_step or checkpoint is None:
-        checkpoint = _save(run, save_dir, "interrupted.pth" if stopped_by else "final_model.pth", ctx)
+        checkpoint = _save_end(run, save_dir, stopped_by, overwrite, ctx)
     ctx.barrier()                                   # the file exists for every rank from here on
     if ctx.is_main and (progress or stopped_by):
         print(f"Interrupted at step {run.step} (epoch {run.position[0]}); saved {checkpoint}; resume from it to "

@@ -93,3 +93,47 @@ def test_a_signal_stops_after_the_step_saves_and_exits_130_or_143(tmp_path, sig,
 def test_counts_below_one_are_refused(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.chdir(tmp_path)
     assert main(["train", *args]) == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--adv-weight", "nan"], "adv_weight=nan must be a finite number >= 0"),
+    (["train", "--lr", "inf"], "lr_G=inf must be a finite number > 0"),
+    (["sample", "--checkpoint", "x.pth", "--eta", "nan"], "--eta nan: must lie in [0, 1]"),
+    (["sample", "--checkpoint", "x.pth", "--eta", "-1"], "--eta -1.0: must lie in [0, 1]"),
+    (["sample", "--checkpoint", "x.pth", "--eta", "2"], "--eta 2.0: must lie in [0, 1]"),
+    (["sample", "--checkpoint", "x.pth", "--image-size", "0"], "--image-size=0 is too small"),
+    (["sample", "--checkpoint", "x.pth", "--batch-size", "0"], "--batch-size 0: must be at least 1"),
+    (["sample", "--checkpoint", "x.pth", "--batch-size", "-4"], "--batch-size -4: must be at least 1"),
+    (["sample", "--checkpoint", "x.pth", "-n", "0"], "-n 0: must be at least 1"),
+    (["train", "--data", ""], "--data is empty, which would silently mean the current folder"),
+    (["train", "--device", "meta"], "not on 'meta'"),
+    (["train", "--data", "https://example.org/scans.zip"], "is a URL; diffgan_lib reads local files only: download"),
+    (["train", "--resume", "http://example.org/a.pth"], "--resume http://example.org/a.pth is a URL"),
+    (["sample", "--checkpoint", "http://example.org/a.pth"], "is a URL"),
+    (["train", "--resume", ""], "--resume is empty"),
+    (["sample", "--checkpoint", "x.pth", "--out", ""], "--out is empty"),
+])
+def test_every_bad_value_is_refused_in_one_line_naming_it(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and message in err, err
+    assert not list(tmp_path.rglob("*.pth"))
+
+
+def test_a_folder_given_as_checkpoint_lists_the_files_below_it(tmp_path, capsys):
+    for name in ("a/final_model.pth", "a/epoch_0010.pth", "b/deep/last.pth"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    assert main(["sample", "--checkpoint", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a folder, not a checkpoint file" in err
+    assert all(str(tmp_path / n) in err for n in ("a/final_model.pth", "a/epoch_0010.pth", "b/deep/last.pth"))
+
+
+def test_a_tilde_means_the_home_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert main(["sample", "--checkpoint", "~/missing.pth"]) == 2
+    assert f"no checkpoint at {tmp_path / 'missing.pth'}" in capsys.readouterr().err
+    assert main(["train", "--data", "~/no_scans", "--out", str(tmp_path / "o")]) == 2
+    assert f"{tmp_path / 'no_scans'} does not exist" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Training: the corrected and as-written steps, the loop's checks, history, resume, NaN and Ctrl-C."""
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -281,3 +282,22 @@ def test_keyed_noise_does_not_depend_on_how_a_batch_is_split():
     assert torch.equal(t[1::2], t_odd) and torch.equal(eps[1::2], eps_odd)
     t_next, _ = keyed_t_and_noise(0, 8, range(8), 1000, (1, 32, 32))
     assert not torch.equal(t, t_next) and eps.std().item() == pytest.approx(1, abs=0.05)
+
+
+@pytest.mark.parametrize("field", ["lr_G", "lr_D", "adv_weight", "r1_gamma", "ema_decay", "adaptive_max"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_numbers_in_the_config_are_refused(field, value):
+    with pytest.raises(ValueError, match=f"{field}={value}"):
+        TrainConfig(**{field: value})
+    with pytest.raises(ValueError, match="adam_betas"):
+        TrainConfig(adam_betas=(0.9, value))
+
+
+def test_a_batch_in_0_1_warns_once_with_the_fix(tmp_path):
+    unit = (blobs(16) + 1) / 2
+    with pytest.warns(UserWarning, match=r"lies in \[0, 1\].*x \* 2 - 1") as seen:
+        run(tmp_path / "a", dl=list(unit.split(4)), epochs=1)
+    assert sum("x * 2 - 1" in str(w.message) for w in seen) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run(tmp_path / "b", dl=list(blobs(8).split(4)))     # [-1, 1]: no warning
