@@ -18,6 +18,19 @@ def _sqrt_free_add_noise(x0, t, eps, alpha_hat):
     return a * x0 + (1 - a) * eps
 
 
+def _fake_unclamped(G, x0, t, e, ah):
+    a = ah[t].view(-1, 1, 1, 1)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * e
+    return (x_t - (1 - a).sqrt() * G(x_t, t)) / a.sqrt()
+
+
+def _iterate(x0, betas, eps):
+    x = x0.clone()
+    for s in range(len(eps)):
+        x = (1 - betas[s]).sqrt() * x + betas[s].sqrt() * eps[s]
+    return x
+
+
 def _args(t, d):
     return t.float()[:, None] * 10000.0 ** (-torch.arange(d // 2) / (d // 2))
 
@@ -81,10 +94,16 @@ WRONG = {
         (0.0, "not the value"),
         ("1.386", None),   # a string that float() accepts is a correct number
     ],
-    ("nb04", "x0_from_eps"): [
-        (lambda x, t, e, ah: x - (1 - ah[t].view(-1, 1, 1, 1)).sqrt() * e, "divide by sqrt"),
-        (lambda x, t, e, ah: (x - (1 - ah[t].view(-1, 1, 1, 1)) * e) / ah[t].view(-1, 1, 1, 1), "square roots"),
-        (lambda x, t, e, ah: x, "wrong values"),
+    ("nb04", "corrected_fake"): [
+        (lambda G, x0, t, e, ah: G(ah[t].view(-1, 1, 1, 1).sqrt() * x0 + (1 - ah[t].view(-1, 1, 1, 1)).sqrt() * e, t),
+         "a noise estimate"),
+        (lambda G, x0, t, e, ah: _fake_unclamped(G, x0, t, e, ah), "clamp it"),
+        (lambda G, x0, t, e, ah: x0, "wrong values"),
+    ],
+    ("nb01", "iterate_forward"): [
+        (lambda x0, b, e: x0.clone(), "did not change"),
+        (lambda x0, b, e: _iterate(x0, b, e[:-1]), "one step short"),
+        (lambda x0, b, e: _iterate(x0, 1 - b, e), "weights are swapped"),
     ],
 }
 

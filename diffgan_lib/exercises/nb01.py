@@ -1,5 +1,5 @@
 """Exercises of notebook 01, the noise scheduler: ``add_noise``, ``betas_from_alpha_hat``,
-``snr_crossing``, ``to_model_range``; each is an :class:`~diffgan_lib.exercises.Exercise`.
+``snr_crossing``, ``to_model_range``, ``iterate_forward``; each is an :class:`~diffgan_lib.exercises.Exercise`.
 
 The checking helpers ``close`` and ``tensor_problem`` live in the package (``diffgan_lib.exercises``).
 """
@@ -10,7 +10,7 @@ import torch
 from ..scheduler import DiffusionScheduler
 from . import Exercise, close, tensor_problem
 
-__all__ = ["add_noise", "betas_from_alpha_hat", "snr_crossing", "to_model_range"]
+__all__ = ["add_noise", "betas_from_alpha_hat", "snr_crossing", "to_model_range", "iterate_forward"]
 
 
 _SCHED = DiffusionScheduler(1000, device="cpu")
@@ -131,3 +131,40 @@ to_model_range = Exercise(
     hint_text="Map 0 to -1 and 255 to +1 with a straight line: divide by half of 255, then shift. "
               "Convert to float first.",
     reference=_to_model_range, probe=lambda fn: fn(torch.zeros(2, 2, dtype=torch.uint8)))
+
+
+# ----------------------------------------------------------------------------- 5. iterate_forward
+def _iterate_forward(x0, betas, eps):
+    x = x0.clone()
+    for s in range(len(eps)):                                # steps 0 .. t, one small noise each
+        x = torch.sqrt(1 - betas[s]) * x + torch.sqrt(betas[s]) * eps[s]
+    return x
+
+
+def _iterate_inputs(n=4, t=300):
+    g = torch.Generator().manual_seed(2)
+    return torch.rand(n, 1, 2, 2, generator=g) * 2 - 1, _SCHED.betas, torch.randn(t + 1, n, 1, 2, 2, generator=g)
+
+
+def _test_iterate(fn):
+    x0, betas, eps = _iterate_inputs()
+    out = fn(x0, betas, eps)
+    expected = _iterate_forward(x0, betas, eps)
+    if close(out, expected):
+        return None
+    if close(out, x0):
+        return "x did not change: each step must shrink x by sqrt(1 - beta) and add sqrt(beta) noise"
+    if close(out, _iterate_forward(x0, betas, eps[:-1])) or close(out, _iterate_forward(x0, betas, eps[1:])):
+        return "one step short: x_t has had the noise of steps 0, 1, ..., t, that is all len(eps) draws"
+    if close(out, _iterate_forward(x0, 1 - betas, eps)):
+        return "the weights are swapped: the image keeps sqrt(1 - beta), the new noise gets sqrt(beta)"
+    return tensor_problem(out, expected, "x_t") or "check each step's two weights"
+
+
+iterate_forward = Exercise(
+    "iterate_forward", _test_iterate,
+    hint_text="Start from a copy of x0 and loop over the steps s = 0 .. t (one per noise draw); in each, mix the "
+              "current x with eps[s] using the weights of q(x_s | x_{s-1}).",
+    reference=_iterate_forward, probe=lambda fn: fn(*_iterate_inputs(t=3)),
+    solution_note="\nIts statistics match the one-shot formula (the cell below checks it): that is why training "
+                  "can jump straight to x_t.")

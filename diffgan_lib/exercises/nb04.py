@@ -10,7 +10,7 @@ from ..scheduler import DiffusionScheduler
 from . import Exercise
 from . import close, tensor_problem
 
-__all__ = ["d_loss", "d_loss_at_chance", "x0_from_eps"]
+__all__ = ["d_loss", "d_loss_at_chance", "corrected_fake"]
 
 
 # ----------------------------------------------------------------------------- 1. d_loss
@@ -60,34 +60,55 @@ d_loss_at_chance = Exercise(
     solution_note="\n= softplus(-0) + softplus(0) = 2 ln 2: the real and the fake term are both ln 2 = 0.6931.")
 
 
-# ----------------------------------------------------------------------------- 3. x0_from_eps
+# ----------------------------------------------------------------------------- 3. corrected_fake
 _SCHED = DiffusionScheduler(1000, device="cpu")
 
 
-def _x0_from_eps(x_t, t, eps, alpha_hat):
+def _corrected_fake(G, x0, t, eps, alpha_hat):
     a_hat = alpha_hat[t].view(-1, 1, 1, 1)
-    return (x_t - torch.sqrt(1 - a_hat) * eps) / torch.sqrt(a_hat)   # eq. 4 solved for x0
+    x_t = a_hat.sqrt() * x0 + (1 - a_hat).sqrt() * eps           # 1. noise the real images to x_t
+    eps_pred = G(x_t, t)                                          # 2. the one forward pass
+    x0_pred = (x_t - (1 - a_hat).sqrt() * eps_pred) / a_hat.sqrt()   # 3. eq. 4 solved for x0
+    return x0_pred.clamp(-1, 1)                                   # 4. an image in the data range
 
 
 def _inputs():
     g = torch.Generator().manual_seed(0)
     x0, eps = torch.rand(3, 1, 8, 8, generator=g) * 2 - 1, torch.randn(3, 1, 8, 8, generator=g)
-    t = torch.tensor([5, 300, 900])
-    return _SCHED.add_noise(x0, t, eps)[0], t, eps
+    return _G, x0, torch.tensor([5, 300, 900]), eps, _SCHED.alpha_hat
 
 
-def _test_x0_from_eps(fn):
-    x_t, t, eps = _inputs()
-    out = fn(x_t, t, eps, _SCHED.alpha_hat)
-    a = _SCHED.alpha_hat[t].view(-1, 1, 1, 1)
-    if close(out, (x_t - (1 - a) * eps) / a):
-        return "undo x_t = sqrt(a) x0 + sqrt(1 - a) eps: the weights are square roots"
-    if close(out, x_t - torch.sqrt(1 - a) * eps):
-        return "after removing the noise term, divide by sqrt(alpha_hat) to undo the signal's scaling"
-    return tensor_problem(out, _SCHED.predict_x0(x_t, t, eps), "x0", atol=1e-4)
+class _HalfNoise(torch.nn.Module):
+    """A stand-in noise predictor: half of its input, whatever t (enough to check the algebra)."""
+    def forward(self, x_t, t):
+        return 0.5 * x_t
 
 
-x0_from_eps = Exercise(
-    "x0_from_eps", _test_x0_from_eps,
-    hint_text="Solve x_t = sqrt(a) x0 + sqrt(1 - a) eps for x0, with a = alpha_hat[t] shaped (B, 1, 1, 1).",
-    reference=_x0_from_eps, probe=lambda fn: fn(*_inputs(), _SCHED.alpha_hat))
+_G = _HalfNoise()
+
+
+def _test_corrected_fake(fn):
+    G, x0, t, eps, alpha_hat = _inputs()
+    out = fn(G, x0, t, eps, alpha_hat)
+    expected = _corrected_fake(G, x0, t, eps, alpha_hat)
+    if close(out, expected):
+        return None
+    a = alpha_hat[t].view(-1, 1, 1, 1)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    raw = (x_t - (1 - a).sqrt() * G(x_t, t)) / a.sqrt()
+    if close(out, raw):
+        return "right formula; now clamp it to [-1, 1], the range of real images"
+    if close(out, G(x_t, t)):
+        return "that is G's output, a noise estimate (the seed's mistake): turn it into a clean-image estimate"
+    if close(out, ((x_t - (1 - a) * G(x_t, t)) / a).clamp(-1, 1)):
+        return "the weights are square roots of alpha_hat and 1 - alpha_hat"
+    return tensor_problem(out, expected, "the fake", atol=1e-4)
+
+
+corrected_fake = Exercise(
+    "corrected_fake", _test_corrected_fake,
+    hint_text="Four stages: make x_t from x0 and eps, ask G for the noise in x_t, remove that noise and undo the "
+              "signal's scaling, then keep the result in the image range.",
+    reference=_corrected_fake, probe=lambda fn: fn(*_inputs()),
+    solution_note="\nThe library computes the same in diffusion_forward (out.x0_pred), from the forward pass "
+                  "that also gives the diffusion loss.")
