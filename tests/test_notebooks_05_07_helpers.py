@@ -59,13 +59,14 @@ EXERCISES = [getattr(m, n) for m in (nb05, nb06, nb07) for n in m.__all__]
 WRONG = {
     "generator_forwards": {"as_written": 1, "corrected": 1},
     "ema_update": lambda e, p, d: d * p + (1 - d) * e,
-    "d_loss_at_chance": math.log(2),
+    "gated_adv_loss": lambda D, x, t, t_max: torch.nn.functional.softplus(-D(x)).mean(),
     "scale_out": {"images_per_step": 16, "steps_per_epoch": 128},
     "ddim_timesteps": lambda T, n: list(range(0, T, T // n)),
     "to_unit": lambda x: (x + 1) / 2,
-    "predict_x0": lambda x_t, eps, a: x_t - eps,
+    "ddim_step": lambda x_t, eps, a, a_prev: (x_t - (1 - a).sqrt() * eps) / a.sqrt(),
     "frechet_1d": lambda m1, s1, m2, s2: (m1 - m2) ** 2,
     "nn_ratio": lambda a, b: (a.mean() / b.mean()).item(),
+    "nearest_train_distance": lambda s, t: torch.cdist(s.flatten(1), t.flatten(1)).min(1).values,
     "fraction_close": lambda a, b: 0.5,
 }
 

@@ -1,15 +1,13 @@
-"""Exercises of notebook 05, training: ``generator_forwards``, ``ema_update``, ``d_loss_at_chance``,
+"""Exercises of notebook 05, training: ``generator_forwards``, ``ema_update``, ``gated_adv_loss``,
 ``scale_out``."""
 from __future__ import annotations
-
-import math
 
 import torch
 
 from . import Exercise
 from . import close, tensor_problem
 
-__all__ = ["generator_forwards", "ema_update", "d_loss_at_chance", "scale_out"]
+__all__ = ["generator_forwards", "ema_update", "gated_adv_loss", "scale_out"]
 
 
 # ----------------------------------------------------------------------------- 1. generator_forwards
@@ -60,22 +58,48 @@ ema_update = Exercise(
     reference=_ema_update, probe=lambda fn: fn(*_ema_inputs()))
 
 
-# ----------------------------------------------------------------------------- 3. d_loss_at_chance
-def _test_chance(answer):
-    if not isinstance(answer, (int, float)) or isinstance(answer, bool):
-        return "answer with a number (a float)"
-    if abs(answer - 2 * math.log(2)) < 1e-3:
-        return None
-    if abs(answer - math.log(2)) < 1e-3:
-        return "that is one of the two terms; D_loss adds the real and the fake term"
-    return "evaluate softplus(-s) + softplus(s) at the score s = 0 that a guessing D outputs"
+# ----------------------------------------------------------------------------- 3. gated_adv_loss
+def _gated_adv_loss(D, x0_pred, t, t_max):
+    keep = t < t_max                          # only the lightly noised images
+    if not keep.any():
+        return None                           # no adversarial term on this step
+    scores = D(x0_pred[keep])
+    return torch.nn.functional.softplus(-scores).mean()
 
 
-d_loss_at_chance = Exercise(
-    "d_loss_at_chance", _test_chance,
-    hint_text="A D that cannot tell outputs s = 0 everywhere; softplus(0) = ln(1 + e^0).",
-    reference=2 * math.log(2),
-    solution_note="\n= 2 ln 2 = 1.3863: softplus(-0) for the real images plus softplus(0) for the fakes.")
+def _gated_inputs():
+    g = torch.Generator().manual_seed(5)
+    D = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 1))
+    with torch.no_grad():
+        D[1].weight.copy_(torch.randn(1, 16, generator=g))
+    return D, torch.randn(6, 1, 4, 4, generator=g), torch.tensor([10, 900, 480, 499, 500, 750]), 500
+
+
+def _test_gated(fn):
+    D, x, t, t_max = _gated_inputs()
+    out = fn(D, x, t, t_max)
+    expected = _gated_adv_loss(D, x, t, t_max)
+    if not torch.is_tensor(out) or out.dim() != 0:
+        return "return a 0-d tensor (the mean over the kept images), or None when no image is kept"
+    if close(out, torch.nn.functional.softplus(-D(x)).mean()):
+        return "every image went in: keep only those with t < t_max"
+    if close(out, torch.nn.functional.softplus(-D(x[t <= t_max])).mean()):
+        return "t = t_max is not lightly noised enough: the rule is t < t_max, strictly"
+    if close(out, torch.nn.functional.softplus(D(x[t < t_max])).mean()):
+        return "that is D's loss on fakes; G wants D to call its fakes real: softplus(-score)"
+    if not close(out, expected):
+        return "wrong value"
+    if fn(D, x, torch.full((6,), 900), t_max) is not None:
+        return "when no image has t < t_max there is no term at all: return None"
+    return None
+
+
+gated_adv_loss = Exercise(
+    "gated_adv_loss", _test_gated,
+    hint_text="Build a boolean mask from t, index the batch with it, and handle the case where the mask is "
+              "all False before calling D.",
+    reference=_gated_adv_loss, probe=lambda fn: fn(*_gated_inputs()),
+    solution_note="\nThe library's train_step does this with adv_t_max, after the warm-up, with D frozen.")
 
 
 # ----------------------------------------------------------------------------- 4. scale_out

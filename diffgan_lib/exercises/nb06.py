@@ -1,4 +1,4 @@
-"""Exercises of notebook 06, sampling: ``ddim_timesteps``, ``to_unit``, ``predict_x0``."""
+"""Exercises of notebook 06, sampling: ``ddim_timesteps``, ``to_unit``, ``ddim_step``."""
 from __future__ import annotations
 
 import torch
@@ -7,7 +7,7 @@ from ..scheduler import DiffusionScheduler
 from . import Exercise
 from . import close, tensor_problem
 
-__all__ = ["ddim_timesteps", "to_unit", "predict_x0"]
+__all__ = ["ddim_timesteps", "to_unit", "ddim_step"]
 
 _SCHED = DiffusionScheduler(1000, device="cpu")
 
@@ -61,28 +61,38 @@ to_unit = Exercise("to_unit", _test_unit,
                    reference=_to_unit, probe=lambda fn: fn(_unit_inputs()))
 
 
-# ----------------------------------------------------------------------------- 3. predict_x0
-def _predict_x0(x_t, eps_pred, alpha_hat_t):
-    return (x_t - (1 - alpha_hat_t).sqrt() * eps_pred) / alpha_hat_t.sqrt()   # eq. 4 solved for x0
+# ----------------------------------------------------------------------------- 3. ddim_step
+def _ddim_step(x_t, eps_pred, alpha_hat_t, alpha_hat_prev):
+    x0_pred = (x_t - (1 - alpha_hat_t).sqrt() * eps_pred) / alpha_hat_t.sqrt()   # 1. the clean-image guess
+    direction = (1 - alpha_hat_prev).sqrt() * eps_pred                            # 2. back towards x_t's noise
+    return alpha_hat_prev.sqrt() * x0_pred + direction                           # 3. x at the earlier t
 
 
-def _x0_inputs():
+def _ddim_inputs():
     g = torch.Generator().manual_seed(1)
-    return torch.randn(2, 1, 4, 4, generator=g), torch.randn(2, 1, 4, 4, generator=g), _SCHED.alpha_hat[300]
+    return (torch.randn(2, 1, 4, 4, generator=g), torch.randn(2, 1, 4, 4, generator=g),
+            _SCHED.alpha_hat[749], _SCHED.alpha_hat[499])
 
 
-def _test_x0(fn):
-    x_t, eps, a = _x0_inputs()
-    out = fn(x_t, eps, a)
-    expected = _predict_x0(x_t, eps, a)
+def _test_ddim(fn):
+    x_t, eps, a, a_prev = _ddim_inputs()
+    out = fn(x_t, eps, a, a_prev)
+    expected = _SCHED.ddim_step(eps, 749, 499, x_t)              # the library, eta = 0
     if close(out, expected):
         return None
-    if torch.is_tensor(out) and close(out, (x_t - (1 - a) * eps) / a):
-        return "the weights need square roots, as in x_t = sqrt(a) x0 + sqrt(1 - a) eps"
-    return tensor_problem(out, expected, "x0_pred") or "wrong values"
+    x0 = (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+    if close(out, x0):
+        return "that is the clean-image guess x0_pred; now move it to the earlier timestep"
+    if close(out, a_prev.sqrt() * x0):
+        return "the noise direction is missing: add sqrt(1 - alpha_hat_prev) * eps_pred"
+    if close(out, a_prev.sqrt() * x0 + (1 - a).sqrt() * eps):
+        return "the direction term uses alpha_hat at the *earlier* timestep"
+    return tensor_problem(out, expected, "x_prev") or "wrong values"
 
 
-predict_x0 = Exercise(
-    "predict_x0", _test_x0,
-    hint_text="Solve x_t = sqrt(a) x0 + sqrt(1 - a) eps for x0, with eps replaced by eps_pred.",
-    reference=_predict_x0, probe=lambda fn: fn(*_x0_inputs()))
+ddim_step = Exercise(
+    "ddim_step", _test_ddim,
+    hint_text="Two stages: first guess x0 from x_t and the predicted noise; then write the earlier state the way "
+              "the forward process would, with that guess as the image and eps_pred as the noise.",
+    reference=_ddim_step, probe=lambda fn: fn(*_ddim_inputs()),
+    solution_note="\nThis is Song et al.'s eq. 12 with eta = 0: DiffusionScheduler.ddim_step, without clipping.")

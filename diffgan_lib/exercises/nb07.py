@@ -1,4 +1,5 @@
-"""Exercises of notebook 07, evaluation: ``frechet_1d``, ``nn_ratio``, ``fraction_close``."""
+"""Exercises of notebook 07, evaluation: ``frechet_1d``, ``nearest_train_distance``, ``nn_ratio``,
+``fraction_close``."""
 from __future__ import annotations
 
 import math
@@ -7,7 +8,7 @@ import torch
 
 from . import Exercise
 
-__all__ = ["frechet_1d", "nn_ratio", "fraction_close"]
+__all__ = ["frechet_1d", "nearest_train_distance", "nn_ratio", "fraction_close"]
 
 
 def _is_number(x) -> bool:
@@ -94,3 +95,40 @@ fraction_close = Exercise(
     "fraction_close", _test_close,
     hint_text="threshold = torch.quantile(d_heldout, 0.05); then the share of d_samples at or below it.",
     reference=_fraction_close, probe=lambda fn: fn(*_nn_inputs()))
+
+
+# ----------------------------------------------------------------------------- 4. nearest_train_distance
+def _nearest(samples, train):
+    s, tr = samples.flatten(1).double(), train.flatten(1).double()   # (n, D) and (m, D)
+    d = torch.cdist(s, tr)                                           # all n x m Euclidean distances
+    return d.min(dim=1).values / s.shape[1] ** 0.5                  # nearest one, as an RMS pixel distance
+
+
+def _nearest_inputs():
+    g = torch.Generator().manual_seed(3)
+    train = torch.rand(6, 1, 4, 4, generator=g) * 2 - 1
+    samples = torch.cat([train[2:3] + 0.01, torch.rand(2, 1, 4, 4, generator=g) * 2 - 1])
+    return samples, train
+
+
+def _test_nearest(fn):
+    samples, train = _nearest_inputs()
+    out = fn(samples, train)
+    expected = _nearest(samples, train)
+    if not torch.is_tensor(out) or out.shape != expected.shape:
+        return "return one distance per sample: a 1-D tensor of length n"
+    if torch.allclose(out.double(), expected * 16 ** 0.5, atol=1e-6):
+        return "that is the Euclidean distance; divide by sqrt(number of pixels) for an RMS distance"
+    if torch.allclose(out.double(), torch.cdist(samples.flatten(1).double(), train.flatten(1).double()).max(1).values / 4):
+        return "the farthest training image is not the point: take the nearest"
+    if not torch.allclose(out.double(), expected, atol=1e-6):
+        return "wrong values"
+    return None
+
+
+nearest_train_distance = Exercise(
+    "nearest_train_distance", _test_nearest,
+    hint_text="Flatten both sets to rows of pixels, compute every sample-to-training distance at once (torch.cdist), "
+              "keep the smallest per sample, and make it per-pixel.",
+    reference=_nearest, probe=lambda fn: fn(*_nearest_inputs()),
+    solution_note="\nmemorisation() does the same in chunks (and in features too) for thousands of images.")
