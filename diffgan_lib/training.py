@@ -359,6 +359,35 @@ def _run_step(run: Run, G, D_ddp, x0: torch.Tensor, ctx) -> dict:
     return _check_finite(ctx.mean(losses), adv_on, step, cfg)
 
 
+def _sample_grid_due(run: Run, save_dir: Path, ctx):
+    """Every ``sample_every`` steps rank 0 saves a grid of the EMA generator's samples; returns them or None."""
+    cfg = run.config
+    if not (cfg.sample_every and run.step % cfg.sample_every == 0 and ctx.is_main):
+        return None
+    return sample_grid(run.G_sample, run.scheduler, cfg.image_size, save_dir / "samples" / f"step_{run.step:06d}.png")
+
+
+def _callback_says_stop(callback, run: Run, epoch: int, metrics: dict, samples, ctx) -> bool:
+    """Call ``callback(info)``; True when it raised KeyboardInterrupt (a stop after this step)."""
+    try:
+        callback(SimpleNamespace(step=run.step, epoch=epoch, metrics=metrics, G=run.G_sample, G_raw=run.G, D=run.D,
+                                 scheduler=run.scheduler, config=run.config, samples=samples, rank=ctx.rank, run=run))
+    except KeyboardInterrupt:
+        return True
+    return False
+
+
+def _checkpoints_due(run: Run, epoch: int, epoch_ends: bool) -> list[str]:
+    """The checkpoint files due after this step: epoch_XXXX.pth at every checkpoint_every-th epoch's end,
+    last.pth every save_every steps."""
+    cfg, names = run.config, []
+    if epoch_ends and cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0:
+        names.append(f"epoch_{epoch + 1:04d}.pth")
+    if cfg.save_every and run.step % cfg.save_every == 0:
+        names.append("last.pth")
+    return names
+
+
 def _save(run: Run, save_dir: Path, name: str, ctx) -> Path:
     """Rank 0 writes the checkpoint ``name`` and history.json; every rank gets the path."""
     path = save_dir / name
@@ -503,22 +532,11 @@ def _loop(run: Run, ctx, dataloader, epochs, save_dir, max_steps, callback, prog
                 bar.update(1)
                 if run.step % cfg.log_every == 0:
                     bar.set_postfix_str(f"epoch {epoch} | " + progress_text(metrics))
-                samples = None
-                if cfg.sample_every and run.step % cfg.sample_every == 0 and ctx.is_main:
-                    samples = sample_grid(run.G_sample, run.scheduler, cfg.image_size,
-                                          save_dir / "samples" / f"step_{run.step:06d}.png")
-                if callback is not None:
-                    try:
-                        callback(SimpleNamespace(step=run.step, epoch=epoch, metrics=metrics, G=run.G_sample,
-                                                 G_raw=run.G, D=run.D, scheduler=run.scheduler, config=cfg,
-                                                 samples=samples, rank=ctx.rank, run=run))
-                    except KeyboardInterrupt:
-                        stop.requested = "KeyboardInterrupt"
-                if epoch_ends and cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0:
-                    checkpoint = _save(run, save_dir, f"epoch_{epoch + 1:04d}.pth", ctx)
-                    last_saved = (checkpoint, run.step)
-                if cfg.save_every and run.step % cfg.save_every == 0:
-                    checkpoint = _save(run, save_dir, "last.pth", ctx)
+                samples = _sample_grid_due(run, save_dir, ctx)
+                if callback is not None and _callback_says_stop(callback, run, epoch, metrics, samples, ctx):
+                    stop.requested = "KeyboardInterrupt"
+                for name in _checkpoints_due(run, epoch, epoch_ends):
+                    checkpoint = _save(run, save_dir, name, ctx)
                     last_saved = (checkpoint, run.step)
     finally:
         bar.close()                                 # also on errors: the message then stands alone
