@@ -301,3 +301,17 @@ def test_a_batch_in_0_1_warns_once_with_the_fix(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         run(tmp_path / "b", dl=list(blobs(8).split(4)))     # [-1, 1]: no warning
+
+
+def test_a_real_ctrl_c_stops_between_steps_and_the_resume_is_exact(tmp_path):
+    import signal
+    straight = run(tmp_path / "a", epochs=2)
+
+    def press_ctrl_c(info):                 # the signal arrives while the loop runs (handler installed)
+        if info.step == 3:
+            signal.raise_signal(signal.SIGINT)
+    stopped = run(tmp_path / "b", epochs=2, callback=press_ctrl_c)
+    assert stopped.stopped_by == "SIGINT" and stopped.history["step"] == [1, 2, 3]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler     # restored afterwards
+    resumed = run(tmp_path / "b", epochs=2, resume=tmp_path / "b" / "interrupted.pth")
+    assert_same_run(straight, resumed)
