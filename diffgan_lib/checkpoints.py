@@ -50,7 +50,7 @@ __all__ = ["save_checkpoint", "load_checkpoint", "load_training_state", "read_ch
            "save_history_json", "history_to_tensors", "FORMAT", "VERSION", "KINDS"]
 
 FORMAT, VERSION = "diffgan_lib/checkpoint", 2
-KINDS = ("diffusion",)
+KINDS = ("diffusion", "fewstep")   # fewstep: diffgan_lib.fewstep (levels, image_size, teacher)
 INT_KEYS = ("step", "epoch")
 MAX_BASE, MAX_T = 1024, 100_000     # sanity bounds, checked before any network is built
 
@@ -233,10 +233,19 @@ def _validate(ckpt: dict, path) -> None:
     if not isinstance(sched, dict) or not (isinstance(sched.get("timesteps", 1000), int)
                                            and 1 <= sched.get("timesteps", 1000) <= MAX_T):
         bad.append(f"timesteps={sched.get('timesteps') if isinstance(sched, dict) else sched!r}")
+    if m["kind"] == "fewstep":
+        T = sched.get("timesteps", 1000) if isinstance(sched, dict) else 1000
+        levels = m.get("levels")
+        if not (isinstance(levels, list) and 1 <= len(levels) <= 8 and all(isinstance(t, int) for t in levels)
+                and all(a > b for a, b in zip(levels, levels[1:])) and levels[-1] >= 0 and levels[0] < T):
+            bad.append(f"levels={levels!r}")
+        if not (isinstance(m.get("image_size"), int) and 32 <= m["image_size"] <= 4096):
+            bad.append(f"image_size={m.get('image_size')!r}")
     if bad:
         raise CheckpointError(f"{path} has impossible model settings ({', '.join(bad)}); it is damaged or "
                               "was edited by hand; use another checkpoint")
-    _validate_config(ckpt["config"], path)
+    if m["kind"] == "diffusion":            # a fewstep file keeps the fine-tune's own FewStepConfig
+        _validate_config(ckpt["config"], path)
 
 
 def _validate_config(config, path) -> None:
@@ -318,7 +327,9 @@ def build_models(model: dict):
 
 class LoadedCheckpoint(tuple):
     """``(G, D, scheduler)``, as the seed's ``load_checkpoint`` returns, plus ``.config`` (TrainConfig
-    or None), ``.image_size``, ``.step``, ``.epoch``, ``.history``, ``.kind`` and ``.path``."""
+    or None), ``.image_size``, ``.step``, ``.epoch``, ``.history``, ``.kind`` and ``.path``. For kind
+    "fewstep", G is a FewStepGenerator (sample() then takes its own levels), D the pair discriminator
+    (None for the regression-only control), and ``.teacher`` / ``.fewstep_config`` describe the run."""
 
     def __new__(cls, G, D, scheduler, **info):
         self = super().__new__(cls, (G, D, scheduler))
@@ -336,6 +347,15 @@ def load_checkpoint(path, device=None, which: str = "ema") -> LoadedCheckpoint:
         raise ValueError(f"which={which!r}: choose 'ema' (for sampling) or 'raw'")
     ckpt = read_checkpoint(path)
     dev = pick_device(device)
+    if ckpt["model"]["kind"] == "fewstep":
+        from .fewstep import load_fewstep
+        G, D = load_fewstep({**ckpt, "path": str(path)}, which)
+        G.scheduler.to(dev)
+        return LoadedCheckpoint(G.to(dev), D.to(dev) if D is not None else None, G.scheduler, config=None,
+                                fewstep_config=ckpt["config"], image_size=ckpt["model"]["image_size"],
+                                step=ckpt["step"], epoch=0, path=str(path), kind="fewstep",
+                                teacher=ckpt["model"]["teacher"],
+                                history={k: v.tolist() for k, v in ckpt["history"].items()})
     G, D = build_models(ckpt["model"])
     load_state(G, ckpt["G_ema"] if which == "ema" and ckpt.get("G_ema") is not None else ckpt["G"], "G", path)
     load_state(D, ckpt["D"], "D", path)

@@ -4,7 +4,8 @@ train  -- trains on phantoms (the course's generated head slices) or on your sca
           PNG/JPEG/TIFF/DICOM, a NIfTI volume or a MedMNIST .npz), writing checkpoints to --out;
           under torchrun, one process per GPU (or CPU core) with DDP;
 sample -- loads a checkpoint and writes grid.png, images/sample_XXX.png and samples.npy, the
-          images as float32 (n, C, S, S) in [0, 1].
+          images as float32 (n, C, S, S) in [0, 1];
+fewstep -- fine-tunes a few-step generator (DDGAN-style, adversarial) from a trained diffusion model.
 Exit status: 0 done; 2 bad arguments or input, a folder that cannot be used, or a diverging run
 (one line on stderr, no traceback); 130 after Ctrl-C and 143 after SIGTERM, once interrupted.pth is
 saved. Paths: ``~`` is expanded; an empty path and a URL are refused. One run per --out folder
@@ -26,6 +27,8 @@ EXAMPLES = """examples:
   python -m diffgan_lib train --data scans/ --image-size 64 --epochs 50 --out runs/scans
   python -m diffgan_lib train --resume runs/quick/final_model.pth --epochs 10
   python -m diffgan_lib sample --checkpoint runs/quick/final_model.pth -n 16 --out runs/quick/samples
+  python -m diffgan_lib fewstep --init runs/quick/final_model.pth --data phantoms --max-steps 300 --out runs/fs
+  python -m diffgan_lib sample --checkpoint runs/fs/final_model.pth -n 64 --out runs/fs/samples   # 4 evaluations
   torchrun --standalone --nproc_per_node 2 -m diffgan_lib train --data phantoms --batch-size 16 --out runs/ddp
   torchrun --nnodes 2 --nproc_per_node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
       -m diffgan_lib train --data scans/ --out runs/big     # the same command on each of 2 machines"""
@@ -40,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m diffgan_lib", description="Train and sample the diffgan Diffusion + GAN "
                 "model for synthetic medical images. Images are scaled to [-1, 1] for training.",
                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,sample}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,sample,fewstep}")
     t = sub.add_parser("train", help="train a model and write checkpoints",
                        description="Train G (UNet) and D (PatchGAN) and write epoch_XXXX.pth, "
                        "final_model.pth and history.json into --out. Ctrl-C (or SIGTERM) stops after the "
@@ -84,10 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "and write grid.png, images/sample_XXX.png and samples.npy (float32 in [0, 1]) into --out.")
     s.add_argument("--checkpoint", required=True, metavar="CKPT", help="a .pth written by train")
     s.add_argument("-n", type=int, default=64, help="number of images (default 64)")
-    s.add_argument("--sampler", default="ddim", choices=("ddim", "ddpm"),
-                   help="ddim: --steps steps (fast, default); ddpm: all T steps, the original sampler")
-    s.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50; ignored by ddpm)")
-    s.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic (default), 1 DDPM-like")
+    s.add_argument("--sampler", choices=("ddim", "ddpm"), help="ddim: --steps steps (fast, the default); ddpm: "
+                   "all T steps, the original sampler. A few-step model uses its own levels: leave it out")
+    s.add_argument("--steps", type=int, help="DDIM steps (default 50; not for ddpm or a few-step model)")
+    s.add_argument("--eta", type=float, help="DDIM noise: 0 deterministic (default), 1 DDPM-like (not for a "
+                   "few-step model)")
     s.add_argument("--clip-x0", action=argparse.BooleanOptionalAction, default=True,
                    help="clamp each step's predicted clean image to [-1, 1] (default on; --no-clip-x0 "
                    "is the original unclipped update)")
@@ -98,6 +102,26 @@ def build_parser() -> argparse.ArgumentParser:
                    "samples.npy and images/sample_*.png of an earlier sample run there are replaced")
     s.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
     s.add_argument("--device", help="cpu, cuda, cuda:1 or mps (default: the best one here)")
+    f = sub.add_parser("fewstep", help="fine-tune a few-step generator from a diffusion model",
+                       description="Read a trained diffusion model (--init: a train checkpoint or a data/pretrained "
+                       "export) as a generator of K big denoising jumps and fine-tune it DDGAN-style: a discriminator "
+                       "on (next state, current state, level) plus an alpha_hat-weighted reconstruction term. Writes "
+                       "final_model.pth (kind 'fewstep'), which sample uses with K network evaluations. One process.")
+    f.add_argument("--init", required=True, metavar="CKPT", help="the teacher: a diffusion checkpoint")
+    f.add_argument("--data", default="phantoms", help="'phantoms', 'pneumoniamnist' or a path, as for train "
+                   "(the images are resized to the teacher's side)")
+    f.add_argument("--levels", type=int, default=4, help="K, the number of jumps and network evaluations "
+                   "(default 4: t = 999, 749, 499, 249)")
+    f.add_argument("--max-steps", type=int, default=300, help="fine-tune steps in total (default 300)")
+    f.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
+    f.add_argument("--adv-weight", type=float, default=1.0, help="weight of the adversarial term (default 1; "
+                   "0 = the regression-only control, no discriminator)")
+    f.add_argument("--n-images", type=int, help="number of phantoms (default 1024) or keep the first N real images")
+    f.add_argument("--out", default="runs/fewstep", help="folder for final_model.pth (default runs/fewstep)")
+    f.add_argument("--resume", metavar="CKPT", help="continue a fine-tune (same --init) to --max-steps")
+    f.add_argument("--overwrite", action="store_true", help="replace an earlier run's checkpoints in --out")
+    f.add_argument("--seed", type=int, default=0, help="seeds D's weights, the levels and the noise (default 0)")
+    f.add_argument("--device", help="cpu, cuda, cuda:1 or mps (default: the best one here)")
     return p
 
 
@@ -169,15 +193,22 @@ def _sample(a) -> int:
     _positive(n=a.n, steps=a.steps, batch_size=a.batch_size)
     if a.image_size is not None:
         check_image_size(a.image_size, name="--image-size")
-    if not 0 <= a.eta <= 1:          # also refuses nan
+    if a.eta is not None and not 0 <= a.eta <= 1:          # also refuses nan
         raise ValueError(f"--eta {a.eta}: must lie in [0, 1] (0 deterministic DDIM, 1 DDPM-like noise)")
     out = check_writable(a.out, "--out")          # before minutes of sampling
     G, _, scheduler = loaded = load_checkpoint(local_path(a.checkpoint, "--checkpoint"), device=a.device,
                                                which=a.which)
     size = a.image_size if a.image_size is not None else (loaded.image_size or 32)
-    x = sample(G, scheduler, n=a.n, image_size=size, sampler=a.sampler,
-               steps=a.steps if a.sampler == "ddim" else None, eta=a.eta, seed=a.seed, batch_size=a.batch_size,
-               clip_x0=a.clip_x0)
+    if loaded.kind == "fewstep":   # its own levels; sample() names any sampler option given
+        x = sample(G, scheduler, n=a.n, image_size=size, sampler=a.sampler, steps=a.steps, eta=a.eta or 0.0,
+                   seed=a.seed, batch_size=a.batch_size)
+    else:
+        sampler = a.sampler or "ddim"
+        if sampler == "ddpm" and a.steps is not None:
+            raise ValueError(f"--steps {a.steps}: DDPM walks all T={scheduler.T} steps; use --sampler ddim for fewer")
+        x = sample(G, scheduler, n=a.n, image_size=size, sampler=sampler,
+                   steps=(a.steps or 50) if sampler == "ddim" else None, eta=a.eta or 0.0, seed=a.seed,
+                   batch_size=a.batch_size, clip_x0=a.clip_x0)
     images = to_unit(x).float().cpu()
     replaced = clear_sample_outputs(out)          # never a mix of this run's images and an earlier one's
     if replaced:
@@ -189,12 +220,30 @@ def _sample(a) -> int:
     return 0
 
 
+def _fewstep(a) -> int:
+    from .data import make_dataloader
+    from .fewstep import FewStepConfig, fewstep_train, teacher_record
+    _positive(levels=a.levels, max_steps=a.max_steps, batch_size=a.batch_size, n_images=a.n_images)
+    cfg = FewStepConfig(levels=a.levels, adv_weight=a.adv_weight, seed=a.seed)
+    side = (teacher_record(local_path(a.init, "--init"))["config"] or {}).get("image_size") or 32
+    loader = make_dataloader(a.data, side, a.batch_size, n=a.n_images, seed=a.seed, device=a.device)
+    try:
+        path = fewstep_train(a.init, loader, cfg, a.max_steps, a.out, resume=a.resume, device=a.device,
+                             overwrite=a.overwrite)
+    except KeyboardInterrupt as stop:
+        print(f"{stop}", file=sys.stderr)
+        return 130
+    print(f"few-step model: {path} ({a.levels} levels); sample it with: python -m diffgan_lib sample "
+          f"--checkpoint {path} -n 64 --out {Path(path).parent / 'samples'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad arguments or input)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return (_train if args.command == "train" else _sample)(args)
+        return {"train": _train, "sample": _sample, "fewstep": _fewstep}[args.command](args)
     except (ValueError, OSError, FloatingPointError) as err:     # OSError: FileNotFoundError, PermissionError...
         print(f"{parser.prog} {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ Pieces (shapes: images (B, C, S, S) in [-1, 1]; k: (B,) int64 level indices in [
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 from dataclasses import asdict, dataclass
 
@@ -33,7 +34,8 @@ from .ema import EMA
 from .losses import discriminator_loss, generator_adv_loss
 
 __all__ = ["FewStepConfig", "FewStepGenerator", "PairDiscriminator", "posterior_sample", "fewstep_step",
-           "fewstep_sample", "level_timesteps"]
+           "fewstep_sample", "level_timesteps", "fewstep_from_teacher", "fewstep_train", "load_fewstep",
+           "weights_sha256", "teacher_record"]
 
 
 def level_timesteps(scheduler, n_levels: int) -> list[int]:
@@ -191,13 +193,13 @@ def fewstep_step(G: FewStepGenerator, D: PairDiscriminator | None, opt_G, opt_D,
 
 @torch.inference_mode()
 def fewstep_sample(G: FewStepGenerator, n: int, image_size: int, seed: int | None = 0, device=None,
-                   batch_size: int | None = None) -> torch.Tensor:
+                   batch_size: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """n images (n, C, S, S) in [-1, 1] in K network evaluations: x_{levels[0]} ~ N(0, I), then per
     level x̂0 = G(x_t, k) and the next level from q(. | x_t, x̂0); the last level outputs x̂0."""
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n={n!r} must be a positive integer")
     dev = device or next(G.parameters()).device
-    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    gen = generator if generator is not None else torch.Generator().manual_seed(seed) if seed is not None else None
     was_training = G.training
     G.eval()
     out = []
@@ -230,3 +232,134 @@ def fewstep_from_teacher(unet: nn.Module, scheduler, cfg: FewStepConfig, device=
     opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr_D, betas=cfg.adam_betas) if D is not None else None
     ema = EMA(G.unet, cfg.ema_decay) if cfg.ema_decay > 0 else None
     return G, D, opt_G, opt_D, ema
+
+
+# ---------------------------------------------------------------------------------------- runs and files
+def weights_sha256(state_dict: dict) -> str:
+    """SHA-256 of a network's weights as float32, in key order: names a teacher by what it is, not by a path."""
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        h.update(key.encode())
+        h.update(state_dict[key].detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def teacher_record(path) -> dict:
+    """What a few-step checkpoint keeps of its teacher: its model and scheduler fields, config and weight hash."""
+    from .checkpoints import read_checkpoint
+    ckpt = read_checkpoint(path)
+    if ckpt["model"]["kind"] != "diffusion":
+        raise ValueError(f"{path} holds a {ckpt['model']['kind']!r} model; --init needs a diffusion model "
+                         "(a train checkpoint or a data/pretrained export)")
+    weights = ckpt["G_ema"] if ckpt.get("G_ema") is not None else ckpt["G"]
+    return {"model": ckpt["model"], "scheduler": ckpt["scheduler"], "config": ckpt["config"],
+            "sha256": weights_sha256(weights)}
+
+
+def fewstep_state(G: FewStepGenerator, D, opt_G, opt_D, ema, cfg: FewStepConfig, step: int, history: dict,
+                  teacher: dict, image_size: int) -> dict:
+    """The payload of a "fewstep" checkpoint (diffgan_lib.checkpoints' format rule: a new model.kind)."""
+    from .checkpoints import history_to_tensors
+    return {"model": {"kind": "fewstep", "in_ch": G.in_ch, "base": G.unet.base, "time_embedding": G.unet.time_embedding,
+                      "D_base": D.base if D is not None else G.unet.base, "levels": G.levels.tolist(),
+                      "image_size": image_size, "teacher": teacher},
+            "scheduler": G.scheduler.config(), "config": cfg.to_dict(),
+            "G": G.unet.state_dict(), "G_ema": ema.state_dict() if ema is not None else None,
+            "D": D.state_dict() if D is not None else None,
+            "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict() if opt_D is not None else None, "scaler": None,
+            "step": step, "epoch": 0, "position": [0, 0], "data": None, "history": history_to_tensors(history)}
+
+
+def load_fewstep(ckpt: dict, which: str = "ema"):
+    """(G FewStepGenerator, D PairDiscriminator or None) from a "fewstep" checkpoint dict, in eval mode, on the CPU."""
+    from .checkpoints import build_models, load_state
+    from .scheduler import DiffusionScheduler
+    m = ckpt["model"]
+    unet, _ = build_models(m)
+    load_state(unet, ckpt["G_ema"] if which == "ema" and ckpt.get("G_ema") is not None else ckpt["G"], "G",
+               ckpt.get("path", "checkpoint"))
+    G = FewStepGenerator(unet, DiffusionScheduler(**(ckpt["scheduler"] or {})), m["levels"])
+    D = None
+    if ckpt.get("D") is not None:
+        D = PairDiscriminator(m["in_ch"], m["D_base"], len(m["levels"]))
+        load_state(D, ckpt["D"], "D", ckpt.get("path", "checkpoint"))
+    return G.eval(), (D.eval() if D is not None else None)
+
+
+def fewstep_train(init, dataloader, cfg: FewStepConfig, max_steps: int, save_dir, resume=None, device=None,
+                  progress: bool = True, overwrite: bool = False) -> Path:
+    """Fine-tune a few-step generator from the diffusion checkpoint ``init`` for ``max_steps`` steps
+    (in total, counted from the start, also when resuming from ``resume``); writes
+    ``save_dir/final_model.pth`` (kind "fewstep") and history.json, and returns its path.
+
+    Single process. Each step's levels and noise come from a generator seeded by (seed, step), and
+    each epoch's order from (seed, epoch), so a resumed run continues as the straight one would.
+    Ctrl-C stops after the current step and saves ``interrupted.pth``.
+    """
+    from tqdm.auto import tqdm
+
+    from .checkpoints import load_checkpoint, load_training_state, save_history_json, write_checkpoint
+    from .device import pick_device
+    from .distributed import launched
+    from .folders import FolderLock, check_run_folder, check_writable, clear_run, local_path
+    from .training import StopSignals, _batches, _images, _mix, check_batch
+    from .distributed import DistContext
+    if launched():
+        raise ValueError("the few-step fine-tune runs in one process; start it with python, not torchrun")
+    if not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps={max_steps!r} must be a positive int")
+    dev = pick_device(device)
+    save_dir = check_writable(local_path(save_dir, "--out"), "--out")
+    teacher_path = local_path(init, "--init")
+    lock = FolderLock(save_dir)
+    lock.acquire()
+    try:
+        old = check_run_folder(save_dir, resume, overwrite)
+        if old:
+            clear_run(save_dir, old)
+        teacher, image_size = teacher_record(teacher_path), None
+        unet, _, scheduler = loaded = load_checkpoint(teacher_path, device=dev)
+        image_size = loaded.image_size or 32
+        if resume is not None:
+            state = load_training_state(local_path(resume, "--resume"))
+            if state["model"]["kind"] != "fewstep" or state["model"]["teacher"]["sha256"] != teacher["sha256"]:
+                raise ValueError(f"{resume} is not a few-step run of the teacher {teacher_path} (its kind or the "
+                                 "teacher's weights differ); resume with the --init it was made from")
+            cfg = FewStepConfig(**{**state["config"], "adam_betas": tuple(state["config"]["adam_betas"])})
+        G, D, opt_G, opt_D, ema = fewstep_from_teacher(unet, scheduler, cfg, dev)
+        step, history = 0, {k: [] for k in ("step", "rec", "adv", "D", "D_real", "D_fake")}
+        if resume is not None:
+            G.unet.load_state_dict(state["G"])
+            if ema is not None and state.get("G_ema") is not None:
+                ema.load_state_dict(state["G_ema"])
+            if D is not None and state.get("D") is not None:
+                D.load_state_dict(state["D"])
+            opt_G.load_state_dict(state["opt_G"])
+            if opt_D is not None and state.get("opt_D") is not None:
+                opt_D.load_state_dict(state["opt_D"])
+            step, history = state["step"], {k: list(v) for k, v in state["history"].items()}
+        per_epoch = len(dataloader)
+        bar = tqdm(total=max_steps, initial=step, unit="step", disable=not progress, desc="few-step fine-tune")
+        with StopSignals(DistContext(device=dev), say=bar.write) as stop:
+            for epoch, batch, _ in _batches(dataloader, cfg.seed, (step // per_epoch, step % per_epoch), 10**9):
+                if step >= max_steps or stop.requested:
+                    break
+                x0 = _images(batch)
+                check_batch(x0, G.in_ch, image_size, step + 1)
+                gen = torch.Generator().manual_seed(_mix(4, cfg.seed, step))
+                values = fewstep_step(G, D, opt_G, opt_D, x0.to(dev).float(), cfg, step, ema, generator=gen)
+                step += 1
+                for k, v in dict(step=step, **values).items():
+                    history[k].append(v)
+                bar.update(1)
+                bar.set_postfix_str(" | ".join(f"{k} {values[k]:.4f}" for k in ("rec", "adv", "D")))
+        bar.close()
+        stopped = stop.requested is not None and step < max_steps
+        path = write_checkpoint(save_dir / ("interrupted.pth" if stopped else "final_model.pth"),
+                                fewstep_state(G, D, opt_G, opt_D, ema, cfg, step, history, teacher, image_size))
+        save_history_json(history, save_dir)
+        if stopped:
+            raise KeyboardInterrupt(f"stopped at step {step}; saved {path}; continue with --resume {path}")
+        return path
+    finally:
+        lock.release()

@@ -77,7 +77,7 @@ def _sample_batch(G, scheduler, x, ts, sampler, eta, generator, variance, clip_x
     return x
 
 
-def sample(G, scheduler, n: int = 8, image_size: int = 128, device=None, sampler: str = "ddpm",
+def sample(G, scheduler, n: int = 8, image_size: int = 128, device=None, sampler: str | None = None,
            steps: int | None = None, eta: float = 0.0, generator: torch.Generator | None = None,
            seed: int | None = None, trajectory_at=None, progress: bool = True,
            variance: str = "fixed_large", clip_x0: bool = False, batch_size: int | None = None):
@@ -90,7 +90,28 @@ def sample(G, scheduler, n: int = 8, image_size: int = 128, device=None, sampler
     ``trajectory_at=[999, 500, 0]`` also returns {t: x_t (n, C, S, S)}, the state when the chain
     reaches t (for DDIM: the first visited timestep <= t, else the final x).
     Runs under ``torch.inference_mode`` with G in eval mode; G's mode is restored afterwards.
+    ``sampler=None`` means "ddpm" (the seed's default). A few-step generator (``load_checkpoint`` of a
+    "fewstep" checkpoint) samples its own K levels in K evaluations; ``sampler``, ``steps``, ``eta``,
+    ``variance`` and ``trajectory_at`` do not apply to it and are refused.
     """
+    from .fewstep import FewStepGenerator, fewstep_sample
+    if isinstance(G, FewStepGenerator):
+        given = {k: v for k, v in dict(sampler=sampler, steps=steps, trajectory_at=trajectory_at).items() if v is not None}
+        if eta:
+            given["eta"] = eta
+        if variance != "fixed_large":
+            given["variance"] = variance
+        if given and not (set(given) == {"steps"} and steps == G.n_levels):
+            raise ValueError(f"this is a few-step generator: it samples its own {G.n_levels} levels "
+                             f"{G.levels.tolist()} in {G.n_levels} network evaluations, so "
+                             f"{', '.join(f'{k}={v!r}' for k, v in given.items())} does not apply; leave it out")
+        check_image_size(image_size)
+        if seed is not None and generator is not None:
+            raise ValueError("pass either seed or generator, not both")
+        dev = pick_device(device) if device is not None else next(G.parameters()).device
+        return fewstep_sample(G.to(dev), n, image_size, seed=seed, device=dev, batch_size=batch_size,
+                              generator=generator)
+    sampler = "ddpm" if sampler is None else sampler
     if sampler not in ("ddpm", "ddim"):
         raise ValueError(f"sampler={sampler!r}: choose 'ddpm' (the seed's, T steps) or 'ddim' (few steps)")
     if sampler == "ddpm":
@@ -181,17 +202,21 @@ def sample_grid(G, scheduler, image_size: int, path, n: int = 16, steps: int = 2
 
 
 def generate_and_visualize(G, scheduler, n: int = 16, image_size: int = 128, save_grid=None,
-                           save_individual=None, device=None, sampler: str = "ddim", steps: int = 50,
+                           save_individual=None, device=None, sampler: str | None = None, steps: int | None = None,
                            seed: int | None = 0, show: bool = True, nrow: int | None = None,
                            clip_x0: bool = True) -> torch.Tensor:
     """Sample n images, show them as a grid, save the grid and/or one PNG per image.
 
-    Defaults to DDIM-50 (see the module docstring: DDPM-1000 is slow on a CPU); ``sampler="ddpm",
-    steps=None`` is the seed's sampler. ``clip_x0=True`` clamps each step's predicted x0 to [-1, 1]
+    Defaults to DDIM-50 (see the module docstring: DDPM-1000 is slow on a CPU); ``sampler="ddpm"``
+    is the seed's sampler; a few-step generator uses its own levels (leave sampler and steps unset). ``clip_x0=True`` clamps each step's predicted x0 to [-1, 1]
     (diffusers' DDIM default): early in training, unclipped DDIM samples saturate (after 450 CPU
     steps at 32 px, 78 % of the pixels fell outside [-1, 1] without it, none with it); pass
     ``clip_x0=False`` for the seed's unclipped update. Returns images in [0, 1], (n, C, S, S), on the CPU.
     """
+    from .fewstep import FewStepGenerator
+    if not isinstance(G, FewStepGenerator):
+        sampler = sampler or "ddim"
+        steps = steps if steps is not None or sampler == "ddpm" else 50
     x = sample(G, scheduler, n=n, image_size=image_size, device=device, sampler=sampler,
                steps=None if sampler == "ddpm" else steps, seed=seed, clip_x0=clip_x0)
     images = to_unit(x).float().cpu()
@@ -204,7 +229,9 @@ def generate_and_visualize(G, scheduler, n: int = 16, image_size: int = 128, sav
         grid = image_grid(images, nrow)
         fig, ax = plt.subplots(figsize=(min(8, grid.shape[1] / 80 + 1), min(8, grid.shape[0] / 80 + 1)), dpi=80)
         ax.imshow(grid, cmap="gray", vmin=0, vmax=255)
-        ax.set_title(f"{n} samples, {sampler.upper()}" + (f"-{steps}" if sampler == "ddim" else ""))
+        how = (f"few-step, {G.n_levels} levels" if isinstance(G, FewStepGenerator) else
+               sampler.upper() + (f"-{steps}" if sampler == "ddim" else ""))
+        ax.set_title(f"{n} samples, {how}")
         ax.axis("off")
         plt.show()
         plt.close(fig)

@@ -159,7 +159,8 @@ def test_a_version_1_checkpoint_loads_samples_and_resumes(tmp_path):
 
 @pytest.mark.parametrize("edit,message", [
     (lambda c: c.pop("G"), "lacks the field"),
-    (lambda c: c["model"].update(kind="fewstep"), "kind 'fewstep'"),
+    (lambda c: c["model"].update(kind="hologram"), "kind 'hologram'"),
+    (lambda c: c["model"].update(kind="fewstep"), r"impossible model settings \(levels=None, image_size=None\)"),
     (lambda c: c["model"].update(base=4096), "impossible model settings .*base=4096"),
     (lambda c: c["scheduler"].update(timesteps=2_000_000_000), "timesteps=2000000000"),
     (lambda c: c.update(version=9), "version 9"),

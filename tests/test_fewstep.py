@@ -79,3 +79,63 @@ def test_bad_settings_are_refused():
         FewStepConfig(adv_weight=float("nan"))
     with pytest.raises(ValueError, match="descending"):
         FewStepGenerator(UNet(1, 8), SCH, [249, 999])
+
+
+# ------------------------------------------------------------------ runs, files, the command line
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+
+from diffgan_lib import TrainConfig, load_checkpoint, sample, train  # noqa: E402
+from diffgan_lib.checkpoints import export_for_sampling, read_checkpoint  # noqa: E402
+from diffgan_lib.cli import main  # noqa: E402
+from diffgan_lib.fewstep import fewstep_train, weights_sha256  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    """A tiny trained diffusion model (base 8, T = 50) and its float16 sampling-only export."""
+    folder = tmp_path_factory.mktemp("teacher")
+    images = torch.rand(16, 1, 32, 32) * 2 - 1
+    result = train(DataLoader(TensorDataset(images), batch_size=4), timesteps=50, device="cpu", epochs=1,
+                   save_dir=folder, config=TrainConfig(base=8, checkpoint_every=0), progress=False)
+    return result.checkpoint, export_for_sampling(result.checkpoint, folder / "export.pth")
+
+
+def loader():
+    images = torch.rand(16, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1   # the same every call
+    return DataLoader(TensorDataset(images), batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0))
+
+
+def test_a_fewstep_checkpoint_names_its_teacher_loads_samples_and_resumes_exactly(teacher, tmp_path):
+    full, export = teacher
+    cfg = FewStepConfig(levels=2, r1_every=1)
+    straight = fewstep_train(export, loader(), cfg, 4, tmp_path / "a", progress=False)
+    ckpt = read_checkpoint(straight)
+    assert ckpt["model"]["kind"] == "fewstep" and ckpt["model"]["levels"] == [49, 24]
+    assert ckpt["model"]["teacher"]["sha256"] == weights_sha256(read_checkpoint(export)["G"])
+    assert ckpt["model"]["teacher"]["sha256"] != weights_sha256(read_checkpoint(full)["G_ema"])   # float16 != float32
+    assert torch.load(straight, weights_only=True)["version"] == 2
+    G, D, scheduler = loaded = load_checkpoint(straight, device="cpu")
+    assert isinstance(G, FewStepGenerator) and loaded.kind == "fewstep" and loaded.image_size == 32
+    x = sample(G, scheduler, n=3, image_size=32, seed=0, progress=False)
+    assert x.shape == (3, 1, 32, 32)
+    with pytest.raises(ValueError, match="few-step generator.*steps=50 does not apply"):
+        sample(G, scheduler, n=3, image_size=32, sampler="ddim", steps=50)
+    fewstep_train(export, loader(), cfg, 2, tmp_path / "b", progress=False)
+    resumed = fewstep_train(export, loader(), cfg, 4, tmp_path / "b", resume=tmp_path / "b" / "final_model.pth",
+                            progress=False, overwrite=True)
+    a, b = read_checkpoint(straight), read_checkpoint(resumed)
+    assert all(torch.equal(a["G"][k], b["G"][k]) for k in a["G"]) and all(torch.equal(a["D"][k], b["D"][k]) for k in a["D"])
+    assert a["history"]["rec"].tolist() == b["history"]["rec"].tolist()
+
+
+def test_the_command_line_fine_tunes_and_sample_uses_the_levels(teacher, tmp_path, capsys):
+    full, _ = teacher
+    assert main(["fewstep", "--init", str(full), "--data", "phantoms", "--n-images", "8", "--levels", "4",
+                 "--max-steps", "2", "--batch-size", "4", "--adv-weight", "0", "--out", str(tmp_path / "fs"),
+                 "--device", "cpu"]) == 0
+    assert read_checkpoint(tmp_path / "fs" / "final_model.pth")["D"] is None       # the regression-only control
+    assert main(["sample", "--checkpoint", str(tmp_path / "fs" / "final_model.pth"), "-n", "2", "--out",
+                 str(tmp_path / "s"), "--device", "cpu"]) == 0
+    assert main(["sample", "--checkpoint", str(tmp_path / "fs" / "final_model.pth"), "-n", "2", "--eta", "1",
+                 "--out", str(tmp_path / "s"), "--device", "cpu"]) == 2
+    assert "eta=1.0 does not apply" in capsys.readouterr().err
