@@ -2,7 +2,7 @@
 
 Protocol (issue 10): 32 px PneumoniaMNIST, one SimCLR-CNN FeatureNet trained once on the train
 split (seed 0, cached in --out); every sample set has 256 images and is scored by FD and KID in
-those features and SWD on 7x7 patches, against the **test** split (624 images) for reporting and
+those features and SWD (x 1e3) on 7x7 patches, against the **test** split (624 images) for reporting and
 against the **val** split (524) for choosing; the real-vs-real line is 256 val images against test.
 The models are the course's default (``TrainConfig.cpu_quick()``, base 32, batch 32) trained
 through ``train()`` as the command line does, with checkpoints after given epochs.
@@ -54,11 +54,11 @@ def feature_net(out: Path) -> FeatureNet:
 
 
 def score(x: torch.Tensor, ref: torch.Tensor, net, f_ref=None) -> dict:
-    """FD, KID (x 1e3) and SWD (x 1e3) of images x (n, 1, S, S) in [-1, 1] against ref."""
+    """FD, KID and SWD (x 1e3, as diffgan_lib.metrics reports it) of images x (n, 1, S, S) in [-1, 1] against ref."""
     f_x = extract_features(net, x)
     f_ref = extract_features(net, ref) if f_ref is None else f_ref
-    return {"fd": frechet_distance(f_x, f_ref), "kid": 1e3 * kid(f_x, f_ref, seed=0)[0],
-            "swd": 1e3 * sliced_wasserstein(x, ref, seed=0)}
+    return {"fd": frechet_distance(f_x, f_ref), "kid": kid(f_x, f_ref, seed=0)[0],
+            "swd": sliced_wasserstein(x, ref, seed=0)}
 
 
 def cmd_train(a) -> None:
@@ -108,7 +108,7 @@ def cmd_table(a) -> None:
     net = feature_net(a.out)
     test, val = split("test"), split("val")
     results = {"real_vs_real": score(val[:a.n], test, net),
-               "protocol": "FD/KID(x1e3) in a SimCLR-CNN trained on the train split; SWD(x1e3) on 7x7 patches; "
+               "protocol": "FD/KID in a SimCLR-CNN trained on the train split; SWD (x1e3) on 7x7 patches; "
                            f"{a.n} samples (noise seed 1000) against the test split",
                "runs": {}}
     for res_path in sorted(a.out.glob("*/*.sweep.json")):
