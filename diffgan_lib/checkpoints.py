@@ -127,8 +127,11 @@ def _unwrap(module):
 def diffusion_model_fields(G, D) -> dict:
     """The ``model`` section of a "diffusion" checkpoint for the UNet G and the discriminator D."""
     G, D = _unwrap(G), _unwrap(D)
-    return {"kind": "diffusion", "in_ch": G.in_ch, "base": G.base, "time_embedding": G.time_embedding,
-            "D_base": D.base}
+    fields = {"kind": "diffusion", "in_ch": G.in_ch, "base": G.base, "time_embedding": G.time_embedding,
+              "D_base": D.base}
+    if getattr(G, "num_classes", 0):      # an optional field: unconditional files stay as they were
+        fields["num_classes"] = G.num_classes
+    return fields
 
 
 def save_checkpoint(G, D, opt_G, opt_D, epoch: int, save_dir, final: bool = False, *, scheduler=None,
@@ -227,7 +230,8 @@ def _validate(ckpt: dict, path) -> None:
                               f"(known: {', '.join(KINDS)}); upgrade diffgan_lib")
     checks = {"in_ch": lambda v: v in (1, 3), "base": lambda v: isinstance(v, int) and 8 <= v <= MAX_BASE and v % 8 == 0,
               "D_base": lambda v: isinstance(v, int) and 8 <= v <= MAX_BASE and v % 8 == 0,
-              "time_embedding": lambda v: isinstance(v, bool)}
+              "time_embedding": lambda v: isinstance(v, bool),
+              "num_classes": lambda v: v is None or (isinstance(v, int) and 0 <= v <= 1000)}
     bad = [f"{k}={m.get(k)!r}" for k, ok in checks.items() if not ok(m.get(k))]
     sched = ckpt["scheduler"] or {}
     if not isinstance(sched, dict) or not (isinstance(sched.get("timesteps", 1000), int)
@@ -320,8 +324,8 @@ def load_state(module, state: dict, what: str, path) -> None:
 
 
 def build_models(model: dict):
-    """(G, D), untrained, from a checkpoint's ``model`` section (kind "diffusion")."""
-    return (UNet(model["in_ch"], model["base"], model["time_embedding"]),
+    """(G, D), untrained, from a checkpoint's ``model`` section (kind "diffusion"; ``num_classes`` optional)."""
+    return (UNet(model["in_ch"], model["base"], model["time_embedding"], model.get("num_classes", 0)),
             Discriminator(model["in_ch"], model["D_base"]))
 
 

@@ -77,10 +77,32 @@ def _sample_batch(G, scheduler, x, ts, sampler, eta, generator, variance, clip_x
     return x
 
 
+def _guided_models(G, labels, guidance_scale, n: int, chunks: list[int]) -> list:
+    """One model per chunk: G itself, or G with that chunk's labels and the guidance scale."""
+    if labels is None and guidance_scale is None:
+        return [G] * len(chunks)
+    from .guidance import GuidedModel
+    K = getattr(getattr(G, "_orig_mod", G), "num_classes", 0)
+    if not K:
+        raise ValueError("labels / guidance_scale need a class-conditional model (trained with num_classes > 0); "
+                         "this one is unconditional: leave them out")
+    if labels is None:
+        raise ValueError("guidance_scale needs labels: the class(es) to guide towards")
+    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+    labels = labels.expand(n) if labels.numel() == 1 else labels
+    if labels.numel() != n or int(labels.min()) < 0 or int(labels.max()) >= K:
+        raise ValueError(f"labels must be one class index or n={n} of them, each in [0, {K - 1}]")
+    w = 3.0 if guidance_scale is None else guidance_scale
+    if not (isinstance(w, (int, float)) and 0 <= w < 100):
+        raise ValueError(f"guidance_scale={w!r} must be a number in [0, 100): 0 unconditional, 1 conditional, 3 usual")
+    return [GuidedModel(G, part, w) for part in labels.split(chunks)]
+
+
 def sample(G, scheduler, n: int = 8, image_size: int = 128, device=None, sampler: str | None = None,
            steps: int | None = None, eta: float = 0.0, generator: torch.Generator | None = None,
            seed: int | None = None, trajectory_at=None, progress: bool = True,
-           variance: str = "fixed_large", clip_x0: bool = False, batch_size: int | None = None):
+           variance: str = "fixed_large", clip_x0: bool = False, batch_size: int | None = None,
+           labels=None, guidance_scale: float | None = None):
     """Generate n images from pure noise: x (n, C, image_size, image_size), roughly in [-1, 1].
 
     sampler: ``"ddpm"`` walks t = T-1 ... 0 (the seed; ``steps`` must be None or T; ``variance``
@@ -90,7 +112,10 @@ def sample(G, scheduler, n: int = 8, image_size: int = 128, device=None, sampler
     ``trajectory_at=[999, 500, 0]`` also returns {t: x_t (n, C, S, S)}, the state when the chain
     reaches t (for DDIM: the first visited timestep <= t, else the final x).
     Runs under ``torch.inference_mode`` with G in eval mode; G's mode is restored afterwards.
-    ``sampler=None`` means "ddpm" (the seed's default). A few-step generator (``load_checkpoint`` of a
+    ``sampler=None`` means "ddpm" (the seed's default). A class-conditional G (``G.num_classes > 0``)
+    takes ``labels`` (an int for all n images, or n ints) and ``guidance_scale`` w (classifier-free
+    guidance, diffgan_lib.guidance: 0 unconditional, 1 plain conditional; default 3, the value the
+    course's conditional lessons use); without labels it samples unconditionally. A few-step generator (``load_checkpoint`` of a
     "fewstep" checkpoint) samples its own K levels in K evaluations; ``sampler``, ``steps``, ``eta``,
     ``variance`` and ``trajectory_at`` do not apply to it and are refused.
     """
@@ -138,6 +163,7 @@ def sample(G, scheduler, n: int = 8, image_size: int = 128, device=None, sampler
     channels, dev = _model_info(G, device, scheduler)
     batch_size = batch_size or n
     chunks = [min(batch_size, n - i) for i in range(0, n, batch_size)]
+    models = _guided_models(G, labels, guidance_scale, n, chunks)
     x_T = _noise((n, channels, image_size, image_size), generator, dev)   # all initial noise first
     record = {t: [] for t in trajectory_at}
     was_training = G.training
@@ -145,8 +171,8 @@ def sample(G, scheduler, n: int = 8, image_size: int = 128, device=None, sampler
     bar = tqdm(total=len(ts) * len(chunks), desc=f"{sampler.upper()} sampling", leave=False,
                disable=not progress or len(ts) * len(chunks) <= PROGRESS_MIN_EVALS)
     try:
-        outs = [_sample_batch(G, scheduler, x, ts, sampler, eta, generator, variance, clip_x0, record, bar)
-                for x in x_T.split(chunks)]
+        outs = [_sample_batch(model, scheduler, x, ts, sampler, eta, generator, variance, clip_x0, record, bar)
+                for model, x in zip(models, x_T.split(chunks))]
     finally:
         bar.close()
         G.train(was_training)

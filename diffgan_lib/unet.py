@@ -8,6 +8,11 @@ The seed's ``UNet`` never sees ``t`` (ERRATA 1). With ``time_embedding=True`` (d
 through a sinusoidal embedding and a small MLP and is added inside every ``DoubleConv``, as in DDPM.
 ``time_embedding=False`` is the seed's network exactly as written (7,787,393 parameters at base 64),
 kept for the ablation lesson; it accepts ``t`` and ignores it so training code can call both alike.
+
+Class conditioning (``num_classes > 0``, for classifier-free guidance): a learned embedding of the
+label, with one extra "no class" token (index ``num_classes``), is added to the time embedding.
+``G(x_t, t, labels)``; ``labels=None`` (or the null index) asks for the unconditional prediction.
+An unconditional UNet (``num_classes=0``, the default) has no such layer: its weights are unchanged.
 """
 from __future__ import annotations
 
@@ -67,19 +72,25 @@ class UNet(nn.Module):
         in_ch: image channels (1 for grayscale, 3 for RGB); the output has the same number.
         base: channels of the first level; must be divisible by 8 (GroupNorm(8)).
         time_embedding: True adds the DDPM timestep embedding (fix of ERRATA 1); False is the seed.
+        num_classes: > 0 adds a class embedding with a learned "no class" token (index num_classes).
     """
 
-    def __init__(self, in_ch: int = 1, base: int = 64, time_embedding: bool = True):
+    def __init__(self, in_ch: int = 1, base: int = 64, time_embedding: bool = True, num_classes: int = 0):
         super().__init__()
         if not isinstance(in_ch, int) or in_ch < 1:
             raise ValueError(f"in_ch={in_ch!r} must be a positive integer (1 grayscale, 3 RGB)")
         if not isinstance(base, int) or base < 8 or base % 8:
             raise ValueError(f"base={base!r} must be a positive multiple of 8 (every block uses "
                              "GroupNorm with 8 groups); try 32 or 64")
-        self.in_ch, self.base, self.time_embedding = in_ch, base, time_embedding
+        if not isinstance(num_classes, int) or num_classes < 0 or (num_classes and not time_embedding):
+            raise ValueError(f"num_classes={num_classes!r} must be an int >= 0, and class conditioning needs "
+                             "time_embedding=True (the label is added to the time embedding)")
+        self.in_ch, self.base, self.time_embedding, self.num_classes = in_ch, base, time_embedding, num_classes
         tdim = 4 * base if time_embedding else None
         if time_embedding:   # sinusoid(base) -> Linear -> SiLU -> Linear, shared by all blocks
             self.time_mlp = nn.Sequential(nn.Linear(base, tdim), nn.SiLU(), nn.Linear(tdim, tdim))
+        if num_classes:      # label -> vector added to the time embedding; index num_classes = "no class"
+            self.class_emb = nn.Embedding(num_classes + 1, tdim)
         # ENCODER
         self.down1 = DoubleConv(in_ch, base, tdim)
         self.down2 = DoubleConv(base, base * 2, tdim)
@@ -118,10 +129,29 @@ class UNet(nn.Module):
             raise ValueError(f"t has shape {tuple(t.shape)}; expected ({x.shape[0]},), one timestep per image")
         return t
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | int | None = None) -> torch.Tensor:
-        """x: (B, in_ch, H, W); t: (B,) int64 or int (ignored when time_embedding=False) -> eps_pred like x."""
+    def _labels(self, labels, x: torch.Tensor) -> torch.Tensor | None:
+        """labels as (B,) int64 on x's device; None -> the "no class" token; checked against num_classes."""
+        if not self.num_classes:
+            if labels is not None:
+                raise ValueError("this UNet is unconditional (num_classes=0) and takes no labels; train a "
+                                 "conditional model (TrainConfig(num_classes=...)) to ask for a class")
+            return None
+        if labels is None:
+            return torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
+        labels = torch.as_tensor(labels, device=x.device).long()
+        if labels.shape != (x.shape[0],) or int(labels.min()) < 0 or int(labels.max()) > self.num_classes:
+            raise ValueError(f"labels must be ({x.shape[0]},) ints in [0, {self.num_classes}] ({self.num_classes} = "
+                             f"no class), got shape {tuple(labels.shape)}")
+        return labels
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | int | None = None, labels=None) -> torch.Tensor:
+        """x: (B, in_ch, H, W); t: (B,) int64 or int (ignored when time_embedding=False); labels: (B,)
+        class indices (conditional UNets only; None = unconditional) -> eps_pred like x."""
         t = self._check(x, t)
+        labels = self._labels(labels, x)
         emb = self.time_mlp(timestep_embedding(t, self.base).to(x.dtype)) if t is not None else None
+        if labels is not None:
+            emb = emb + self.class_emb(labels).to(emb.dtype)
         d1 = self.down1(x, emb)
         d2 = self.down2(self.pool(d1), emb)
         d3 = self.down3(self.pool(d2), emb)

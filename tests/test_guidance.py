@@ -1,0 +1,72 @@
+"""Classifier-free guidance: the conditional UNet, label dropout, the guided prediction, sampling with labels."""
+import pytest
+import torch
+
+from diffgan_lib import DiffusionScheduler, UNet, sample
+from diffgan_lib.guidance import drop_labels, guided_eps
+
+
+def conditional(K=6):
+    torch.manual_seed(0)
+    G = UNet(1, 8, num_classes=K)
+    torch.nn.init.normal_(G.class_emb.weight, std=1.0)       # so that classes really differ
+    return G.eval()
+
+
+def test_an_unconditional_unet_is_unchanged_and_refuses_labels():
+    torch.manual_seed(0)
+    a = UNet(1, 8)
+    assert not any("class_emb" in k for k in a.state_dict())
+    with pytest.raises(ValueError, match="unconditional .* takes no labels"):
+        a(torch.randn(2, 1, 32, 32), torch.tensor([1, 2]), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="needs time_embedding=True"):
+        UNet(1, 8, time_embedding=False, num_classes=2)
+
+
+def test_guidance_zero_is_the_unconditional_prediction_and_one_the_conditional():
+    G = conditional()
+    x, t, y = torch.randn(3, 1, 32, 32), torch.tensor([10, 500, 900]), torch.tensor([0, 2, 5])
+    with torch.no_grad():
+        uncond, cond = G(x, t), G(x, t, y)
+        assert torch.allclose(guided_eps(G, x, t, y, 0.0), uncond, atol=1e-5)
+        assert torch.allclose(guided_eps(G, x, t, y, 1.0), cond, atol=1e-6)
+        assert torch.allclose(guided_eps(G, x, t, y, 3.0), uncond + 3 * (cond - uncond), atol=1e-5)
+        assert not torch.allclose(cond, uncond, atol=1e-3)
+
+
+def test_guided_prediction_is_one_batched_call():
+    G, calls = conditional(), []
+    G.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    with torch.no_grad():
+        guided_eps(G, torch.randn(3, 1, 32, 32), torch.tensor([1, 2, 3]), torch.tensor([0, 1, 2]), 3.0)
+    assert calls == [6]
+
+
+def test_label_dropout_rate():
+    labels = torch.zeros(100_000, dtype=torch.long)
+    dropped = drop_labels(labels, 0.1, num_classes=6, generator=torch.Generator().manual_seed(0))
+    share = (dropped == 6).double().mean().item()
+    assert share == pytest.approx(0.1, abs=0.005) and set(dropped.unique().tolist()) == {0, 6}
+    with pytest.raises(ValueError, match="dropout"):
+        drop_labels(labels, 1.5, 6)
+
+
+def test_sampling_with_labels_and_its_errors():
+    G, sched = conditional(), DiffusionScheduler(50)
+    x = sample(G, sched, n=4, image_size=32, sampler="ddim", steps=3, seed=0, labels=2, guidance_scale=3.0,
+               batch_size=3, progress=False)
+    assert x.shape == (4, 1, 32, 32)
+    with pytest.raises(ValueError, match="each in \\[0, 5\\]"):
+        sample(G, sched, n=2, image_size=32, sampler="ddim", steps=3, labels=[0, 6])
+    with pytest.raises(ValueError, match="need a class-conditional model"):
+        sample(UNet(1, 8), sched, n=2, image_size=32, sampler="ddim", steps=3, labels=0)
+
+
+def test_a_conditional_model_round_trips_through_a_checkpoint(tmp_path):
+    from diffgan_lib import Discriminator, load_checkpoint, save_checkpoint
+    G = conditional(K=2)
+    save_checkpoint(G, Discriminator(1, 8), None, None, 0, tmp_path, final=True, scheduler=DiffusionScheduler(50))
+    G2 = load_checkpoint(tmp_path / "final_model.pth", device="cpu", which="raw")[0]
+    x, t, y = torch.randn(2, 1, 32, 32), torch.tensor([3, 30]), torch.tensor([0, 1])
+    with torch.no_grad():
+        assert G2.num_classes == 2 and torch.equal(G2(x, t, y), G(x, t, y))
