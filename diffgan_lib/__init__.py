@@ -14,7 +14,8 @@ from .losses import (D_LOSS_AT_CHANCE, diffusion_forward, diffusion_loss, discri
                      gan_losses, generator_adv_loss)
 from .metrics import (diversity, evaluate, frechet_distance, kid, memorisation, real_vs_real_baseline,
                       sliced_wasserstein)
-from .phantoms import CONTRASTS, PhantomDataset, check_image_size, make_phantom
+from .guidance import drop_labels, guided_eps
+from .phantoms import CONTRASTS, PHANTOM_CLASSES, PhantomDataset, check_image_size, make_phantom, phantom_class
 from .sampling import generate_and_visualize, image_grid, sample, save_image_files, save_image_grid, to_unit
 from .scheduler import DiffusionScheduler
 from .run import Run, build_run, resume_run
@@ -27,7 +28,7 @@ __all__ = [
     "DiffusionScheduler", "DoubleConv", "UNet", "Discriminator", "diffusion_loss", "gan_losses",
     "generator_adv_loss", "diffusion_forward", "fake_images", "score_map_shape", "count_parameters",
     "pick_device", "describe_device", "D_LOSS_AT_CHANCE",
-    "PhantomDataset", "make_phantom", "CONTRASTS", "check_image_size", "load_images", "ImageDataset",
+    "PhantomDataset", "make_phantom", "CONTRASTS", "PHANTOM_CLASSES", "phantom_class", "guided_eps", "drop_labels", "check_image_size", "load_images", "ImageDataset",
     "make_dataloader", "FeatureNet", "train_feature_net", "extract_features", "frechet_distance", "kid",
     "sliced_wasserstein", "diversity", "memorisation", "evaluate", "real_vs_real_baseline",
     "TrainConfig", "train", "train_step", "train_step_as_written", "TrainResult", "Run", "build_run",

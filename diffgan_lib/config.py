@@ -33,7 +33,7 @@ VARIANTS = ("corrected", "as_written")
 # the type of every field, checked first (a hand-edited checkpoint may hold "32" or null anywhere)
 _KINDS = {"int": ("base", "adv_warmup_steps", "seed", "checkpoint_every", "save_every", "sample_every", "log_every"),
           "int or None": ("image_size", "adv_t_max"),
-          "number": ("lr_G", "lr_D", "adv_weight", "r1_gamma", "adaptive_max", "ema_decay"),
+          "number": ("lr_G", "lr_D", "adv_weight", "r1_gamma", "adaptive_max", "ema_decay", "label_dropout"),
           "bool": ("time_embedding", "adaptive_adv_weight", "compile"), "bool or None": ("channels_last",),
           "str": ("schedule", "amp", "variant")}
 _IS = {"int": lambda v: isinstance(v, Integral) and not isinstance(v, bool),
@@ -53,6 +53,10 @@ def _check_types(cfg) -> None:
     betas = cfg.adam_betas
     if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(_IS["number"](b) for b in betas)):
         wrong.append(f"adam_betas={betas!r} (needs two numbers)")
+    names = cfg.class_names
+    if not (isinstance(names, (tuple, list)) and all(isinstance(n, str) and n for n in names)
+            and len(set(names)) == len(names)):
+        wrong.append(f"class_names={names!r} (needs distinct non-empty strings)")
     if wrong:
         raise ValueError(f"TrainConfig: wrong type for {', '.join(wrong)}")
 
@@ -67,6 +71,9 @@ def _check_numbers(cfg) -> None:
         value = getattr(cfg, name)
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"{name}={value} must be a finite number >= 0 (0 turns the term off)")
+    if not (math.isfinite(cfg.label_dropout) and 0 <= cfg.label_dropout < 1):
+        raise ValueError(f"label_dropout={cfg.label_dropout} must lie in [0, 1) (0.1 is usual: the share of "
+                         "labels replaced by 'no class', so one network also learns the unconditional model)")
     if not all(math.isfinite(b) and 0 <= b < 1 for b in cfg.adam_betas):
         raise ValueError(f"adam_betas={tuple(cfg.adam_betas)} must be two numbers in [0, 1), e.g. (0.9, 0.999)")
 
@@ -80,6 +87,8 @@ class TrainConfig:
     base: int = 32                     # channels of the first UNet / discriminator level (multiple of 8)
     time_embedding: bool = True        # False = the seed's UNet that never sees t (ERRATA 1)
     schedule: str = "linear"           # beta schedule of the DiffusionScheduler (the seed's is linear)
+    class_names: tuple[str, ...] = ()  # () = unconditional; names = a class-conditional G (guidance.py)
+    label_dropout: float = 0.1         # conditional only: share of labels dropped to "no class" (CFG)
     # --- optimisers (Adam, as the seed)
     lr_G: float = 2e-4
     lr_D: float = 2e-4
@@ -128,6 +137,12 @@ class TrainConfig:
         if self.log_every < 1:
             raise ValueError(f"log_every={self.log_every} must be >= 1")
         object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+
+    @property
+    def num_classes(self) -> int:
+        """0 for an unconditional model, else the number of classes it can be asked for."""
+        return len(self.class_names)
 
     # ----------------------------------------------------------------- presets
     @classmethod
@@ -166,6 +181,7 @@ class TrainConfig:
         """Plain values only (adam_betas as a list): safe for JSON and ``torch.load(weights_only=True)``."""
         d = dataclasses.asdict(self)
         d["adam_betas"] = list(self.adam_betas)
+        d["class_names"] = list(self.class_names)
         return d
 
     @classmethod

@@ -38,13 +38,14 @@ class DiffusionOutput:
 
 
 def diffusion_forward(G: nn.Module, x0: torch.Tensor, t: torch.Tensor, scheduler,
-                      noise: torch.Tensor | None = None) -> DiffusionOutput:
+                      noise: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> DiffusionOutput:
     """Noise x0 to x_t, run G once, and return the MSE to the true noise with x0_pred.
 
-    The MSE is computed in float32 even under autocast (a bf16 loss loses digits).
+    The MSE is computed in float32 even under autocast (a bf16 loss loses digits). ``labels`` (B,)
+    go to a class-conditional G (its "no class" index for dropped labels).
     """
     x_t, noise = scheduler.add_noise(x0, t, noise)
-    eps_pred = G(x_t, t)
+    eps_pred = G(x_t, t) if labels is None else G(x_t, t, labels)
     loss = F.mse_loss(eps_pred.float(), noise.float())
     x0_pred = scheduler.predict_x0(x_t, t, eps_pred).clamp(-1, 1)
     return DiffusionOutput(loss, x_t, noise, eps_pred, x0_pred)

@@ -25,10 +25,16 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-__all__ = ["CONTRASTS", "PhantomDataset", "make_phantom", "check_image_size", "save_samples",
-           "save_grid"]
+__all__ = ["CONTRASTS", "PHANTOM_CLASSES", "phantom_class", "PhantomDataset", "make_phantom", "check_image_size",
+           "save_samples", "save_grid"]
 
 CONTRASTS = ("ct", "t1", "t2")
+PHANTOM_CLASSES = ("ct", "ct+lesion", "t1", "t1+lesion", "t2", "t2+lesion")   # index = 2 * contrast + lesion
+
+
+def phantom_class(labels: dict):
+    """The class index in PHANTOM_CLASSES of phantom labels {"contrast": k, "lesion": 0/1} (ints or tensors)."""
+    return 2 * labels["contrast"] + labels["lesion"]
 
 # Tissue intensities in [0, 1] before noise, per contrast (CT: a brain window, W 80 / L 40 HU).
 _TISSUE = {

@@ -122,8 +122,11 @@ def build_run(config: TrainConfig | None = None, image_channels: int = 1, timest
     if not isinstance(timesteps, int) or timesteps < 1:
         raise ValueError(f"timesteps={timesteps!r} must be a positive int (T, e.g. 1000)")
     torch.manual_seed(cfg.seed)
+    if cfg.num_classes and (cfg.variant == "as_written" or not cfg.time_embedding):
+        raise ValueError("a class-conditional model (class_names) needs the corrected loop and the time "
+                         "embedding; the seed's as-written network cannot take labels")
     G, D = build_models({"in_ch": image_channels, "base": cfg.base, "time_embedding": cfg.time_embedding,
-                         "D_base": cfg.base})
+                         "D_base": cfg.base, "num_classes": cfg.num_classes})
     G, D = G.to(dev), D.to(dev)
     run = Run(config=cfg, G=G, D=D, scheduler=DiffusionScheduler(timesteps, schedule=cfg.schedule, device=dev),
               opt_G=torch.optim.Adam(G.parameters(), lr=cfg.lr_G, betas=cfg.adam_betas),

@@ -40,9 +40,11 @@ from .folders import (FolderLock, check_final_not_longer, check_run_folder, chec
 from .losses import (diffusion_forward, diffusion_loss, discriminator_loss, fake_images,
                      generator_adv_loss)
 from .run import HISTORY_KEYS, Run, build_run, resume_run
+from .phantoms import phantom_class
 from .sampling import sample_grid
 
 __all__ = ["train", "train_step", "train_step_as_written", "TrainResult", "check_batch", "keyed_t_and_noise",
+           "keyed_label_dropout",
            "progress_text", "HISTORY_KEYS", "Run", "build_run", "resume_run"]
 
 NAN = float("nan")
@@ -71,6 +73,29 @@ def _images(batch) -> torch.Tensor:
             raise ValueError(f"a dict batch needs the key 'image' (got keys {sorted(batch)})")
         return batch["image"]
     return batch[0] if isinstance(batch, (list, tuple)) else batch
+
+
+def _class_labels(batch, num_classes: int, step: int) -> torch.Tensor:
+    """The (B,) int64 class indices of a labelled batch (x, y): y a tensor, or phantom labels
+    {"contrast", "lesion"} (PHANTOM_CLASSES). ValueError when a conditional run gets no labels."""
+    y = batch[1] if isinstance(batch, (list, tuple)) and len(batch) > 1 else None
+    if isinstance(y, dict) and {"contrast", "lesion"} <= set(y):
+        y = phantom_class(y)
+    if not torch.is_tensor(y):
+        raise ValueError(f"step {step}: this model is class-conditional (class_names) but the batch has no labels; "
+                         "use make_dataloader(..., return_labels=True), whose batches are (images, labels)")
+    y = y.reshape(-1).long()
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(f"step {step}: labels span [{int(y.min())}, {int(y.max())}] but the model has "
+                         f"{num_classes} classes (0 .. {num_classes - 1}); check class_names")
+    return y
+
+
+def keyed_label_dropout(labels: torch.Tensor, p: float, num_classes: int, seed: int, step: int, index) -> torch.Tensor:
+    """Label dropout keyed like the noise, by (seed, step, sample index): the same on 1 or N processes."""
+    u = torch.tensor([torch.rand(1, generator=torch.Generator().manual_seed(_mix(5, seed, step, int(i)))).item()
+                      for i in index])
+    return torch.where(u.to(labels.device) < p, torch.full_like(labels, num_classes), labels)
 
 
 def check_batch(x: torch.Tensor, image_channels: int, image_size: int | None, step: int) -> None:
@@ -162,13 +187,13 @@ def _autocast(cfg, x0):
 
 
 def _step_losses(G, D, opt_G, opt_D, x0, scheduler, cfg, step, ema=None, scaler=None, t=None, noise=None,
-                 D_ddp=None, agree=bool):
+                 D_ddp=None, agree=bool, labels=None):
     """The corrected step; returns (losses (6,) tensor in LOSS_KEYS order, whether the GAN term ran)."""
     autocast = _autocast(cfg, x0)
     if t is None:
         t = torch.randint(0, scheduler.T, (x0.size(0),), device=x0.device)
     with autocast:
-        out = diffusion_forward(G, x0, t, scheduler, noise)
+        out = diffusion_forward(G, x0, t, scheduler, noise, labels)
     nan = torch.tensor(NAN, device=x0.device)
     diff, adv, w, D_loss, D_real, D_fake = out.loss, nan, nan, nan, nan, nan
     keep = t < cfg.adv_t_max if cfg.adv_t_max is not None else torch.ones_like(t, dtype=torch.bool)
@@ -216,11 +241,11 @@ def train_step_as_written(G, D, opt_G, opt_D, x0, scheduler, cfg: TrainConfig, s
 
 
 def train_step(G, D, opt_G, opt_D, x0, scheduler, cfg: TrainConfig, step: int, ema=None, scaler=None, *,
-               t=None, noise=None, D_ddp=None, agree=bool) -> dict:
+               t=None, noise=None, D_ddp=None, agree=bool, labels=None) -> dict:
     """One step on x0 (B, C, S, S) in [-1, 1]; returns floats diff, adv, adv_w, D, D_real, D_fake.
 
     ``cfg.variant="as_written"`` runs :func:`train_step_as_written` instead. ``t`` (B,) and ``noise``
-    (B, C, S, S) default to fresh draws. Under DDP, G is the DDP-wrapped generator, D the bare
+    (B, C, S, S) default to fresh draws; ``labels`` (B,) (after dropout) go to a class-conditional G. Under DDP, G is the DDP-wrapped generator, D the bare
     discriminator (for the frozen pass of the generator loss), ``D_ddp`` its DDP wrapper (for D's own
     loss) and ``agree`` makes the "adversarial term on this step" decision the same on every rank.
     D's values are nan on steps without an adversarial term (adv_weight 0, warm-up, no t < adv_t_max).
@@ -228,7 +253,8 @@ def train_step(G, D, opt_G, opt_D, x0, scheduler, cfg: TrainConfig, step: int, e
     """
     if cfg.variant == "as_written":
         return train_step_as_written(G, D, opt_G, opt_D, x0, scheduler, cfg, step, ema, scaler)
-    losses, adv_on = _step_losses(G, D, opt_G, opt_D, x0, scheduler, cfg, step, ema, scaler, t, noise, D_ddp, agree)
+    losses, adv_on = _step_losses(G, D, opt_G, opt_D, x0, scheduler, cfg, step, ema, scaler, t, noise, D_ddp, agree,
+                                  labels)
     return _check_finite(losses, adv_on, step, cfg)
 
 
@@ -343,8 +369,9 @@ def _wrap(run: Run, ctx):
     return (torch.compile(G) if cfg.compile else G), DDP(run.D, **opts)
 
 
-def _run_step(run: Run, G, D_ddp, x0: torch.Tensor, ctx) -> dict:
-    """One step of the loop: keyed t and noise, the step, losses averaged over ranks, the NaN check."""
+def _run_step(run: Run, G, D_ddp, x0: torch.Tensor, ctx, labels=None) -> dict:
+    """One step of the loop: keyed t and noise (and label dropout), the step, losses averaged over ranks,
+    the NaN check."""
     cfg, step = run.config, run.step
     torch.manual_seed(_mix(2, cfg.seed, step))     # what the step draws from the global generator
     if cfg.variant == "as_written":
@@ -354,8 +381,10 @@ def _run_step(run: Run, G, D_ddp, x0: torch.Tensor, ctx) -> dict:
         index = torch.arange(len(x0)) * ctx.world + ctx.rank      # position in the global batch
         t, noise = keyed_t_and_noise(cfg.seed, step, index, run.scheduler.T, x0.shape[1:], x0.device)
         noise = noise.contiguous(memory_format=torch.channels_last) if run.channels_last else noise
+        if labels is not None:
+            labels = keyed_label_dropout(labels, cfg.label_dropout, cfg.num_classes, cfg.seed, step, index).to(x0.device)
         losses, adv_on = _step_losses(G, run.D, run.opt_G, run.opt_D, x0, run.scheduler, cfg, step, run.ema,
-                                      run.scaler, t, noise, D_ddp, ctx.all_true)
+                                      run.scaler, t, noise, D_ddp, ctx.all_true, labels)
     return _check_finite(ctx.mean(losses), adv_on, step, cfg)
 
 
@@ -519,13 +548,14 @@ def _loop(run: Run, ctx, dataloader, epochs, save_dir, max_steps, callback, prog
                     break
                 x0 = _images(batch)
                 check_batch(x0, run.image_channels, cfg.image_size, run.step + 1)
+                labels = _class_labels(batch, cfg.num_classes, run.step + 1) if cfg.num_classes else None
                 if run.step == first_step and ctx.is_main:
                     _warn_unit_range(x0)
                 x0 = x0.to(ctx.device, non_blocking=True).float()
                 x0 = x0.contiguous(memory_format=torch.channels_last) if run.channels_last else x0
                 run.data = {"batch_size": len(x0) * ctx.world, "batches_per_epoch": per_epoch, "world_size": ctx.world}
                 try:
-                    metrics = _run_step(run, G, D_ddp, x0, ctx)
+                    metrics = _run_step(run, G, D_ddp, x0, ctx, labels)
                 except FloatingPointError as err:
                     raise _diverged(err, last_saved, cfg) from None
                 run.record(metrics, epoch, epoch_ends)

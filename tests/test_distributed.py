@@ -6,6 +6,7 @@ scenarios, and each rank reports what it saw; see that file.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,9 +28,14 @@ PURE = TrainConfig(image_size=32, base=8, adv_weight=0.0, checkpoint_every=0, se
 def ddp(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node", "2", str(HERE / "ddp_worker.py"), str(out)],
-                          capture_output=True, text=True, env=env, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = subprocess.Popen([TORCHRUN, "--standalone", "--nproc_per_node", "2", str(HERE / "ddp_worker.py"), str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:       # a hung rank: end torchrun *and* its workers, or they linger
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
     return out, [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 

@@ -70,3 +70,26 @@ def test_a_conditional_model_round_trips_through_a_checkpoint(tmp_path):
     x, t, y = torch.randn(2, 1, 32, 32), torch.tensor([3, 30]), torch.tensor([0, 1])
     with torch.no_grad():
         assert G2.num_classes == 2 and torch.equal(G2(x, t, y), G(x, t, y))
+
+
+def test_conditional_training_takes_labels_from_the_batches_and_saves_the_class_names(tmp_path):
+    from diffgan_lib import PHANTOM_CLASSES, TrainConfig, load_checkpoint, make_dataloader, train
+    cfg = TrainConfig(base=8, checkpoint_every=0, adv_weight=0.0, class_names=PHANTOM_CLASSES)
+    labelled = make_dataloader("phantoms", 32, 4, n=8, seed=0, return_labels=True)
+    result = train(labelled, timesteps=50, device="cpu", epochs=1, save_dir=tmp_path / "a", config=cfg, progress=False)
+    G, _, sched = loaded = load_checkpoint(result.checkpoint, device="cpu")
+    assert G.num_classes == 6 and loaded.config.class_names == PHANTOM_CLASSES
+    x = sample(G, sched, n=2, image_size=32, sampler="ddim", steps=2, labels=PHANTOM_CLASSES.index("t2"),
+               guidance_scale=3.0, seed=0, progress=False)
+    assert torch.isfinite(x).all()
+    unlabelled = make_dataloader("phantoms", 32, 4, n=8, seed=0)
+    with pytest.raises(ValueError, match="class-conditional .* no labels.*return_labels=True"):
+        train(unlabelled, timesteps=50, device="cpu", epochs=1, save_dir=tmp_path / "b", config=cfg, progress=False)
+
+
+def test_training_label_dropout_is_keyed_and_near_its_rate():
+    from diffgan_lib.training import keyed_label_dropout
+    labels = torch.zeros(4000, dtype=torch.long)
+    a = keyed_label_dropout(labels, 0.1, 6, seed=0, step=3, index=range(4000))
+    b = keyed_label_dropout(labels[1::2], 0.1, 6, seed=0, step=3, index=range(1, 4000, 2))   # rank 1 of 2
+    assert torch.equal(a[1::2], b) and (a == 6).double().mean().item() == pytest.approx(0.1, abs=0.02)
