@@ -78,6 +78,24 @@ def main() -> None:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         write_json(Path(a.out), results)
         print("wrote", a.out)
+    print(markdown(results))
+
+
+def markdown(results: dict) -> str:
+    """The results as a Markdown table (FD, KID, SWD as evaluate() reports them; contrasts) for data/pretrained/README.md."""
+    rr = results["real_vs_real"]
+    rows = ["| model | steps | sampler | FD ↓ | KID ↓ | SWD ↓ | CT / T1 / T2 |", "|---|---|---|---|---|---|---|",
+            f"| real vs real (held-out phantoms) | — | — | {rr['fd']:.1f} | {rr['kid']:.3f} | "
+            f"{rr['swd']:.1f} | " + " / ".join(f"{v:.2f}" for v in results["real_contrasts"].values()) + " |"]
+    for name, row in results.items():
+        if not isinstance(row, dict) or "step" not in row:
+            continue
+        for sname in SAMPLERS:
+            r = row[sname]
+            rows.append(f"| `{name}` | {row['step']} | {sname.replace('ddim', 'DDIM-').replace('_eta1', ', η 1')} | "
+                        f"{r['fd']:.0f} | {r['kid']:.0f} | {r['swd']:.1f} | "
+                        + " / ".join(f"{v:.2f}" for v in r["contrasts"].values()) + " |")
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":
