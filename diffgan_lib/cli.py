@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "what a long run resumes from after a crash (default: never)")
     t.add_argument("--device", help="cpu, cuda, cuda:1 or mps (default: the best one here)")
     t.add_argument("--seed", type=int, default=0, help="seeds the weights, noise and shuffling (default 0)")
+    t.add_argument("--conditional", action="store_true", help="train a class-conditional model for classifier-free "
+                   "guidance: phantoms get 6 classes (ct, ct+lesion, t1, ... t2+lesion), pneumoniamnist 2 (normal, "
+                   "pneumonia); 10%% of the labels are dropped to 'no class' while training")
     s = sub.add_parser("sample", help="generate images from a checkpoint",
                        description="Generate images with a trained generator (the EMA weights by default) "
                        "and write grid.png, images/sample_XXX.png and samples.npy (float32 in [0, 1]) into --out.")
@@ -101,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="samples", help="output folder (default ./samples); the grid.png, "
                    "samples.npy and images/sample_*.png of an earlier sample run there are replaced")
     s.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
+    s.add_argument("--label", help="a conditional model: the class to generate, by name or index (see --list-labels)")
+    s.add_argument("--guidance", type=float, help="a conditional model: classifier-free guidance scale w "
+                   "(0 unconditional, 1 plain conditional, default 3)")
+    s.add_argument("--list-labels", action="store_true", help="print the checkpoint's class names and exit")
     s.add_argument("--device", help="cpu, cuda, cuda:1 or mps (default: the best one here)")
     f = sub.add_parser("fewstep", help="fine-tune a few-step generator from a diffusion model",
                        description="Read a trained diffusion model (--init: a train checkpoint or a data/pretrained "
@@ -139,6 +146,28 @@ def _data_source(value: str) -> str:
     return value if value.lower() in SOURCES else str(local_path(value, "--data"))
 
 
+def _class_names(data) -> tuple[str, ...]:
+    """The classes a --conditional run learns from --data."""
+    from .data import PNEUMONIAMNIST_CLASSES
+    from .phantoms import PHANTOM_CLASSES
+    name = str(data).lower()
+    if name == "phantoms":
+        return PHANTOM_CLASSES
+    if name == "pneumoniamnist":
+        return PNEUMONIAMNIST_CLASSES
+    raise ValueError(f"--conditional needs labels: it works with --data phantoms or pneumoniamnist; class labels "
+                     f"for a folder of your own scans ({data}) are not supported yet")
+
+
+def _label_index(label: str, names) -> int:
+    """A class given by name or index -> its index; ValueError listing the known ones."""
+    if label.isdigit() and int(label) < len(names):
+        return int(label)
+    if label in names:
+        return list(names).index(label)
+    raise ValueError(f"--label {label}: this model knows {', '.join(f'{i} {n}' for i, n in enumerate(names))}")
+
+
 def _train(a) -> int:
     from .checkpoints import read_checkpoint
     from .config import TrainConfig
@@ -163,13 +192,14 @@ def _train(a) -> int:
         cfg = TrainConfig.from_dict(saved["config"]).replace(**changes)
         channels = saved["model"]["in_ch"]
     else:
-        cfg = TrainConfig.for_device(dev).replace(seed=a.seed, **changes)
+        classes = _class_names(a.data) if a.conditional else ()
+        cfg = TrainConfig.for_device(dev).replace(seed=a.seed, class_names=classes, **changes)
         channels = a.channels
     if env_world()[0] == 0:          # fail fast, before any data is loaded (train() checks again, locked)
         check_writable(out, "--out")
         check_run_folder(out, a.resume, a.overwrite)
     loader = make_dataloader(a.data, cfg.image_size, a.batch_size, channels=channels, n=a.n_images,
-                             seed=cfg.seed, device=dev)
+                             seed=cfg.seed, device=dev, **({"return_labels": True} if cfg.class_names else {}))
     result = train(loader, image_channels=channels, timesteps=a.timesteps, device=dev, epochs=a.epochs,
                    save_dir=out, config=cfg, resume=a.resume, max_steps=a.max_steps, overwrite=a.overwrite)
     status = 143 if result.stopped_by == "SIGTERM" else 130 if result.stopped_by else 0
@@ -195,9 +225,16 @@ def _sample(a) -> int:
         check_image_size(a.image_size, name="--image-size")
     if a.eta is not None and not 0 <= a.eta <= 1:          # also refuses nan
         raise ValueError(f"--eta {a.eta}: must lie in [0, 1] (0 deterministic DDIM, 1 DDPM-like noise)")
-    out = check_writable(a.out, "--out")          # before minutes of sampling
+    out = None if a.list_labels else check_writable(a.out, "--out")          # before minutes of sampling
     G, _, scheduler = loaded = load_checkpoint(local_path(a.checkpoint, "--checkpoint"), device=a.device,
                                                which=a.which)
+    names = loaded.config.class_names if loaded.config is not None else ()
+    if a.list_labels:
+        print("\n".join(f"{i} {n}" for i, n in enumerate(names)) if names else "unconditional model: no labels")
+        return 0
+    if (a.label is not None or a.guidance is not None) and not names:
+        raise ValueError("--label / --guidance need a conditional model (train --conditional); this one is unconditional")
+    guided = {} if a.label is None else {"labels": _label_index(a.label, names), "guidance_scale": a.guidance}
     size = a.image_size if a.image_size is not None else (loaded.image_size or 32)
     if loaded.kind == "fewstep":   # its own levels; sample() names any sampler option given
         x = sample(G, scheduler, n=a.n, image_size=size, sampler=a.sampler, steps=a.steps, eta=a.eta or 0.0,
@@ -208,7 +245,7 @@ def _sample(a) -> int:
             raise ValueError(f"--steps {a.steps}: DDPM walks all T={scheduler.T} steps; use --sampler ddim for fewer")
         x = sample(G, scheduler, n=a.n, image_size=size, sampler=sampler,
                    steps=(a.steps or 50) if sampler == "ddim" else None, eta=a.eta or 0.0, seed=a.seed,
-                   batch_size=a.batch_size, clip_x0=a.clip_x0)
+                   batch_size=a.batch_size, clip_x0=a.clip_x0, **guided)
     images = to_unit(x).float().cpu()
     replaced = clear_sample_outputs(out)          # never a mix of this run's images and an earlier one's
     if replaced:

@@ -93,3 +93,20 @@ def test_training_label_dropout_is_keyed_and_near_its_rate():
     a = keyed_label_dropout(labels, 0.1, 6, seed=0, step=3, index=range(4000))
     b = keyed_label_dropout(labels[1::2], 0.1, 6, seed=0, step=3, index=range(1, 4000, 2))   # rank 1 of 2
     assert torch.equal(a[1::2], b) and (a == 6).double().mean().item() == pytest.approx(0.1, abs=0.02)
+
+
+def test_the_command_line_trains_a_conditional_model_and_samples_a_named_class(tmp_path, capsys):
+    from diffgan_lib.cli import main
+    run = tmp_path / "run"
+    assert main(["train", "--data", "phantoms", "--conditional", "--n-images", "8", "--base", "8", "--timesteps", "50",
+                 "--max-steps", "2", "--batch-size", "4", "--adv-weight", "0", "--out", str(run), "--device", "cpu"]) == 0
+    ckpt = str(run / "final_model.pth")
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", ckpt, "--list-labels"]) == 0
+    assert capsys.readouterr().out.split("\n")[:2] == ["0 ct", "1 ct+lesion"]
+    assert main(["sample", "--checkpoint", ckpt, "--label", "t2", "--guidance", "3", "-n", "2", "--steps", "2",
+                 "--out", str(tmp_path / "s"), "--device", "cpu"]) == 0
+    assert main(["sample", "--checkpoint", ckpt, "--label", "t3", "-n", "2", "--out", str(tmp_path / "s")]) == 2
+    assert "this model knows 0 ct, 1 ct+lesion, 2 t1" in capsys.readouterr().err
+    assert main(["train", "--data", "data/samples", "--conditional", "--max-steps", "1", "--out", str(tmp_path / "x")]) == 2
+    assert "not supported yet" in capsys.readouterr().err
