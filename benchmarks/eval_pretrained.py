@@ -85,15 +85,15 @@ def markdown(results: dict) -> str:
     """The results as a Markdown table (FD, KID, SWD as evaluate() reports them; contrasts) for data/pretrained/README.md."""
     rr = results["real_vs_real"]
     rows = ["| model | steps | sampler | FD ↓ | KID ↓ | SWD ↓ | CT / T1 / T2 |", "|---|---|---|---|---|---|---|",
-            f"| real vs real (held-out phantoms) | — | — | {rr['fd']:.1f} | {rr['kid']:.3f} | "
-            f"{rr['swd']:.1f} | " + " / ".join(f"{v:.2f}" for v in results["real_contrasts"].values()) + " |"]
+            f"| real vs real (held-out phantoms) | — | — | {rr['fd']:.3g} | {rr['kid']:.3g} | "
+            f"{rr['swd']:.3g} | " + " / ".join(f"{v:.2f}" for v in results["real_contrasts"].values()) + " |"]
     for name, row in results.items():
         if not isinstance(row, dict) or "step" not in row:
             continue
         for sname in SAMPLERS:
             r = row[sname]
-            rows.append(f"| `{name}` | {row['step']} | {sname.replace('ddim', 'DDIM-').replace('_eta1', ', η 1')} | "
-                        f"{r['fd']:.0f} | {r['kid']:.0f} | {r['swd']:.1f} | "
+            rows.append(f"| {name} | {row['step']} | {sname.replace('ddim', 'DDIM-').replace('_eta1', ', η 1')} | "
+                        f"{r['fd']:.3g} | {r['kid']:.3g} | {r['swd']:.3g} | "
                         + " / ".join(f"{v:.2f}" for v in r["contrasts"].values()) + " |")
     return "\n".join(rows)
 

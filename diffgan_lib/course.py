@@ -2,8 +2,9 @@
 
 ``ensure_checkpoint`` lets notebook 06 (and 07) run on their own: it returns the checkpoint that
 notebook 05 wrote, or trains a small one (32 px phantoms, CPU-sized) when it is missing.
-``PRETRAINED`` is a longer CPU run of the default configuration (32 px, base 32), made by
-:func:`make_pretrained` and shipped in ``data/pretrained/`` so a laptop can see what more training gives.
+``PRETRAINED`` (the default recipe) and ``PRETRAINED_PURE`` (pure diffusion) are 10,000-step CPU runs
+at 32 px, base 32, from the same seed, made by :func:`make_pretrained` (``python -m diffgan_lib.course
+pretrain``) and shipped in ``data/pretrained/`` for the lessons that need a trained model.
 """
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from .data import make_dataloader
 from .folders import run_files
 from .training import train
 
-__all__ = ["ensure_checkpoint", "quick_config", "make_pretrained", "PRETRAINED", "RECIPES"]
+__all__ = ["ensure_checkpoint", "quick_config", "make_pretrained", "PRETRAINED", "PRETRAINED_PURE", "RECIPES"]
 
-PRETRAINED = Path(__file__).resolve().parents[1] / "data" / "pretrained" / "phantoms32_base32.pth"
+PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "data" / "pretrained"
+PRETRAINED = PRETRAINED_DIR / "phantoms32_default_10k.pth"      # the default hybrid recipe
+PRETRAINED_PURE = PRETRAINED_DIR / "phantoms32_pure_10k.pth"    # adv_weight = 0
 
 
 def quick_config(image_size: int = 32, base: int = 16, seed: int = 0, **changes) -> TrainConfig:
@@ -61,7 +64,7 @@ def ensure_checkpoint(path, steps: int = 150, image_size: int = 32, base: int = 
 RECIPES = {"default": {}, "pure": {"adv_weight": 0.0}}   # changes to TrainConfig.cpu_quick()
 
 
-def make_pretrained(out=PRETRAINED, steps: int = 3000, stop_at: int | None = None, work_dir="runs/pretrain",
+def make_pretrained(out=PRETRAINED, steps: int = 10_000, stop_at: int | None = None, work_dir="runs/pretrain",
                     seed: int = 0, recipe: str = "default", save_every: int = 250) -> Path:
     """Train ``TrainConfig.cpu_quick()`` with ``recipe`` ("default": the hybrid; "pure": adv_weight 0)
     on 32 px phantoms, batch 32, for ``steps`` steps (or until ``stop_at``), then write the small
