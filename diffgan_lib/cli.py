@@ -262,11 +262,12 @@ def _fewstep(a) -> int:
     from .fewstep import FewStepConfig, fewstep_train, teacher_record
     _positive(levels=a.levels, max_steps=a.max_steps, batch_size=a.batch_size, n_images=a.n_images)
     cfg = FewStepConfig(levels=a.levels, adv_weight=a.adv_weight, seed=a.seed)
-    side = (teacher_record(local_path(a.init, "--init"))["config"] or {}).get("image_size") or 32
+    teacher = teacher_record(local_path(a.init, "--init"))        # read once: its side here, its hash in the run
+    side = (teacher["config"] or {}).get("image_size") or 32
     loader = make_dataloader(a.data, side, a.batch_size, n=a.n_images, seed=a.seed, device=a.device)
     try:
         path = fewstep_train(a.init, loader, cfg, a.max_steps, a.out, resume=a.resume, device=a.device,
-                             overwrite=a.overwrite)
+                             overwrite=a.overwrite, teacher=teacher)
     except KeyboardInterrupt as stop:
         print(f"{stop}", file=sys.stderr)
         return 130

@@ -287,23 +287,23 @@ def load_fewstep(ckpt: dict, which: str = "ema"):
 
 
 def fewstep_train(init, dataloader, cfg: FewStepConfig, max_steps: int, save_dir, resume=None, device=None,
-                  progress: bool = True, overwrite: bool = False) -> Path:
+                  progress: bool = True, overwrite: bool = False, teacher: dict | None = None) -> Path:
     """Fine-tune a few-step generator from the diffusion checkpoint ``init`` for ``max_steps`` steps
     (in total, counted from the start, also when resuming from ``resume``); writes
     ``save_dir/final_model.pth`` (kind "fewstep") and history.json, and returns its path.
 
     Single process. Each step's levels and noise come from a generator seeded by (seed, step), and
     each epoch's order from (seed, epoch), so a resumed run continues as the straight one would.
-    Ctrl-C stops after the current step and saves ``interrupted.pth``.
+    Ctrl-C stops after the current step and saves ``interrupted.pth``. ``teacher`` is
+    ``teacher_record(init)`` when the caller has read it already.
     """
     from tqdm.auto import tqdm
 
     from .checkpoints import load_checkpoint, load_training_state, save_history_json, write_checkpoint
     from .device import pick_device
-    from .distributed import launched
+    from .distributed import DistContext, launched
     from .folders import FolderLock, check_run_folder, check_writable, clear_run, local_path
     from .training import StopSignals, _batches, _images, _mix, check_batch
-    from .distributed import DistContext
     if launched():
         raise ValueError("the few-step fine-tune runs in one process; start it with python, not torchrun")
     if not isinstance(max_steps, int) or max_steps < 1:
@@ -317,7 +317,7 @@ def fewstep_train(init, dataloader, cfg: FewStepConfig, max_steps: int, save_dir
         old = check_run_folder(save_dir, resume, overwrite)
         if old:
             clear_run(save_dir, old)
-        teacher, image_size = teacher_record(teacher_path), None
+        teacher = teacher or teacher_record(teacher_path)
         unet, _, scheduler = loaded = load_checkpoint(teacher_path, device=dev)
         image_size = loaded.image_size or 32
         if resume is not None:

@@ -93,8 +93,8 @@ def _class_labels(batch, num_classes: int, step: int) -> torch.Tensor:
 
 def keyed_label_dropout(labels: torch.Tensor, p: float, num_classes: int, seed: int, step: int, index) -> torch.Tensor:
     """Label dropout keyed like the noise, by (seed, step, sample index): the same on 1 or N processes."""
-    u = torch.tensor([torch.rand(1, generator=torch.Generator().manual_seed(_mix(5, seed, step, int(i)))).item()
-                      for i in index])
+    g = torch.Generator()
+    u = torch.tensor([torch.rand(1, generator=g.manual_seed(_mix(5, seed, step, int(i)))).item() for i in index])
     return torch.where(u.to(labels.device) < p, torch.full_like(labels, num_classes), labels)
 
 
@@ -491,8 +491,8 @@ def train(dataloader, image_channels: int | None = None, timesteps: int | None =
     resume = None if resume is None else local_path(resume, "resume")
     lock = FolderLock(save_dir)
     try:
-        _on_main(ctx, lambda: (check_writable(save_dir, "save_dir"), lock.acquire(),
-                               check_run_folder(save_dir, resume, overwrite)))
+        old = _on_main(ctx, lambda: (check_writable(save_dir, "save_dir"), lock.acquire(),
+                                     check_run_folder(save_dir, resume, overwrite))[-1])   # an old run to clear
         if resume is not None:
             run = resume_run(resume, config, image_channels, timesteps, ctx.device, ema=ctx.is_main)
         else:
@@ -500,7 +500,7 @@ def train(dataloader, image_channels: int | None = None, timesteps: int | None =
                 side = _images(next(iter(dataloader))).shape[-1]
                 config = (config or TrainConfig.for_device(ctx.device)).replace(image_size=side)
             run = build_run(config, image_channels or 1, timesteps or 1000, ctx.device, ema=ctx.is_main)
-        return _loop(run, ctx, dataloader, epochs, save_dir, max_steps, callback, progress,
+        return _loop(run, ctx, dataloader, epochs, save_dir, max_steps, callback, progress, old or [],
                      resume=resume, overwrite=overwrite)
     finally:
         if ctx.is_main:
@@ -508,12 +508,12 @@ def train(dataloader, image_channels: int | None = None, timesteps: int | None =
         ctx.close()
 
 
-def _prepare_folder(save_dir: Path, resume, overwrite: bool, last_step) -> None:
-    """Rank 0, with the folder locked: refuse a shorter final over a longer one, clear an old run on overwrite."""
-    old = check_run_folder(save_dir, resume, overwrite)
+def _prepare_folder(save_dir: Path, old: list, overwrite: bool, last_step) -> None:
+    """Rank 0, with the folder locked: refuse a shorter final over a longer one, then clear the old run's
+    files ``old`` (what check_run_folder found when train() began, non-empty only with overwrite)."""
+    check_final_not_longer(save_dir, last_step, overwrite)
     if old:
         clear_run(save_dir, old)
-    check_final_not_longer(save_dir, last_step, overwrite)
 
 
 def _save_end(run: Run, save_dir: Path, stopped_by, overwrite: bool, ctx) -> Path:
@@ -524,7 +524,7 @@ def _save_end(run: Run, save_dir: Path, stopped_by, overwrite: bool, ctx) -> Pat
     return _save(run, save_dir, "interrupted.pth" if stopped_by else "final_model.pth", ctx)
 
 
-def _loop(run: Run, ctx, dataloader, epochs, save_dir, max_steps, callback, progress, resume=None,
+def _loop(run: Run, ctx, dataloader, epochs, save_dir, max_steps, callback, progress, old: list, resume=None,
           overwrite=False) -> TrainResult:
     """The training loop: one stop condition (last step reached, or a stop agreed by every rank)."""
     cfg, started, first_step = run.config, time.time(), run.step
@@ -533,7 +533,7 @@ def _loop(run: Run, ctx, dataloader, epochs, save_dir, max_steps, callback, prog
     per_epoch = len(dataloader) if hasattr(dataloader, "__len__") else None
     by_epochs = (epochs - run.position[0]) * per_epoch - run.position[1] + run.step if per_epoch else math.inf
     last_step = min(max_steps if max_steps is not None else math.inf, by_epochs)
-    _on_main(ctx, lambda: _prepare_folder(save_dir, resume, overwrite, max(last_step, run.step)))
+    _on_main(ctx, lambda: _prepare_folder(save_dir, old, overwrite, max(last_step, run.step)))
     last_saved = (resume, first_step) if resume is not None else None     # the last checkpoint on disk
     bar = tqdm(total=None if math.isinf(last_step) else last_step, initial=run.step, unit="step",
                disable=not (progress and ctx.is_main))
