@@ -93,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sampler", choices=("ddim", "ddpm"), help="ddim: --steps steps (fast, the default); ddpm: "
                    "all T steps, the original sampler. A few-step model uses its own levels: leave it out")
     s.add_argument("--steps", type=int, help="DDIM steps (default 50; not for ddpm or a few-step model)")
-    s.add_argument("--eta", type=float, help="DDIM noise: 0 deterministic (default), 1 DDPM-like (not for a "
-                   "few-step model)")
+    s.add_argument("--eta", type=float, help="DDIM noise: 1 fresh noise each step, like DDPM (default: measured "
+                   "far better on young models), 0 deterministic (not for a few-step model)")
     s.add_argument("--clip-x0", action=argparse.BooleanOptionalAction, default=True,
                    help="clamp each step's predicted clean image to [-1, 1] (default on; --no-clip-x0 "
                    "is the original unclipped update)")
@@ -218,13 +218,15 @@ def _sample(a) -> int:
     import numpy as np
     from .checkpoints import load_checkpoint
     from .folders import check_writable, clear_sample_outputs
-    from .sampling import sample, save_image_files, save_image_grid, to_unit
+    from .sampling import FAST_SAMPLER, sample, save_image_files, save_image_grid, to_unit
     from .phantoms import check_image_size
     _positive(n=a.n, steps=a.steps, batch_size=a.batch_size)
     if a.image_size is not None:
         check_image_size(a.image_size, name="--image-size")
     if a.eta is not None and not 0 <= a.eta <= 1:          # also refuses nan
         raise ValueError(f"--eta {a.eta}: must lie in [0, 1] (0 deterministic DDIM, 1 DDPM-like noise)")
+    if a.sampler == "ddpm" and a.eta is not None:
+        raise ValueError(f"--eta {a.eta}: eta is DDIM's; --sampler ddpm always adds its noise (leave --eta out)")
     out = None if a.list_labels else check_writable(a.out, "--out")          # before minutes of sampling
     G, _, scheduler = loaded = load_checkpoint(local_path(a.checkpoint, "--checkpoint"), device=a.device,
                                                which=a.which)
@@ -240,11 +242,12 @@ def _sample(a) -> int:
         x = sample(G, scheduler, n=a.n, image_size=size, sampler=a.sampler, steps=a.steps, eta=a.eta or 0.0,
                    seed=a.seed, batch_size=a.batch_size)
     else:
-        sampler = a.sampler or "ddim"
+        sampler = a.sampler or FAST_SAMPLER["sampler"]
         if sampler == "ddpm" and a.steps is not None:
             raise ValueError(f"--steps {a.steps}: DDPM walks all T={scheduler.T} steps; use --sampler ddim for fewer")
+        eta = FAST_SAMPLER["eta"] if a.eta is None else a.eta
         x = sample(G, scheduler, n=a.n, image_size=size, sampler=sampler,
-                   steps=(a.steps or 50) if sampler == "ddim" else None, eta=a.eta or 0.0, seed=a.seed,
+                   steps=(a.steps or FAST_SAMPLER["steps"]) if sampler == "ddim" else None, eta=eta, seed=a.seed,
                    batch_size=a.batch_size, clip_x0=a.clip_x0, **guided)
     images = to_unit(x).float().cpu()
     replaced = clear_sample_outputs(out)          # never a mix of this run's images and an earlier one's

@@ -8,10 +8,13 @@ Noise is always drawn on the CPU (from ``generator``, or a generator seeded with
 global CPU generator) and then moved to the device, so one seed gives the same samples on CPU,
 CUDA and MPS up to floating-point differences.
 
-Why ``generate_and_visualize`` defaults to DDIM with 50 steps (ERRATA 13): DDPM walks all
-T = 1000 steps, one network evaluation each; on a 2-core CPU that is minutes per batch even for
-small images. DDIM (Song et al. 2021) jumps over the chain with the same trained network;
-50 steps cost 20x less and look as good. ``sampler="ddpm"`` stays available, faithful to the seed.
+Why the fast default (``FAST_SAMPLER``: DDIM, 50 steps, eta = 1; used by ``generate_and_visualize``,
+the command line's ``sample`` and the notebooks; ERRATA 13): DDPM walks all T = 1000 steps, one
+network evaluation each; on a 2-core CPU that is minutes per batch even for small images. DDIM
+(Song et al. 2021) jumps over the chain with the same trained network, 20x cheaper at 50 steps.
+eta = 1 (fresh noise at every step, like DDPM) rather than the deterministic eta = 0: on a young
+model the deterministic path is an order of magnitude worse (benchmarks/results/xray_sampling.json,
+written by benchmarks/xray_study.py). ``sample()`` itself keeps the seed's DDPM default.
 """
 from __future__ import annotations
 
@@ -25,7 +28,9 @@ from tqdm.auto import tqdm
 from .device import pick_device
 from .phantoms import check_image_size
 
-__all__ = ["sample", "to_unit", "generate_and_visualize", "save_image_grid", "save_image_files",
+FAST_SAMPLER = dict(sampler="ddim", steps=50, eta=1.0)   # the measured fast default (module docstring)
+
+__all__ = ["FAST_SAMPLER", "sample", "to_unit", "generate_and_visualize", "save_image_grid", "save_image_files",
            "image_grid", "sample_grid"]
 
 PROGRESS_MIN_EVALS = 50   # show a progress bar above this many network evaluations
@@ -220,9 +225,9 @@ def save_image_files(images: torch.Tensor, folder, prefix: str = "sample") -> li
 
 
 def sample_grid(G, scheduler, image_size: int, path, n: int = 16, steps: int = 25) -> torch.Tensor:
-    """n fixed-seed DDIM samples (x0 clipped) saved as a PNG grid at ``path`` (for watching training)."""
+    """n fixed-seed DDIM samples (x0 clipped, eta of ``FAST_SAMPLER``) saved as a PNG grid at ``path`` (for watching training)."""
     x = sample(G, scheduler, n=n, image_size=image_size, sampler="ddim", steps=min(steps, scheduler.T),
-               seed=0, progress=False, clip_x0=True)
+               eta=FAST_SAMPLER["eta"], seed=0, progress=False, clip_x0=True)
     save_image_grid(to_unit(x), path)
     return x
 
@@ -230,21 +235,22 @@ def sample_grid(G, scheduler, image_size: int, path, n: int = 16, steps: int = 2
 def generate_and_visualize(G, scheduler, n: int = 16, image_size: int = 128, save_grid=None,
                            save_individual=None, device=None, sampler: str | None = None, steps: int | None = None,
                            seed: int | None = 0, show: bool = True, nrow: int | None = None,
-                           clip_x0: bool = True) -> torch.Tensor:
+                           clip_x0: bool = True, eta: float | None = None) -> torch.Tensor:
     """Sample n images, show them as a grid, save the grid and/or one PNG per image.
 
-    Defaults to DDIM-50 (see the module docstring: DDPM-1000 is slow on a CPU); ``sampler="ddpm"``
-    is the seed's sampler; a few-step generator uses its own levels (leave sampler and steps unset). ``clip_x0=True`` clamps each step's predicted x0 to [-1, 1]
+    Defaults to ``FAST_SAMPLER``, DDIM-50 with eta = 1 (see the module docstring: DDPM-1000 is slow
+    on a CPU, eta = 0 loses quality); ``eta=0`` is deterministic DDIM; ``sampler="ddpm"`` is the seed's sampler; a few-step generator uses its own levels (leave sampler and steps unset). ``clip_x0=True`` clamps each step's predicted x0 to [-1, 1]
     (diffusers' DDIM default): early in training, unclipped DDIM samples saturate (after 450 CPU
     steps at 32 px, 78 % of the pixels fell outside [-1, 1] without it, none with it); pass
     ``clip_x0=False`` for the seed's unclipped update. Returns images in [0, 1], (n, C, S, S), on the CPU.
     """
     from .fewstep import FewStepGenerator
     if not isinstance(G, FewStepGenerator):
-        sampler = sampler or "ddim"
-        steps = steps if steps is not None or sampler == "ddpm" else 50
+        sampler = sampler or FAST_SAMPLER["sampler"]
+        steps = steps if steps is not None or sampler == "ddpm" else FAST_SAMPLER["steps"]
+        eta = FAST_SAMPLER["eta"] if eta is None and sampler == "ddim" else eta
     x = sample(G, scheduler, n=n, image_size=image_size, device=device, sampler=sampler,
-               steps=None if sampler == "ddpm" else steps, seed=seed, clip_x0=clip_x0)
+               steps=None if sampler == "ddpm" else steps, eta=eta or 0.0, seed=seed, clip_x0=clip_x0)
     images = to_unit(x).float().cpu()
     if save_grid is not None:
         save_image_grid(images, save_grid, nrow)
@@ -256,7 +262,7 @@ def generate_and_visualize(G, scheduler, n: int = 16, image_size: int = 128, sav
         fig, ax = plt.subplots(figsize=(min(8, grid.shape[1] / 80 + 1), min(8, grid.shape[0] / 80 + 1)), dpi=80)
         ax.imshow(grid, cmap="gray", vmin=0, vmax=255)
         how = (f"few-step, {G.n_levels} levels" if isinstance(G, FewStepGenerator) else
-               sampler.upper() + (f"-{steps}" if sampler == "ddim" else ""))
+               sampler.upper() + (f"-{steps}, η={eta:g}" if sampler == "ddim" else ""))
         ax.set_title(f"{n} samples, {how}")
         ax.axis("off")
         plt.show()

@@ -66,6 +66,12 @@ def test_train_then_sample(tmp_path, capsys):
     assert 0 <= samples.min() and samples.max() <= 1
     assert len(list((out / "images").glob("*.png"))) == 3 and (out / "grid.png").exists()
     assert "wrote 3 samples" in capsys.readouterr().out
+    # the default is FAST_SAMPLER's eta = 1: the same as asking for it, not the deterministic eta = 0
+    for eta, folder in (("1", "eta1"), ("0", "eta0")):
+        assert main(["sample", "--checkpoint", str(ckpts / "final_model.pth"), "-n", "3", "--steps", "2",
+                     "--eta", eta, "--out", str(tmp_path / folder), "--device", "cpu"]) == 0
+    assert np.array_equal(samples, np.load(tmp_path / "eta1" / "samples.npy"))
+    assert not np.array_equal(samples, np.load(tmp_path / "eta0" / "samples.npy"))
 
 
 @pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -101,6 +107,7 @@ def test_counts_below_one_are_refused(tmp_path, monkeypatch, capsys, args, messa
     (["sample", "--checkpoint", "x.pth", "--eta", "nan"], "--eta nan: must lie in [0, 1]"),
     (["sample", "--checkpoint", "x.pth", "--eta", "-1"], "--eta -1.0: must lie in [0, 1]"),
     (["sample", "--checkpoint", "x.pth", "--eta", "2"], "--eta 2.0: must lie in [0, 1]"),
+    (["sample", "--checkpoint", "x.pth", "--sampler", "ddpm", "--eta", "1"], "eta is DDIM's"),
     (["sample", "--checkpoint", "x.pth", "--image-size", "0"], "--image-size=0 is too small"),
     (["sample", "--checkpoint", "x.pth", "--batch-size", "0"], "--batch-size 0: must be at least 1"),
     (["sample", "--checkpoint", "x.pth", "--batch-size", "-4"], "--batch-size -4: must be at least 1"),

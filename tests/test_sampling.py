@@ -101,3 +101,17 @@ def test_generate_and_visualize_writes_pngs(scheduler, tmp_path, channels, mode)
 def test_bad_sampling_values_are_refused(scheduler, kwargs, message):
     with pytest.raises(ValueError, match=message):
         sample(UNet(1, 8), scheduler, n=2, image_size=32, sampler="ddim", steps=2, progress=False, **kwargs)
+
+
+def test_fast_default_is_stochastic_ddim(scheduler):
+    """generate_and_visualize's default is FAST_SAMPLER (DDIM-50, eta = 1): the same images as sample() with
+    those arguments, and not the deterministic eta = 0 path."""
+    from diffgan_lib.sampling import FAST_SAMPLER
+    assert FAST_SAMPLER == dict(sampler="ddim", steps=50, eta=1.0)
+    G = UNet(1, 8)
+    shown = generate_and_visualize(G, scheduler, n=2, image_size=32, steps=3, show=False)
+    kw = dict(n=2, image_size=32, sampler="ddim", steps=3, seed=0, progress=False, clip_x0=True)
+    assert torch.equal(shown, to_unit(sample(G, scheduler, eta=1.0, **kw)))
+    assert not torch.equal(shown, to_unit(sample(G, scheduler, eta=0.0, **kw)))
+    assert torch.equal(generate_and_visualize(G, scheduler, n=2, image_size=32, steps=3, eta=0.0, show=False),
+                       to_unit(sample(G, scheduler, eta=0.0, **kw)))
