@@ -10,6 +10,7 @@ through ``train()`` as the command line does, with checkpoints after given epoch
     python benchmarks/xray_study.py train --seeds 0 1 2 --epochs 4          # 588 steps each
     python benchmarks/xray_study.py train --seeds 0 --epochs 20 --keep 1 20  # the 1- and 20-epoch models
     python benchmarks/xray_study.py sweep                                    # eta {0,1} x steps {10,25,50,100}, EMA and raw
+    python benchmarks/xray_study.py baselines --seeds 0                      # the seed as written and a bare UNet, DDPM-1000
     python benchmarks/xray_study.py table --write benchmarks/results/xray_sampling.json
 
 Each step writes its results under --out (default runs/xray) and skips what is already there, so
@@ -87,9 +88,9 @@ def cmd_sweep(a) -> None:
     for ckpt in sorted(a.out.glob("*/epoch_*.pth")) + sorted(a.out.glob("*/final_model.pth")):
         res_path = ckpt.with_suffix(".sweep.json")
         done = json.loads(res_path.read_text()) if res_path.exists() else {}
-        for which in ("ema", "raw"):
+        for which in a.which:
             G, _, sched = load_checkpoint(ckpt, device="cpu", which=which)
-            for eta in a.etas:
+            for eta in (a.etas if which == "ema" else a.raw_etas):
                 for steps in a.steps:
                     key = f"{which}_eta{eta:g}_ddim{steps}"
                     if key in done:
@@ -102,6 +103,41 @@ def cmd_sweep(a) -> None:
                     write_json(res_path, done)
                     print(f"{ckpt.parent.name}/{ckpt.stem} {key}: FD val {done[key]['val']['fd']:.2f} "
                           f"test {done[key]['test']['fd']:.2f}", flush=True)
+
+
+BASELINES = {   # for scale (issue 10): trained as long as the 4-epoch default, sampled with DDPM-1000 (unclipped)
+    "seed_as_written": dict(variant="as_written", time_embedding=False, ema_decay=0.0),   # the seed's loop and UNet
+    "bare_unet": dict(adv_weight=0.0, ema_decay=0.0),          # a time-conditioned UNet, no EMA, no GAN
+}
+
+
+def cmd_baselines(a) -> None:
+    """The seed's loop as written and a bare UNet (base 32, batch 32) for as many steps as the 4-epoch
+    default took, each sampled with the seed's DDPM-1000 and scored like the sweep."""
+    net = feature_net(a.out)
+    test, val = split("test"), split("val")
+    f_test, f_val = extract_features(net, test), extract_features(net, val)
+    for seed in a.seeds:
+        steps = int(load_checkpoint(a.out / f"seed{seed}_e4" / "final_model.pth", device="cpu").step)
+        for name, changes in BASELINES.items():
+            run = a.out / f"{name}_seed{seed}"
+            res_path = run / "final_model.sweep.json"
+            if res_path.exists():
+                print(f"{run} done already")
+                continue
+            t0 = time.time()
+            if not (run / "final_model.pth").exists():
+                cfg = TrainConfig.cpu_quick(seed=seed, **changes)
+                train(make_dataloader("pneumoniamnist", SIZE, 32, seed=seed), epochs=100, max_steps=steps,
+                      save_dir=run, config=cfg, progress=False)
+            train_s = time.time() - t0
+            G, _, sched = load_checkpoint(run / "final_model.pth", device="cpu", which="raw")
+            t0 = time.time()
+            x = sample(G, sched, n=a.n, image_size=SIZE, sampler="ddpm", seed=1000, progress=False).clamp(-1, 1)
+            write_json(res_path, {"raw_ddpm1000": {"val": score(x, val, net, f_val), "test": score(x, test, net, f_test),
+                                                   "sample_s": round(time.time() - t0, 1), "train_steps": steps,
+                                                   "train_s": round(train_s), "config": changes}})
+            print(f"{run}: {steps} steps, DDPM-1000 FD test {score(x, test, net, f_test)['fd']:.2f}", flush=True)
 
 
 def cmd_table(a) -> None:
@@ -126,7 +162,7 @@ def cmd_table(a) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=("train", "sweep", "table"))
+    p.add_argument("command", choices=("train", "sweep", "baselines", "table"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--keep", type=int, nargs="*", default=[], help="also keep these epochs' checkpoints")
@@ -136,10 +172,12 @@ def main() -> None:
     p.add_argument("--n", type=int, default=256, help="samples per set (default 256)")
     p.add_argument("--etas", type=float, nargs="+", default=[0.0, 1.0], help="sweep: DDIM etas (default 0 1)")
     p.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50, 100], help="sweep: DDIM steps")
+    p.add_argument("--which", nargs="+", default=["ema", "raw"], choices=("ema", "raw"), help="sweep: weights")
+    p.add_argument("--raw-etas", type=float, nargs="+", default=[1.0], help="sweep: etas for the raw weights (default 1)")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    {"train": cmd_train, "sweep": cmd_sweep, "table": cmd_table}[a.command](a)
+    {"train": cmd_train, "sweep": cmd_sweep, "baselines": cmd_baselines, "table": cmd_table}[a.command](a)
 
 
 if __name__ == "__main__":

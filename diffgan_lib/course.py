@@ -16,11 +16,28 @@ from .data import make_dataloader
 from .folders import run_files
 from .training import train
 
-__all__ = ["ensure_checkpoint", "quick_config", "make_pretrained", "PRETRAINED", "PRETRAINED_PURE", "RECIPES"]
+__all__ = ["ensure_checkpoint", "quick_config", "make_pretrained", "load_results", "PRETRAINED", "PRETRAINED_PURE",
+           "PRETRAINED_FEWSTEP", "RECIPES", "RESULTS_DIR"]
 
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "data" / "pretrained"
 PRETRAINED = PRETRAINED_DIR / "phantoms32_default_10k.pth"      # the default hybrid recipe
 PRETRAINED_PURE = PRETRAINED_DIR / "phantoms32_pure_10k.pth"    # adv_weight = 0
+PRETRAINED_FEWSTEP = PRETRAINED_DIR / "phantoms32_fewstep4.pth"  # 4 levels, fine-tuned from PRETRAINED_PURE
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+def load_results(name: str) -> dict:
+    """A committed results file ``benchmarks/results/<name>.json``, written by a named benchmark script.
+
+    Notebooks show tables that take longer than their time budget to compute from these files.
+    """
+    import json
+    path = RESULTS_DIR / f"{name}.json"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in RESULTS_DIR.glob("*.json"))) or "none"
+        raise FileNotFoundError(f"{path} is missing (known results: {known}); it is written by a script in "
+                                "benchmarks/ (see benchmarks/README.md)")
+    return json.loads(path.read_text())
 
 
 def quick_config(image_size: int = 32, base: int = 16, seed: int = 0, **changes) -> TrainConfig:

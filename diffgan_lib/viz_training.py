@@ -15,7 +15,7 @@ import torch
 from .losses import D_LOSS_AT_CHANCE
 from .sampling import image_grid, to_unit
 
-__all__ = ["smooth", "plot_losses", "show_grid_strip", "show_trajectory", "plot_metric_bars",
+__all__ = ["smooth", "plot_losses", "show_grid_strip", "show_rows", "show_trajectory", "plot_metric_bars",
            "show_pairs", "show_sample_grids"]
 
 DPI = 80
@@ -82,6 +82,31 @@ def show_grid_strip(grids: dict, nrow: int = 4, title: str | None = None):
     return fig
 
 
+def show_rows(rows: dict, tile_px: int = 96, title: str | None = None, max_cols: int = 8):
+    """One row per entry of ``rows`` ({label: images (n, C, S, S) in [-1, 1]}), the label on the left.
+
+    Column j of every row is image j of each set, so sets drawn from the same starting noise line up
+    (same seed, different samplers). Each tile is about ``tile_px`` screen pixels; at most ``max_cols``
+    images per row.
+    """
+    cols = min(max_cols, max(len(v) for v in rows.values()))
+    inch = tile_px / DPI
+    fig, axes = plt.subplots(len(rows), cols, figsize=(inch * cols + 1.6, inch * len(rows) + (0.4 if title else 0.1)),
+                             dpi=DPI, squeeze=False, gridspec_kw=dict(wspace=0.03, hspace=0.05))
+    for r, (label, imgs) in enumerate(rows.items()):
+        for c in range(cols):
+            ax = axes[r, c]
+            if c < len(imgs):
+                _gray(ax, imgs[c])
+            ax.axis("off")
+        axes[r, 0].text(-0.08, 0.5, str(label), transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=9)
+    fig.subplots_adjust(left=1.5 / (inch * cols + 1.6), right=0.99, bottom=0.01,
+                        top=1 - (0.4 if title else 0.05) / (inch * len(rows) + (0.4 if title else 0.1)))
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
 def show_sample_grids(grids: dict, nrow: int = 4, title: str | None = None):
     """Alias of :func:`show_grid_strip` (one grid per model or per sampler)."""
     return show_grid_strip(grids, nrow, title)
@@ -108,19 +133,35 @@ def show_trajectory(traj: dict, rows: int | None = None, title: str | None = Non
     return fig
 
 
-def plot_metric_bars(table: dict, metrics=("fd", "kid", "swd"), baseline: dict | None = None, title=None):
-    """Grouped bars: {row name: {metric: value}}; one panel per metric, a dashed line at ``baseline``."""
+def plot_metric_bars(table: dict, metrics=("fd", "kid", "swd"), baseline: dict | None = None, title=None,
+                     log: bool = True):
+    """Grouped bars: {row name: {metric: value}}; one panel per metric, a dashed line at ``baseline``.
+
+    ``log=True`` (default) puts each panel on a log axis, so a real-vs-real baseline 10-100x below the
+    models stays visible; every bar is labelled with its value. Values <= 0 (KID can be slightly
+    negative: it is an unbiased estimate of a quantity that is 0 for equal distributions) are drawn at
+    the axis floor and labelled as they are.
+    """
     names = list(table)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.3 * len(metrics), 2.9), dpi=DPI, squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.1), dpi=DPI, squeeze=False)
     for ax, m in zip(axes[0], metrics):
-        vals = [table[r][m] for r in names]
-        ax.bar(range(len(names)), vals, color=[f"C{i}" for i in range(len(names))])
-        if baseline is not None and m in baseline:
-            ax.axhline(baseline[m], color="k", ls="--", lw=1, label="real vs real")
-            ax.legend(fontsize=7)
+        vals = np.array([table[r][m] for r in names], dtype=float)
+        ref = baseline.get(m) if baseline is not None else None
+        positive = np.concatenate([vals[vals > 0], [ref] if ref is not None and ref > 0 else []])
+        floor = positive.min() / 3 if log and positive.size else 0.0
+        ax.bar(range(len(names)), np.where(vals > floor, vals, floor) - floor, bottom=floor,
+               color=[f"C{i}" for i in range(len(names))])
+        for i, v in enumerate(vals):
+            ax.annotate(f"{v:.3g}", (i, max(v, floor)), ha="center", va="bottom", fontsize=7)
+        if ref is not None:
+            ax.axhline(ref, color="k", ls="--", lw=1, label=f"real vs real ({ref:.3g})")
+            ax.legend(fontsize=7, loc="upper left")
+        if log and positive.size:
+            ax.set_yscale("log")
+            ax.set_ylim(floor, positive.max() * 4)
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
-        ax.set_title(f"{m} (lower is better)", fontsize=9)
+        ax.set_title(f"{m} (lower is better{', log scale' if log else ''})", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -130,12 +171,14 @@ def plot_metric_bars(table: dict, metrics=("fd", "kid", "swd"), baseline: dict |
 def show_pairs(samples, train_images, sample_idx, train_idx, distances=None, heldout_median=None):
     """Nearest-neighbour pairs: generated sample (top) over its closest training image (bottom)."""
     k = len(sample_idx)
-    fig, axes = plt.subplots(2, k, figsize=(1.3 * k, 3.0), dpi=DPI, squeeze=False)
+    fig, axes = plt.subplots(2, k, figsize=(1.3 * k, 3.4), dpi=DPI, squeeze=False)
     for j, (s, r) in enumerate(zip(sample_idx, train_idx)):
-        d = f"d = {distances[j]:.3f}" if distances is not None else f"sample {s}"
+        d = f"d={distances[j]:.3f}" if distances is not None else f"sample {s}"
         _gray(axes[0, j], samples[s], d)
-        _gray(axes[1, j], train_images[r], f"train #{r}")
-    note = "" if heldout_median is None else f" (held-out real median d = {heldout_median:.3f})"
-    fig.suptitle("closest sample (top) / training image (bottom) pairs" + note, fontsize=9)
+        _gray(axes[1, j], train_images[r], f"#{r}")
+        for ax in axes[:, j]:
+            ax.title.set_fontsize(8)
+    note = "" if heldout_median is None else f"\n(held-out real images: median d = {heldout_median:.3f})"
+    fig.suptitle("closest pairs: sample (top), training image (bottom)" + note, fontsize=9)
     fig.tight_layout()
     return fig

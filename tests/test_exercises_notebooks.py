@@ -1,4 +1,4 @@
-"""The notebooks' exercises (diffgan_lib.exercises.nb01 ... nb04): every reference solution passes its
+"""The notebooks' exercises (diffgan_lib.exercises.nb01 ... nb04, nb08): every reference solution passes its
 own check, typical mistakes fail with a helpful message, and starters count as "not attempted"."""
 import importlib
 import inspect
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from diffgan_lib.exercises import CORRECT, INCORRECT, NOT_ATTEMPTED, Exercise
 
-MODULES = ("nb01", "nb02", "nb03", "nb04")
+MODULES = ("nb01", "nb02", "nb03", "nb04", "nb08")
 
 
 def _sqrt_free_add_noise(x0, t, eps, alpha_hat):
@@ -33,6 +33,25 @@ def _iterate(x0, betas, eps):
 
 def _args(t, d):
     return t.float()[:, None] * 10000.0 ** (-torch.arange(d // 2) / (d // 2))
+
+
+def _coef_swapped(ah_t, ah_n):
+    a = ah_t / ah_n
+    return a.sqrt() * (1 - ah_n) / (1 - ah_t), ah_n.sqrt() * (1 - a) / (1 - ah_t), (1 - a) * (1 - ah_n) / (1 - ah_t)
+
+
+def _coef_ddim_var(ah_t, ah_n):
+    a = ah_t / ah_n
+    return ah_n.sqrt() * (1 - a) / (1 - ah_t), a.sqrt() * (1 - ah_n) / (1 - ah_t), 1 - a
+
+
+def _chain_noisy_end(predict_x0, x, levels, noises):
+    from diffgan_lib.fewstep import posterior_sample
+    from diffgan_lib.scheduler import DiffusionScheduler
+    s = DiffusionScheduler(1000, device="cpu")
+    for k, t in enumerate(levels[:-1]):
+        x = posterior_sample(s, x, predict_x0(x, k), t, levels[k + 1], noises[k])
+    return x                                       # forgot the last level's x̂0
 
 
 # (module, exercise) -> [(wrong answer, a fragment of the message it must get)]
@@ -99,6 +118,21 @@ WRONG = {
          "a noise estimate"),
         (lambda G, x0, t, e, ah: _fake_unclamped(G, x0, t, e, ah), "clamp it"),
         (lambda G, x0, t, e, ah: x0, "wrong values"),
+    ],
+    ("nb08", "posterior_coefficients"): [
+        (_coef_swapped, "which of the two images"),
+        (_coef_ddim_var, "variance is not"),
+        (lambda a, b: (a, b), "three things"),
+    ],
+    ("nb08", "pair_input"): [
+        (lambda xn, xt, k, K: torch.cat([xt, xn, F.one_hot(k, K).float()[:, :, None, None].expand(-1, -1, 8, 8)], 1),
+         "swapped"),
+        (lambda xn, xt, k, K: torch.cat([xn, xt], 1), "shape"),
+        (lambda xn, xt, k, K: torch.cat([xn, xt, torch.zeros(3, K, 8, 8)], 1), "level planes"),
+    ],
+    ("nb08", "fewstep_chain"): [
+        (_chain_noisy_end, "return x̂0"),
+        (lambda p, x, levels, noises: p(x, 0), "wrong values"),
     ],
     ("nb01", "iterate_forward"): [
         (lambda x0, b, e: x0.clone(), "did not change"),

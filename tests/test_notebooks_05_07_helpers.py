@@ -10,7 +10,8 @@ import torch
 from diffgan_lib.exercises import CORRECT, INCORRECT, nb05, nb06, nb07
 from diffgan_lib.scheduler import DiffusionScheduler
 from diffgan_lib.unet import UNet
-from diffgan_lib.viz_training import plot_losses, plot_metric_bars, show_grid_strip, show_pairs, show_trajectory, smooth
+from diffgan_lib.viz_training import (plot_losses, plot_metric_bars, show_grid_strip, show_pairs, show_rows,
+                                     show_trajectory, smooth)
 from diffgan_lib.widgets_sampling import draw_trajectory_step, record_trajectory, trajectory_scrubber_static
 
 
@@ -34,6 +35,16 @@ def test_image_helpers_build_figures():
                 plot_metric_bars({"m": {"fd": 1.0, "kid": 0.1}}, metrics=("fd", "kid"), baseline={"fd": 0.5})):
         assert fig.axes
         plt.close(fig)
+
+
+def test_show_rows_lines_up_one_row_per_set_at_the_asked_tile_size():
+    x = torch.rand(10, 1, 8, 8) * 2 - 1
+    fig = show_rows({"first": x, "second": x[:3]}, tile_px=96, title="t")
+    assert len(fig.axes) == 2 * 8                              # at most 8 columns
+    width_px = fig.axes[0].get_window_extent().width
+    assert 85 <= width_px <= 100, width_px                     # a tile is about 96 screen pixels wide
+    assert [t.get_text() for t in fig.axes[0].texts] == ["first"] and not fig.axes[8 + 3].images   # row 2 has 3
+    plt.close(fig)
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +95,10 @@ def test_ensure_checkpoint_returns_existing(tmp_path):
     p = tmp_path / "x.pth"
     p.write_bytes(b"")
     assert ensure_checkpoint(p) == p
+
+
+def test_load_results_reads_committed_files_and_names_the_known_ones():
+    from diffgan_lib.course import load_results
+    assert "real_vs_real" in load_results("pretrained")         # benchmarks/results/pretrained.json
+    with pytest.raises(FileNotFoundError, match="known results: .*pretrained"):
+        load_results("no_such_study")
