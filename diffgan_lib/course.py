@@ -17,12 +17,13 @@ from .folders import run_files
 from .training import train
 
 __all__ = ["ensure_checkpoint", "quick_config", "make_pretrained", "load_results", "PRETRAINED", "PRETRAINED_PURE",
-           "PRETRAINED_FEWSTEP", "RECIPES", "RESULTS_DIR"]
+           "PRETRAINED_FEWSTEP", "PRETRAINED_XRAY", "RECIPES", "RESULTS_DIR"]
 
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "data" / "pretrained"
 PRETRAINED = PRETRAINED_DIR / "phantoms32_default_10k.pth"      # the default hybrid recipe
 PRETRAINED_PURE = PRETRAINED_DIR / "phantoms32_pure_10k.pth"    # adv_weight = 0
 PRETRAINED_FEWSTEP = PRETRAINED_DIR / "phantoms32_fewstep4.pth"  # 4 levels, fine-tuned from PRETRAINED_PURE
+PRETRAINED_XRAY = PRETRAINED_DIR / "xray32_default_20ep.pth"     # the default recipe, 20 epochs of PneumoniaMNIST
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
@@ -105,17 +106,27 @@ def make_pretrained(out=PRETRAINED, steps: int = 10_000, stop_at: int | None = N
 
 
 def main(argv=None) -> None:
-    """``python -m diffgan_lib.course pretrain --recipe pure --steps 10000 --work DIR --out FILE``."""
+    """``python -m diffgan_lib.course pretrain --recipe pure --steps 10000 --work DIR --out FILE``, or
+    ``python -m diffgan_lib.course export CKPT --out FILE`` (any run's final_model.pth, e.g. an X-ray
+    model from ``python -m diffgan_lib train --data pneumoniamnist``, or a few-step model)."""
     import argparse
     p = argparse.ArgumentParser(prog="python -m diffgan_lib.course",
-                                description="Train (or resume) a shipped phantom model and export it.")
-    p.add_argument("command", choices=["pretrain"])
+                                description="Train (or resume) a shipped phantom model and export it, or export a run.")
+    p.add_argument("command", choices=["pretrain", "export"])
+    p.add_argument("checkpoint", nargs="?", help="export: the full checkpoint to export")
     p.add_argument("--recipe", default="default", choices=sorted(RECIPES))
     p.add_argument("--steps", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--work", required=True, help="folder of the full checkpoints (last.pth, final_model.pth)")
+    p.add_argument("--work", help="pretrain: folder of the full checkpoints (last.pth, final_model.pth)")
     p.add_argument("--out", required=True, help="the exported float16 sampling-only file")
     a = p.parse_args(argv)
+    if a.command == "export":
+        if not a.checkpoint:
+            p.error("export needs the checkpoint to export: python -m diffgan_lib.course export CKPT --out FILE")
+        print(export_for_sampling(a.checkpoint, a.out))
+        return
+    if not a.work:
+        p.error("pretrain needs --work DIR (the folder of its full checkpoints)")
     print(make_pretrained(a.out, steps=a.steps, work_dir=a.work, seed=a.seed, recipe=a.recipe))
 
 
