@@ -123,7 +123,10 @@ def main(argv=None) -> None:
     if a.command == "export":
         if not a.checkpoint:
             p.error("export needs the checkpoint to export: python -m diffgan_lib.course export CKPT --out FILE")
-        print(export_for_sampling(a.checkpoint, a.out))
+        try:
+            print(export_for_sampling(a.checkpoint, a.out))
+        except (OSError, ValueError) as err:
+            p.exit(2, f"{p.prog} export: error: {err}\n")
         return
     if not a.work:
         p.error("pretrain needs --work DIR (the folder of its full checkpoints)")
