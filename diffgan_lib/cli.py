@@ -25,6 +25,7 @@ __all__ = ["main", "build_parser"]
 EXAMPLES = """examples:
   python -m diffgan_lib train --data phantoms --epochs 5 --out runs/quick
   python -m diffgan_lib train --data scans/ --image-size 64 --epochs 50 --out runs/scans
+  python -m diffgan_lib train --data scans/ --conditional --labels folders --out runs/classes   # scans/CLASS/*.png
   python -m diffgan_lib train --resume runs/quick/final_model.pth --epochs 10
   python -m diffgan_lib sample --checkpoint runs/quick/final_model.pth -n 16 --out runs/quick/samples
   python -m diffgan_lib fewstep --init runs/quick/final_model.pth --data phantoms --max-steps 300 --out runs/fs
@@ -84,7 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="seeds the weights, noise and shuffling (default 0)")
     t.add_argument("--conditional", action="store_true", help="train a class-conditional model for classifier-free "
                    "guidance: phantoms get 6 classes (ct, ct+lesion, t1, ... t2+lesion), pneumoniamnist 2 (normal, "
-                   "pneumonia); 10%% of the labels are dropped to 'no class' while training")
+                   "pneumonia), a folder of your scans one per sub-folder (with --labels folders); 10%% of the labels "
+                   "are dropped to 'no class' while training")
+    t.add_argument("--labels", choices=("folders",), help="with --conditional and --data a folder: the classes are its "
+                   "sub-folders, DATA/CLASS_NAME/*.png as torchvision's ImageFolder (names sorted; each image in "
+                   "its class's folder)")
     s = sub.add_parser("sample", help="generate images from a checkpoint",
                        description="Generate images with a trained generator (the EMA weights by default) "
                        "and write grid.png, images/sample_XXX.png and samples.npy (float32 in [0, 1]) into --out.")
@@ -155,8 +160,41 @@ def _class_names(data) -> tuple[str, ...]:
         return PHANTOM_CLASSES
     if name == "pneumoniamnist":
         return PNEUMONIAMNIST_CLASSES
-    raise ValueError(f"--conditional needs labels: it works with --data phantoms or pneumoniamnist; class labels "
-                     f"for a folder of your own scans ({data}) are not supported yet")
+    if _is_folder(str(data)):
+        raise ValueError(f"--conditional needs labels: for a folder of your scans ({data}) put each class's images "
+                         "in a sub-folder named after it (DATA/CLASS_NAME/*.png) and add --labels folders")
+    raise ValueError(f"--conditional needs labels: it works with --data phantoms, pneumoniamnist or a folder with "
+                     f"one sub-folder per class (--labels folders), not with {data}")
+
+
+def _is_folder(data: str) -> bool:
+    """Whether --data is a folder of the user's (not a dataset name)."""
+    from .data import SOURCES
+    return data.lower() not in SOURCES and Path(data).is_dir()
+
+
+def _folder_labels(a) -> bool:
+    """Whether train takes class labels from the sub-folders of --data (--labels folders), checked."""
+    if a.labels is None:
+        return False
+    if not _is_folder(a.data):
+        raise ValueError(f"--labels folders reads the classes from the sub-folders of a folder (DATA/CLASS_NAME/*.png), "
+                         f"but --data {a.data} is not a folder; phantoms and pneumoniamnist carry their own labels: "
+                         "drop --labels")
+    if not (a.conditional or a.resume):
+        raise ValueError("--labels folders gives class labels, which only a conditional model uses: add --conditional "
+                         "(or drop --labels to train an unconditional model on every image below the folder)")
+    return True
+
+
+def _folder_classes(cfg, names: tuple[str, ...], a):
+    """The config with the folder's class names; on --resume they must be the checkpoint's."""
+    if not a.resume:
+        return cfg.replace(class_names=names)
+    if tuple(names) != cfg.class_names:
+        raise ValueError(f"--resume {a.resume} learned the classes {', '.join(cfg.class_names) or '(none)'}, but the "
+                         f"sub-folders of --data {a.data} are {', '.join(names)}; resume on the same classes")
+    return cfg
 
 
 def _label_index(label: str, names) -> int:
@@ -187,19 +225,24 @@ def _train(a) -> int:
     changes = {k: v for k, v in dict(image_size=a.image_size, base=a.base, adv_weight=a.adv_weight,
                                       checkpoint_every=a.checkpoint_every, save_every=a.save_every, **lr).items()
                if v is not None}
+    folder_labels = _folder_labels(a)
     if a.resume:     # the run's own configuration, T and channels; command-line values override
         saved = read_checkpoint(a.resume)
         cfg = TrainConfig.from_dict(saved["config"]).replace(**changes)
         channels = saved["model"]["in_ch"]
+        folder_labels = folder_labels or bool(cfg.class_names) and _is_folder(a.data)
     else:
-        classes = _class_names(a.data) if a.conditional else ()
+        classes = _class_names(a.data) if a.conditional and not folder_labels else ()
         cfg = TrainConfig.for_device(dev).replace(seed=a.seed, class_names=classes, **changes)
         channels = a.channels
     if env_world()[0] == 0:          # fail fast, before any data is loaded (train() checks again, locked)
         check_writable(out, "--out")
         check_run_folder(out, a.resume, a.overwrite)
+    labelled = {"return_labels": True, **({"labels": "folders"} if folder_labels else {})}
     loader = make_dataloader(a.data, cfg.image_size, a.batch_size, channels=channels, n=a.n_images,
-                             seed=cfg.seed, device=dev, **({"return_labels": True} if cfg.class_names else {}))
+                             seed=cfg.seed, device=dev, **(labelled if cfg.class_names or folder_labels else {}))
+    if folder_labels:                # the classes are the folder's: new in the config, or the resumed run's
+        cfg = _folder_classes(cfg, loader.dataset.class_names, a)
     result = train(loader, image_channels=channels, timesteps=a.timesteps, device=dev, epochs=a.epochs,
                    save_dir=out, config=cfg, resume=a.resume, max_steps=a.max_steps, overwrite=a.overwrite)
     status = 143 if result.stopped_by == "SIGTERM" else 130 if result.stopped_by else 0

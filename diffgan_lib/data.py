@@ -4,7 +4,9 @@
 PNG / JPEG / TIFF / BMP (8- or 16-bit, gray or RGB, any size) and DICOM files, a single such file,
 a NIfTI .nii/.nii.gz volume (sliced), or a MedMNIST-layout .npz (``split``). ``make_dataloader``
 also takes two names: "phantoms" (generated) and "pneumoniamnist" (real chest X-rays shipped in
-data/, with labels ``PNEUMONIAMNIST_CLASSES``). Each image goes through:
+data/, with labels ``PNEUMONIAMNIST_CLASSES``). A folder in torchvision's ImageFolder layout,
+root/class_name/*.png, gives class labels with ``labels="folders"`` (class k = the k-th sub-folder
+name in sorted order). Each image goes through:
 
 1. read (``formats.py``): pixels in the file's units and dtype, with their kind (``formats.KINDS``):
    "uint8", "uint16", "hu" (CT DICOM after RescaleSlope/Intercept) or "float"; NIfTI is cut along ``axis``;
@@ -50,8 +52,8 @@ from .folders import local_path, split_course_outputs
 from .formats import SUFFIXES, Stack, UnreadableFileError, file_kind, find_files, read_file, read_labels
 from .phantoms import PhantomDataset, check_image_size
 
-__all__ = ["load_images", "ImageDataset", "make_dataloader", "NORMALIZATIONS", "AUTO_NORMALIZE", "CT_WINDOW",
-           "SOURCES", "PNEUMONIAMNIST_PATH", "PNEUMONIAMNIST_CLASSES"]
+__all__ = ["load_images", "ImageDataset", "make_dataloader", "class_folders", "NORMALIZATIONS",
+           "AUTO_NORMALIZE", "CT_WINDOW", "SOURCES", "LABEL_SOURCES", "PNEUMONIAMNIST_PATH", "PNEUMONIAMNIST_CLASSES"]
 
 NORMALIZATIONS = ("auto", "dtype", "bits", "minmax", "percentile")
 CT_WINDOW = (0.0, 2000.0)              # (center, width) in HU: -1000 (air) -> -1, +1000 (dense bone) -> +1
@@ -59,6 +61,7 @@ AUTO_NORMALIZE = {"uint8": "dtype", "uint16": "bits", "hu": "ct_window", "float"
 SOURCES = ("phantoms", "pneumoniamnist")
 PNEUMONIAMNIST_PATH = Path(__file__).resolve().parents[1] / "data" / "pneumoniamnist_28.npz"
 PNEUMONIAMNIST_CLASSES = ("normal", "pneumonia")   # label 0, label 1
+LABEL_SOURCES = (None, "folders")    # ImageDataset(labels=...): none (or a .npz's own), or the sub-folders
 _TYPE_MAX = {"uint8": 255, "uint16": 65535}
 # Longest side / shortest side beyond which an image is refused. Scans come near 1:1 (CT, MR,
 # MedMNIST), chest films 1:1.25, panoramic dental films about 1:2.5 and stitched full-spine or
@@ -170,14 +173,15 @@ def _prepare(item: Stack, image_size: int, channels: int, scale: tuple[float, fl
     return _pad(x.expand(-1, channels, -1, -1), image_size).contiguous()
 
 
-def _read_all(path: Path, split: str, axis: int) -> list[Stack]:
-    """Every (name, stack) under ``path``; unreadable files in a folder are skipped with one warning."""
+def _read_all(path: Path, split: str, axis: int) -> list[tuple[str, Stack]]:
+    """Every (file, stack) under ``path``, the file relative to ``path`` (its name when ``path`` is a file);
+    unreadable files in a folder are skipped with one warning."""
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist (looked in {path.resolve().parent}); give a "
                                 "folder of images or one file")
     if path.is_file():
         try:
-            return read_file(path, split=split, axis=axis)
+            return [(path.name, item) for item in read_file(path, split=split, axis=axis)]
         except UnreadableFileError as err:
             raise ValueError(f"could not read {path.name} (corrupt or truncated?): {err.reason}") from err
     files, others = find_files(path)
@@ -200,7 +204,7 @@ def _read_all(path: Path, split: str, axis: int) -> list[Stack]:
     items, skipped = [], []
     for f in files:
         try:
-            items += read_file(f, split=split, axis=axis)
+            items += [(f.relative_to(path).as_posix(), item) for item in read_file(f, split=split, axis=axis)]
         except UnreadableFileError as err:
             skipped.append(f"{f.relative_to(path)} ({err.reason})")
     if not items:
@@ -212,9 +216,16 @@ def _read_all(path: Path, split: str, axis: int) -> list[Stack]:
     return items
 
 
+def _image_names(file: str, item: Stack) -> list[str]:
+    """One name per image of ``item`` read from ``file``: the file, plus the slice (``[axis2=40]``) and,
+    for a file holding several images, the index (``[3]``)."""
+    name = file + item.name[len(Path(file).name):] if item.name.startswith(Path(file).name) else file
+    return [name] if len(item.pixels) == 1 else [f"{name}[{k}]" for k in range(len(item.pixels))]
+
+
 def load_images(path: str | Path, image_size: int, channels: int = 1, normalize: str = "auto",
                 percentiles: tuple[float, float] = (0.5, 99.5), window: tuple[float, float] | None = None,
-                split: str = "train", axis: int = 2) -> torch.Tensor:
+                split: str = "train", axis: int = 2, return_names: bool = False):
     """Load every image under ``path`` as (N, channels, S, S) float32 in [-1, 1]; see the module doc.
 
     normalize: "auto" (default: the file's fixed scale where it has one, else per-image min-max),
@@ -222,6 +233,8 @@ def load_images(path: str | Path, image_size: int, channels: int = 1, normalize:
     or "percentile" (per image; clip to ``percentiles`` first); window: (center, width) in file
     units for every image, replacing ``normalize``; split: the .npz split ("train", "val", "test");
     axis: the NIfTI slicing axis. Images whose size is not S x S are resized, with one warning per call.
+    ``return_names=True`` returns ``(images, names)``: names[i] is image i's file relative to ``path``
+    (folders are read in sorted order), e.g. "normal/p001.png", "scan.nii.gz[axis2=40]", "x.npz[train_images][7]".
     """
     image_size = check_image_size(image_size)
     if channels not in (1, 3):
@@ -234,7 +247,7 @@ def load_images(path: str | Path, image_size: int, channels: int = 1, normalize:
         raise ValueError(f"percentiles {percentiles!r} must satisfy 0 <= low < high <= 100, e.g. (0.5, 99.5)")
     if window is not None and (len(window) != 2 or not window[1] > 0):
         raise ValueError(f"window {window!r} must be (center, width) with width > 0, e.g. (40, 80) for CT brain")
-    items = _read_all(local_path(path, "data path"), split, axis)
+    files, items = zip(*_read_all(local_path(path, "data path"), split, axis))
     bits = _bit_depths(items)
     out, resized, native = [], 0, Counter()
     for item in items:
@@ -249,6 +262,8 @@ def load_images(path: str | Path, image_size: int, channels: int = 1, normalize:
         warnings.warn(f"resized {resized} of {len(images)} images from their native size [{sizes}] to "
                       f"{image_size}x{image_size} (aspect ratio kept, short side padded with the background)",
                       stacklevel=2)
+    if return_names:
+        return images, [name for file, item in zip(files, items) for name in _image_names(file, item)]
     return images
 
 
@@ -268,7 +283,9 @@ def _labels_for(path: Path, split: str, n_images: int) -> torch.Tensor:
     """(N,) int64 class labels of a MedMNIST .npz split, checked against the number of images."""
     if not (path.is_file() and file_kind(path) == "npz"):
         raise ValueError(f"return_labels=True needs labels, and {path} has none: only 'phantoms', "
-                         "'pneumoniamnist' and MedMNIST-layout .npz files carry them; drop return_labels")
+                         "'pneumoniamnist' and MedMNIST-layout .npz files carry them, or a folder with one "
+                         "sub-folder per class (root/class_name/*.png) loaded with labels='folders'; "
+                         "drop return_labels")
     labels = torch.from_numpy(read_labels(path, split))
     if len(labels) != n_images:
         raise ValueError(f"{path.name}: '{split}_labels' has {len(labels)} entries for {n_images} images; "
@@ -276,28 +293,77 @@ def _labels_for(path: Path, split: str, n_images: int) -> torch.Tensor:
     return labels
 
 
+def class_folders(path: Path) -> tuple[str, ...]:
+    """The classes of a folder in torchvision's ImageFolder layout (root/class_name/*.png): the sorted
+    names of its sub-folders (hidden ones left out). ValueError unless ``path`` is a folder with >= 2."""
+    if not path.is_dir():
+        raise ValueError(f"labels='folders' takes the class names from the sub-folders of a folder, but {path} "
+                         "is not a folder; pass a folder laid out as root/class_name/*.png, or drop labels= "
+                         "(a MedMNIST .npz or 'pneumoniamnist' carries its labels: return_labels=True)")
+    names = tuple(sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")))
+    if len(names) < 2:
+        found = f"only {names[0]!r}" if names else "none"
+        raise ValueError(f"labels='folders' needs at least 2 class folders in {path} (root/class_name/*.png), "
+                         f"found {found}; put each class's images in a sub-folder named after it, or drop "
+                         "labels='folders' (--labels folders) to train without classes")
+    return names
+
+
+def _folder_labels(names: list[str], class_names: tuple[str, ...], path: Path) -> torch.Tensor:
+    """(N,) int64: the index in ``class_names`` of each image's top sub-folder (names from load_images)."""
+    loose = [n for n in names if "/" not in n]
+    if loose:
+        raise ValueError(f"{path} mixes {len(loose)} image(s) lying directly in it (e.g. {loose[0]}) with class "
+                         f"folders ({', '.join(class_names)}); with labels='folders' every image must lie in "
+                         "its class's folder: move them into one, or drop labels=")
+    top = [n.split("/", 1)[0] for n in names]
+    empty = [c for c in class_names if c not in set(top)]
+    if empty:
+        raise ValueError(f"class folder(s) {', '.join(repr(c) for c in empty)} in {path} hold no readable images; "
+                         "every sub-folder is a class (root/class_name/*.png): add images or move the folder out")
+    index = {c: k for k, c in enumerate(class_names)}
+    return torch.tensor([index[c] for c in top], dtype=torch.int64)
+
+
 class ImageDataset(Dataset):
     """Real images held in memory; ``ds[i]`` is (C, S, S) float32 in [-1, 1] (``ds.images`` is all).
 
-    ``ImageDataset(path, image_size, channels=1, n=None, return_labels=False, **kwargs)`` takes
-    ``load_images``'s keyword arguments; ``path`` may also be "pneumoniamnist" (the shipped chest
-    X-rays); ``n`` keeps only the first n images (quick CPU runs). With ``return_labels=True`` (a
-    MedMNIST .npz only) ``ds[i]`` is ``(image, label)``, label an int64 scalar tensor (``ds.labels``
-    is all, shape (N,)), so a DataLoader gives (x, y) with y of shape (B,).
+    ``ImageDataset(path, image_size, channels=1, n=None, return_labels=False, labels=None, **kwargs)``
+    takes ``load_images``'s keyword arguments; ``path`` may also be "pneumoniamnist" (the shipped chest
+    X-rays); ``n`` keeps only the first n images (quick CPU runs). ``ds.names[i]`` is image i's file
+    (``load_images(return_names=True)``). Labels, ``ds.labels`` int64 (N,), come from a MedMNIST .npz,
+    or with ``labels="folders"`` from a folder in torchvision's ImageFolder layout: root/class_name/*.png
+    (any format load_images reads; below a class folder, sub-folders are read too), class k =
+    ``ds.class_names[k]``, the sorted folder names. ``ds.class_names`` is None when unknown. With
+    ``return_labels=True`` ``ds[i]`` is ``(image, label)``, label an int64 scalar tensor, so a
+    DataLoader gives (x, y) with y of shape (B,).
     """
 
     def __init__(self, path: str | Path, image_size: int, channels: int = 1, n: int | None = None,
-                 return_labels: bool = False, **kwargs):
+                 return_labels: bool = False, labels: str | None = None, **kwargs):
         self.path = _resolve_source(path)
         if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
             raise ValueError(f"n must be a positive int or None (all images), got {n!r}")
-        self.images = load_images(self.path, image_size, channels=channels, **kwargs)
-        self.labels = (_labels_for(self.path, kwargs.get("split", "train"), len(self.images))
-                       if return_labels else None)
+        if labels not in LABEL_SOURCES:
+            raise ValueError(f"labels={labels!r}: use None (no labels, or the .npz's own) or 'folders' (one "
+                             "sub-folder per class: root/class_name/*.png)")
+        self.class_names = class_folders(self.path) if labels == "folders" else None
+        self.images, self.names = load_images(self.path, image_size, channels=channels, return_names=True, **kwargs)
+        self.split = kwargs.get("split", "train") if self.path.is_file() and file_kind(self.path) == "npz" else None
+        if labels == "folders":
+            self.labels = _folder_labels(self.names, self.class_names, self.path)
+        else:
+            self.labels = _labels_for(self.path, self.split or "train", len(self.images)) if return_labels else None
+            if self.labels is not None and self.path == PNEUMONIAMNIST_PATH:
+                self.class_names = PNEUMONIAMNIST_CLASSES
         self.return_labels = bool(return_labels)
         if n is not None:
-            self.images = self.images[:n]
+            self.images, self.names = self.images[:n], self.names[:n]
             self.labels = None if self.labels is None else self.labels[:n]
+            missing = [] if labels != "folders" else sorted(set(self.class_names) - {c.split("/")[0] for c in self.names})
+            if missing:
+                raise ValueError(f"n={n} keeps the first {n} images in sorted order, and none of class(es) "
+                                 f"{', '.join(missing)}; raise n or leave it out")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -328,11 +394,15 @@ def make_dataloader(source: str | Path, image_size: int, batch_size: int, channe
     ``batch_size`` is per process (the global batch is batch_size x WORLD_SIZE).
     Other keyword arguments go to ``PhantomDataset`` (e.g. ``return_labels=True``: batches become
     (images, {"contrast": (B,), "lesion": (B,)})) or to ``ImageDataset`` / ``load_images``
-    (return_labels, normalize, window, split...).
+    (return_labels, normalize, window, split...; ``labels="folders"`` with ``return_labels=True``:
+    classes from the sub-folders of a folder, root/class_name/*.png, names in ``loader.dataset.class_names``).
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if isinstance(source, str) and source.lower() == "phantoms":
+        if kwargs.get("labels") is not None:
+            raise ValueError(f"labels={kwargs['labels']!r} reads classes from the sub-folders of a folder of your "
+                             "scans; the phantoms carry their own labels: drop labels= and pass return_labels=True")
         ds = PhantomDataset(n=1024 if n is None else n, image_size=image_size, channels=channels,
                             seed=0 if seed is None else seed, **kwargs)
     else:
@@ -355,3 +425,4 @@ def make_dataloader(source: str | Path, image_size: int, batch_size: int, channe
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
                       num_workers=num_workers, persistent_workers=num_workers > 0,
                       pin_memory=pick_device(device).type == "cuda", generator=generator)
+

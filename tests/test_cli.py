@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from diffgan_lib.cli import build_parser, main
 
@@ -144,3 +145,51 @@ def test_a_tilde_means_the_home_folder(tmp_path, monkeypatch, capsys):
     assert f"no checkpoint at {tmp_path / 'missing.pth'}" in capsys.readouterr().err
     assert main(["train", "--data", "~/no_scans", "--out", str(tmp_path / "o")]) == 2
     assert f"{tmp_path / 'no_scans'} does not exist" in capsys.readouterr().err
+
+
+def _class_folders(root, classes=("healthy", "lesion"), per_class=4):
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(root / name / f"{i}.png")
+
+
+def test_train_conditional_on_class_folders_keeps_their_names_and_resumes(tmp_path, capsys):
+    import torch
+    data, run = tmp_path / "scans", tmp_path / "run"
+    _class_folders(data)
+    common = ["--batch-size", "4", "--device", "cpu"]
+    assert main(["train", "--data", str(data), "--conditional", "--labels", "folders", "--base", "8", "--timesteps",
+                 "20", "--max-steps", "2", "--adv-weight", "0", "--out", str(run), *common]) == 0
+    ckpt = torch.load(run / "final_model.pth", weights_only=True)
+    assert ckpt["config"]["class_names"] == ["healthy", "lesion"] and ckpt["model"]["num_classes"] == 2
+    # --resume knows the run is conditional on this folder's classes (no --labels needed)
+    assert main(["train", "--resume", str(run / "final_model.pth"), "--data", str(data), "--max-steps", "3", *common]) == 0
+    (data / "tumour").mkdir()
+    (data / "tumour" / "0.png").write_bytes((data / "lesion" / "0.png").read_bytes())
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run / "final_model.pth"), "--data", str(data), "--max-steps", "4",
+                 *common]) == 2
+    assert "learned the classes healthy, lesion, but the sub-folders of --data" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--data", "phantoms", "--labels", "folders", "--conditional"], "--data phantoms is not a folder; phantoms and "
+     "pneumoniamnist carry their own labels: drop --labels"),
+    (["--data", "SCANS", "--labels", "folders"], "only a conditional model uses: add --conditional"),
+    (["--data", "SCANS", "--conditional"], "put each class's images in a sub-folder named after it "
+     "(DATA/CLASS_NAME/*.png) and add --labels folders"),
+    (["--data", "SCANS/healthy", "--conditional", "--labels", "folders"], "at least 2 class folders"),
+    (["--data", "SCANS", "--labels", "classes"], "invalid choice: 'classes'"),
+])
+def test_folder_labels_on_the_command_line_are_refused_with_the_fix(tmp_path, capsys, args, message):
+    _class_folders(tmp_path / "scans", per_class=1)
+    args = [a.replace("SCANS", str(tmp_path / "scans")) for a in args]
+    try:
+        status = main(["train", *args, "--max-steps", "1", "--out", str(tmp_path / "out")])
+    except SystemExit as stop:       # argparse's own errors
+        status = stop.code
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and message in err, err
+    assert not list(tmp_path.rglob("*.pth"))

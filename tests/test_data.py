@@ -440,3 +440,57 @@ def test_the_course_outputs_in_a_data_folder_are_skipped_with_a_warning(tmp_path
         load_images(samples, 16)
     (samples / "samples.npy").unlink()                     # without samples.npy they are ordinary images
     assert load_images(samples, 16).shape == (3, 1, 16, 16)
+
+
+# --- class labels from sub-folders (torchvision's ImageFolder layout) ----------------------------
+
+def _class_tree(root, layout):
+    """root/class/file for each (class, files) in ``layout``; pixel value = 10 x the file's rank in it."""
+    for cls, files in layout.items():
+        for k, name in enumerate(files):
+            (root / cls / name).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((16, 16), 10 * k, np.uint8)).save(root / cls / name)
+
+
+def test_folder_labels_follow_the_sorted_sub_folders(tmp_path):
+    _class_tree(tmp_path, {"pneumonia": ["a.png", "b.jpg", "deep/c.png"], "normal": ["x.png", "y.bmp"]})
+    ds = ImageDataset(tmp_path, 16, labels="folders", return_labels=True)
+    assert ds.class_names == ("normal", "pneumonia")                     # sorted, as torchvision
+    assert ds.names == ["normal/x.png", "normal/y.bmp", "pneumonia/a.png", "pneumonia/b.jpg", "pneumonia/deep/c.png"]
+    assert ds.labels.dtype == torch.int64 and ds.labels.tolist() == [0, 0, 1, 1, 1]
+    image, label = ds[2]
+    assert image.shape == (1, 16, 16) and label.dtype == torch.int64 and int(label) == 1
+    x, y = next(iter(make_dataloader(tmp_path, 16, 5, labels="folders", return_labels=True, shuffle=False)))
+    assert x.shape == (5, 1, 16, 16) and y.tolist() == [0, 0, 1, 1, 1]
+    plain = ImageDataset(tmp_path, 16)                                    # no labels: every image, recursively
+    assert len(plain) == 5 and plain.labels is None and plain.class_names is None
+    assert isinstance(make_dataloader(tmp_path, 16, 5, labels="folders").dataset[0], torch.Tensor)
+
+
+def test_folder_label_errors_name_the_problem_and_the_fix(tmp_path):
+    _class_tree(tmp_path / "one", {"only": ["a.png"]})
+    with pytest.raises(ValueError, match=r"at least 2 class folders .* found only 'only'; put each class"):
+        ImageDataset(tmp_path / "one", 16, labels="folders")
+    _class_tree(tmp_path / "mixed", {"a": ["1.png"], "b": ["2.png"]})
+    _png(tmp_path / "mixed" / "loose.png")
+    with pytest.raises(ValueError, match=r"mixes 1 image\(s\) lying directly in it \(e.g. loose.png\).*move them"):
+        ImageDataset(tmp_path / "mixed", 16, labels="folders")
+    _class_tree(tmp_path / "empty", {"a": ["1.png"], "b": ["2.png"]})
+    (tmp_path / "empty" / "c").mkdir()
+    (tmp_path / "empty" / "c" / "notes.txt").write_text("no images here")
+    with pytest.raises(ValueError, match=r"class folder\(s\) 'c' in .* hold no readable images"):
+        ImageDataset(tmp_path / "empty", 16, labels="folders")
+    with pytest.raises(ValueError, match="is not a folder; pass a folder laid out as root/class_name"):
+        ImageDataset(tmp_path / "one" / "only" / "a.png", 16, labels="folders")
+    with pytest.raises(ValueError, match="is not a folder"):
+        ImageDataset("pneumoniamnist", 16, labels="folders")
+    with pytest.raises(ValueError, match="phantoms carry their own labels: drop labels="):
+        make_dataloader("phantoms", 32, 4, labels="folders")
+    with pytest.raises(ValueError, match="labels='classes': use None .* or 'folders'"):
+        ImageDataset(tmp_path / "empty", 16, labels="classes")
+    _class_tree(tmp_path / "two", {"a": ["1.png", "2.png"], "b": ["3.png"]})
+    with pytest.raises(ValueError, match="n=2 keeps the first 2 images in sorted order, and none of class.*b; raise n"):
+        ImageDataset(tmp_path / "two", 16, labels="folders", n=2)
+    with pytest.raises(ValueError, match="labels='folders'"):
+        ImageDataset(tmp_path / "mixed", 16, return_labels=True)         # the fix for a folder without labels=
+

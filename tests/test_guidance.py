@@ -109,4 +109,4 @@ def test_the_command_line_trains_a_conditional_model_and_samples_a_named_class(t
     assert main(["sample", "--checkpoint", ckpt, "--label", "t3", "-n", "2", "--out", str(tmp_path / "s")]) == 2
     assert "this model knows 0 ct, 1 ct+lesion, 2 t1" in capsys.readouterr().err
     assert main(["train", "--data", "data/samples", "--conditional", "--max-steps", "1", "--out", str(tmp_path / "x")]) == 2
-    assert "not supported yet" in capsys.readouterr().err
+    assert "add --labels folders" in capsys.readouterr().err          # a folder's classes are its sub-folders
