@@ -11,6 +11,7 @@ through ``train()`` as the command line does, with checkpoints after given epoch
     python benchmarks/xray_study.py train --seeds 0 --epochs 20 --keep 1 20  # the 1- and 20-epoch models
     python benchmarks/xray_study.py sweep                                    # eta {0,1} x steps {10,25,50,100}, EMA and raw
     python benchmarks/xray_study.py baselines --seeds 0                      # the seed as written and a bare UNet, DDPM-1000
+    python benchmarks/xray_study.py cli                                      # the command line trains the same model; its default sample scored
     python benchmarks/xray_study.py table --write benchmarks/results/xray_sampling.json
 
 Each step writes its results under --out (default runs/xray) and skips what is already there, so
@@ -86,6 +87,8 @@ def cmd_sweep(a) -> None:
     test, val = split("test"), split("val")
     f_test, f_val = extract_features(net, test), extract_features(net, val)
     for ckpt in sorted(a.out.glob("*/epoch_*.pth")) + sorted(a.out.glob("*/final_model.pth")):
+        if ckpt.parent.name.startswith(tuple(BASELINES)):       # sampled with DDPM-1000 by cmd_baselines
+            continue
         res_path = ckpt.with_suffix(".sweep.json")
         done = json.loads(res_path.read_text()) if res_path.exists() else {}
         for which in a.which:
@@ -140,6 +143,36 @@ def cmd_baselines(a) -> None:
             print(f"{run}: {steps} steps, DDPM-1000 FD test {score(x, test, net, f_test)['fd']:.2f}", flush=True)
 
 
+def cmd_cli(a) -> None:
+    """The command line's own path: ``train --data pneumoniamnist`` for 1 epoch must give the very weights
+    of seed 0's first epoch here (so the study's models are what the CLI trains), and the *default*
+    ``sample -n 256`` of seed 0's 4-epoch model is scored like the sweep."""
+    import numpy as np
+
+    from diffgan_lib.checkpoints import read_checkpoint
+    from diffgan_lib.cli import main as cli
+    net = feature_net(a.out)
+    test, val = split("test"), split("val")
+    ref = a.out / "seed0_e20" / "epoch_0001.pth"
+    out = a.out / "cli_check"
+    if not (out / "e1" / "final_model.pth").exists():
+        assert cli(["train", "--data", "pneumoniamnist", "--image-size", "32", "--base", "32", "--epochs", "1",
+                    "--batch-size", "32", "--out", str(out / "e1"), "--device", "cpu"]) == 0
+    mine, theirs = read_checkpoint(out / "e1" / "final_model.pth"), read_checkpoint(ref)
+    same = all(torch.equal(mine["G"][k], theirs["G"][k]) for k in theirs["G"])
+    diff = max((mine["G"][k].float() - theirs["G"][k].float()).abs().max().item() for k in theirs["G"])
+    t0 = time.time()
+    assert cli(["sample", "--checkpoint", str(a.out / "seed0_e4" / "final_model.pth"), "-n", str(a.n),
+                "--out", str(out / "samples"), "--device", "cpu"]) == 0
+    x = torch.from_numpy(np.load(out / "samples" / "samples.npy")) * 2 - 1
+    res = {"train_1_epoch_equals_study_seed0": same, "max_abs_weight_difference": diff,
+           "default_sample": {"test": score(x, test, net), "val": score(x, val, net), "sample_s": round(time.time() - t0, 1),
+                              "command": f"python -m diffgan_lib sample --checkpoint seed0_e4/final_model.pth -n {a.n}"}}
+    write_json(out / "cli.json", res)
+    print(f"CLI 1 epoch == study seed 0 epoch 1: {same} (max |dw| {diff:.2e}); default sample -n {a.n}: "
+          f"FD test {res['default_sample']['test']['fd']:.3f}")
+
+
 def cmd_table(a) -> None:
     net = feature_net(a.out)
     test, val = split("test"), split("val")
@@ -149,6 +182,9 @@ def cmd_table(a) -> None:
                "runs": {}}
     for res_path in sorted(a.out.glob("*/*.sweep.json")):
         results["runs"][f"{res_path.parent.name}/{res_path.name.split('.')[0]}"] = json.loads(res_path.read_text())
+    if (a.out / "cli_check" / "cli.json").exists():
+        results["cli"] = json.loads((a.out / "cli_check" / "cli.json").read_text())
+    results["train"] = {p.parent.name: json.loads(p.read_text()) for p in sorted(a.out.glob("*/train.json"))}
     print(f"real vs real (val 256 vs test): FD {results['real_vs_real']['fd']:.3f}")
     for name, sweep in results["runs"].items():
         best = min(sweep, key=lambda k: sweep[k]["val"]["fd"])
@@ -162,7 +198,7 @@ def cmd_table(a) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=("train", "sweep", "baselines", "table"))
+    p.add_argument("command", choices=("train", "sweep", "baselines", "cli", "table"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--keep", type=int, nargs="*", default=[], help="also keep these epochs' checkpoints")
@@ -177,7 +213,8 @@ def main() -> None:
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    {"train": cmd_train, "sweep": cmd_sweep, "baselines": cmd_baselines, "table": cmd_table}[a.command](a)
+    {"train": cmd_train, "sweep": cmd_sweep, "baselines": cmd_baselines, "cli": cmd_cli,
+     "table": cmd_table}[a.command](a)
 
 
 if __name__ == "__main__":
