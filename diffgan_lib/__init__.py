@@ -4,9 +4,9 @@ The seed design's names are re-exported here: ``DiffusionScheduler``, ``DoubleCo
 ``Discriminator``, ``diffusion_loss``, ``gan_losses``, ``train``, ``sample``, ``save_checkpoint``,
 ``load_checkpoint``, ``generate_and_visualize``; see each module for shapes and ranges.
 """
-from .checkpoints import CheckpointError, load_checkpoint, load_training_state, save_checkpoint
+from .checkpoints import CheckpointError, load_checkpoint, load_training_state, save_checkpoint, training_members
 from .config import TrainConfig
-from .data import ImageDataset, load_images, make_dataloader
+from .data import ImageDataset, load_images, make_dataloader, training_record
 from .device import describe_device, pick_device
 from .discriminator import Discriminator, score_map_shape
 from .features import FeatureNet, extract_features, train_feature_net
@@ -33,6 +33,7 @@ __all__ = [
     "sliced_wasserstein", "diversity", "memorisation", "evaluate", "real_vs_real_baseline",
     "TrainConfig", "train", "train_step", "train_step_as_written", "TrainResult", "Run", "build_run",
     "resume_run", "discriminator_loss", "save_checkpoint", "load_checkpoint",
-    "load_training_state", "CheckpointError", "sample", "to_unit", "generate_and_visualize",
+    "load_training_state", "CheckpointError", "training_members", "training_record", "sample", "to_unit",
+    "generate_and_visualize",
     "save_image_grid", "save_image_files", "image_grid",
 ]

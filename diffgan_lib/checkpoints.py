@@ -15,7 +15,10 @@ Format version 2:
 - ``G`` (raw weights), ``G_ema`` (averaged weights or None), ``D``, ``opt_G``, ``opt_D``, ``scaler``;
 - ``step`` (optimisation steps done), ``epoch`` and ``position`` = [epoch, batches of it done];
   ``data`` = {batch_size (global), batches_per_epoch, world_size} or None; ``history``: per-step
-  losses as float64 / int64 tensors; ``sampling_only``: True in the small files of ``export_for_sampling``.
+  losses as float64 / int64 tensors; ``sampling_only``: True in the small files of ``export_for_sampling``;
+- ``members`` (optional; absent from older files, None when unknown): which images the run trained
+  on, ``data.training_record``'s plain dict, e.g. {"source": "pneumoniamnist", "split": "train",
+  "count": 4708, "range": [0, 4708]}; ``training_members`` reads it back with the indices as a list.
 
 The versioning rule, for every kind that follows (few-step, conditional...): a new network adds
 a ``model.kind`` and its own fields under ``model``; a reader refuses a kind it does not know by
@@ -47,7 +50,7 @@ from .unet import UNet
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_training_state", "read_checkpoint",
            "write_checkpoint", "build_models", "CheckpointError", "LoadedCheckpoint", "export_for_sampling",
-           "save_history_json", "history_to_tensors", "FORMAT", "VERSION", "KINDS"]
+           "save_history_json", "history_to_tensors", "training_members", "FORMAT", "VERSION", "KINDS"]
 
 FORMAT, VERSION = "diffgan_lib/checkpoint", 2
 KINDS = ("diffusion", "fewstep")   # fewstep: diffgan_lib.fewstep (levels, image_size, teacher)
@@ -250,6 +253,27 @@ def _validate(ckpt: dict, path) -> None:
                               "was edited by hand; use another checkpoint")
     if m["kind"] == "diffusion":            # a fewstep file keeps the fine-tune's own FewStepConfig
         _validate_config(ckpt["config"], path)
+    _validate_members(ckpt.get("members"), path)
+
+
+def _validate_members(members, path) -> None:
+    """The optional record of the training images: None, or a dict with a str "source" and either
+    "range" [a, b] (0 <= a <= b) or "indices" (ints >= 0); "files", when there, a list of str."""
+    if members is None:
+        return
+    ok = isinstance(members, dict) and isinstance(members.get("source"), str)
+    if ok and "range" in members:
+        r = members["range"]
+        ok = isinstance(r, list) and len(r) == 2 and all(type(v) is int for v in r) and 0 <= r[0] <= r[1]
+    elif ok:
+        idx = members.get("indices")
+        ok = isinstance(idx, list) and all(type(v) is int and v >= 0 for v in idx)
+    if ok and "files" in members:
+        ok = isinstance(members["files"], list) and all(isinstance(f, str) for f in members["files"])
+    if not ok:
+        raise CheckpointError(f"{path} has a damaged record of its training images (members={str(members)[:120]}); "
+                              "it was edited by hand or written by a newer diffgan_lib: delete the 'members' entry "
+                              "(torch.load, del ckpt['members'], torch.save) or upgrade diffgan_lib")
 
 
 def _validate_config(config, path) -> None:
@@ -302,6 +326,25 @@ def read_checkpoint(path) -> dict:
     return ckpt
 
 
+def training_members(checkpoint) -> dict | None:
+    """Which images a model was trained on: the checkpoint's ``members`` record with "indices" always
+    a list of ints (a stored "range" [a, b] becomes a, ..., b - 1), or None when the file does not say
+    (written before the record existed, trained from a TensorDataset or list, or resumed on other data).
+
+    checkpoint: a path, or a dict from ``read_checkpoint``. For phantoms, index i is phantom i of
+    ``PhantomDataset(seed=...)``; for "pneumoniamnist" or a .npz, row i of the ``split``; for a
+    folder, ``files[i]`` (relative to ``source``). Any image not listed is a non-member.
+    """
+    ckpt = checkpoint if isinstance(checkpoint, dict) else read_checkpoint(checkpoint)
+    members = ckpt.get("members")
+    if members is None:
+        return None
+    out = {k: (list(v) if isinstance(v, list) else v) for k, v in members.items() if k != "range"}
+    if "range" in members:
+        out["indices"] = list(range(*members["range"]))
+    return out
+
+
 def load_training_state(path) -> dict:
     """The whole checkpoint dict for resuming (tensors on the CPU), history as lists, ``path`` added."""
     ckpt = read_checkpoint(path)
@@ -331,12 +374,14 @@ def build_models(model: dict):
 
 class LoadedCheckpoint(tuple):
     """``(G, D, scheduler)``, as the seed's ``load_checkpoint`` returns, plus ``.config`` (TrainConfig
-    or None), ``.image_size``, ``.step``, ``.epoch``, ``.history``, ``.kind`` and ``.path``. For kind
+    or None), ``.image_size``, ``.step``, ``.epoch``, ``.history``, ``.kind``, ``.path`` and ``.members``
+    (``training_members``: the training images, or None). For kind
     "fewstep", G is a FewStepGenerator (sample() then takes its own levels), D the pair discriminator
     (None for the regression-only control), and ``.teacher`` / ``.fewstep_config`` describe the run."""
 
     def __new__(cls, G, D, scheduler, **info):
         self = super().__new__(cls, (G, D, scheduler))
+        self.members = None
         self.__dict__.update(info)
         return self
 
@@ -358,7 +403,7 @@ def load_checkpoint(path, device=None, which: str = "ema") -> LoadedCheckpoint:
         return LoadedCheckpoint(G.to(dev), D.to(dev) if D is not None else None, G.scheduler, config=None,
                                 fewstep_config=ckpt["config"], image_size=ckpt["model"]["image_size"],
                                 step=ckpt["step"], epoch=0, path=str(path), kind="fewstep",
-                                teacher=ckpt["model"]["teacher"],
+                                teacher=ckpt["model"]["teacher"], members=training_members(ckpt),
                                 history={k: v.tolist() for k, v in ckpt["history"].items()})
     G, D = build_models(ckpt["model"])
     load_state(G, ckpt["G_ema"] if which == "ema" and ckpt.get("G_ema") is not None else ckpt["G"], "G", path)
@@ -368,4 +413,4 @@ def load_checkpoint(path, device=None, which: str = "ema") -> LoadedCheckpoint:
     return LoadedCheckpoint(G.to(dev).eval(), D.to(dev).eval(), scheduler, config=config,
                             image_size=config.image_size if config else None, step=ckpt["step"],
                             epoch=ckpt.get("epoch", 0), path=str(path), kind=ckpt["model"]["kind"],
-                            history={k: v.tolist() for k, v in ckpt["history"].items()})
+                            history={k: v.tolist() for k, v in ckpt["history"].items()}, members=training_members(ckpt))

@@ -6,7 +6,8 @@ a NIfTI .nii/.nii.gz volume (sliced), or a MedMNIST-layout .npz (``split``). ``m
 also takes two names: "phantoms" (generated) and "pneumoniamnist" (real chest X-rays shipped in
 data/, with labels ``PNEUMONIAMNIST_CLASSES``). A folder in torchvision's ImageFolder layout,
 root/class_name/*.png, gives class labels with ``labels="folders"`` (class k = the k-th sub-folder
-name in sorted order). Each image goes through:
+name in sorted order). ``training_record(dataset)`` says which images a dataset holds, in plain
+values a checkpoint can keep (its ``members``). Each image goes through:
 
 1. read (``formats.py``): pixels in the file's units and dtype, with their kind (``formats.KINDS``):
    "uint8", "uint16", "hu" (CT DICOM after RescaleSlope/Intercept) or "float"; NIfTI is cut along ``axis``;
@@ -43,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from .device import pick_device
@@ -52,7 +53,7 @@ from .folders import local_path, split_course_outputs
 from .formats import SUFFIXES, Stack, UnreadableFileError, file_kind, find_files, read_file, read_labels
 from .phantoms import PhantomDataset, check_image_size
 
-__all__ = ["load_images", "ImageDataset", "make_dataloader", "class_folders", "NORMALIZATIONS",
+__all__ = ["load_images", "ImageDataset", "make_dataloader", "class_folders", "training_record", "NORMALIZATIONS",
            "AUTO_NORMALIZE", "CT_WINDOW", "SOURCES", "LABEL_SOURCES", "PNEUMONIAMNIST_PATH", "PNEUMONIAMNIST_CLASSES"]
 
 NORMALIZATIONS = ("auto", "dtype", "bits", "minmax", "percentile")
@@ -426,3 +427,40 @@ def make_dataloader(source: str | Path, image_size: int, batch_size: int, channe
                       num_workers=num_workers, persistent_workers=num_workers > 0,
                       pin_memory=pick_device(device).type == "cuda", generator=generator)
 
+
+def _indices_record(indices: list[int]) -> dict:
+    """{"range": [a, b]} for the indices a, a + 1, ..., b - 1, else {"indices": [...]}; plain ints."""
+    if indices and indices == list(range(indices[0], indices[0] + len(indices))):
+        return {"range": [indices[0], indices[0] + len(indices)]}
+    return {"indices": [int(i) for i in indices]}
+
+
+def training_record(dataset) -> dict | None:
+    """Which images ``dataset`` holds, in plain values (what a checkpoint stores as ``members``).
+
+    PhantomDataset: {"source": "phantoms", "seed", "image_size", "contrasts", "lesion_prob"} (phantom i
+    depends only on these and i); ImageDataset: {"source": "pneumoniamnist" or the resolved path,
+    "split" (a .npz), "files" (a folder: every loaded image's name, ``ds.names``)}. Both add
+    "count" and the images' indices (into ``files`` for a folder): "range": [a, b] for a..b-1, else
+    "indices": [...]. ``torch.utils.data.Subset`` (nested too) narrows the indices. None for any
+    other dataset (a TensorDataset, a list): it cannot say where its images came from.
+    """
+    picked = None
+    while isinstance(dataset, Subset):
+        outer = [int(i) for i in dataset.indices]
+        picked = outer if picked is None else [outer[i] for i in picked]
+        dataset = dataset.dataset
+    if isinstance(dataset, PhantomDataset):
+        record = {"source": "phantoms", "seed": dataset.seed, "image_size": dataset.image_size,
+                  "contrasts": list(dataset.contrasts), "lesion_prob": dataset.lesion_prob}
+    elif isinstance(dataset, ImageDataset):
+        own = dataset.path == PNEUMONIAMNIST_PATH
+        record = {"source": "pneumoniamnist" if own else str(dataset.path.resolve())}
+        if dataset.split is not None:
+            record["split"] = dataset.split
+        if dataset.path.is_dir():
+            record["files"] = list(dataset.names)
+    else:
+        return None
+    picked = list(range(len(dataset))) if picked is None else picked
+    return {**record, "count": len(picked), **_indices_record(picked)}

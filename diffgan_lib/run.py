@@ -30,6 +30,7 @@ class Run:
 
     ``position`` = (epoch, batches of that epoch done): where the data stream continues.
     ``data`` = {batch_size (global), batches_per_epoch, world_size}, recorded by ``train``.
+    ``members`` = which images the run trains on (``data.training_record``), None when unknown.
     """
     config: TrainConfig
     G: torch.nn.Module
@@ -43,6 +44,7 @@ class Run:
     step: int = 0
     position: tuple[int, int] = (0, 0)
     data: dict | None = None
+    members: dict | None = None
     history: dict = field(default_factory=lambda: {k: [] for k in HISTORY_KEYS})
 
     @property
@@ -74,7 +76,7 @@ class Run:
                 "D": self.D.state_dict(), "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "step": self.step, "epoch": self.position[0], "position": list(self.position),
-                "data": self.data, "history": history_to_tensors(self.history)}
+                "data": self.data, "members": self.members, "history": history_to_tensors(self.history)}
 
     def load_state_dict(self, state: dict) -> None:
         """Put a checkpoint's state back (state from ``load_training_state``); the config's learning
@@ -105,6 +107,7 @@ class Run:
         self.step = int(state["step"])
         self.position = tuple(state.get("position") or (state.get("epoch", 0), 0))
         self.data = state.get("data")
+        self.members = state.get("members")
         self.history = {k: list(state["history"].get(k, [])) for k in HISTORY_KEYS}
 
 

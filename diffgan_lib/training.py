@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from . import distributed
 from .checkpoints import _unwrap, save_history_json, write_checkpoint
 from .config import TrainConfig, resolve_amp
+from .data import training_record
 from .folders import (FolderLock, check_final_not_longer, check_run_folder, check_writable, clear_run,
                       final_step, local_path, retire_final)
 from .losses import (diffusion_forward, diffusion_loss, discriminator_loss, fake_images,
@@ -485,6 +486,8 @@ def train(dataloader, image_channels: int | None = None, timesteps: int | None =
     refused unless ``resume`` names a file in it or ``overwrite=True``, which deletes that run's
     checkpoints, history.json and training grids first. Resuming never replaces a longer run's
     ``final_model.pth`` unless ``overwrite=True``. See the README, "Folders, interrupts and exit codes".
+    Checkpoints record which images the run trains on (``members``, read by ``training_members``) when
+    the loader's dataset can say: make_dataloader's datasets and Subsets of them.
     """
     ctx = distributed.setup(device)
     save_dir = local_path(save_dir, "save_dir")
@@ -500,12 +503,29 @@ def train(dataloader, image_channels: int | None = None, timesteps: int | None =
                 side = _images(next(iter(dataloader))).shape[-1]
                 config = (config or TrainConfig.for_device(ctx.device)).replace(image_size=side)
             run = build_run(config, image_channels or 1, timesteps or 1000, ctx.device, ema=ctx.is_main)
+        _record_members(run, dataloader, resume is not None, ctx.is_main)
         return _loop(run, ctx, dataloader, epochs, save_dir, max_steps, callback, progress, old or [],
                      resume=resume, overwrite=overwrite)
     finally:
         if ctx.is_main:
             lock.release()
         ctx.close()
+
+
+def _record_members(run: Run, dataloader, resumed: bool, say: bool) -> None:
+    """Set ``run.members``: the images this run trains on (``data.training_record`` of the loader's dataset),
+    which its checkpoints keep. A run resumed on other data than its checkpoint records has trained on
+    both, which no single record says: its members become unknown (None), with a warning."""
+    record = training_record(getattr(dataloader, "dataset", None))
+    if not resumed or run.step == 0:
+        run.members = record
+    elif run.members is not None and run.members != record:
+        if say:
+            was = f"{run.members.get('source')} ({run.members.get('count', '?')} images)"
+            warnings.warn(f"the checkpoint records training on {was}, but this run continues on other data, so "
+                          "its checkpoints will not say which images it trained on (members=None); resume with "
+                          "the same data to keep the record", stacklevel=3)
+        run.members = None
 
 
 def _prepare_folder(save_dir: Path, old: list, overwrite: bool, last_step) -> None:

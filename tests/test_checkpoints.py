@@ -180,3 +180,50 @@ def test_damaged_checkpoints_are_refused_before_anything_is_built(trained, tmp_p
 def test_no_message_of_the_library_advises_weights_only_false():
     source = Path(__file__).resolve().parents[1] / "diffgan_lib"
     assert not [p.name for p in source.rglob("*.py") if "weights_only=False" in p.read_text()]
+
+
+# --- which images a model was trained on ('members') ---------------------------------------------
+
+def test_the_checkpoint_records_its_training_images(tmp_path):
+    from torch.utils.data import Subset
+    from diffgan_lib.checkpoints import export_for_sampling, training_members
+    from diffgan_lib.data import make_dataloader
+    cfg = TrainConfig(base=8, checkpoint_every=0, adv_weight=0.0)
+    loader = make_dataloader("phantoms", 32, 4, n=8, seed=3)
+    result = train(loader, timesteps=T, device="cpu", epochs=1, save_dir=tmp_path / "a", config=cfg, progress=False)
+    raw = torch.load(result.checkpoint, weights_only=True)               # plain values only
+    assert raw["members"] == {"source": "phantoms", "seed": 3, "image_size": 32, "contrasts": ["ct", "t1", "t2"],
+                              "lesion_prob": 0.5, "count": 8, "range": [0, 8]}
+    members = training_members(result.checkpoint)
+    assert members["indices"] == list(range(8)) and "range" not in members
+    assert load_checkpoint(result.checkpoint, device="cpu").members == members
+    assert training_members(export_for_sampling(result.checkpoint, tmp_path / "slim.pth")) == members
+    picked = DataLoader(Subset(loader.dataset, [6, 1, 4, 3]), batch_size=4)       # a subset: its indices
+    result = train(picked, timesteps=T, device="cpu", epochs=1, save_dir=tmp_path / "b", config=cfg, progress=False)
+    assert torch.load(result.checkpoint, weights_only=True)["members"]["indices"] == [6, 1, 4, 3]
+    # resumed on other data: the run no longer has one training set, and says so
+    with pytest.warns(UserWarning, match="continues on other data.*members=None"):
+        train(make_dataloader("phantoms", 32, 4, n=8, seed=4), device="cpu", epochs=2, save_dir=tmp_path / "b",
+              resume=result.checkpoint, progress=False)
+    assert training_members(tmp_path / "b" / "final_model.pth") is None
+
+
+def test_files_without_a_record_load_and_say_none(trained, tmp_path):
+    from diffgan_lib.checkpoints import training_members
+    assert training_members(V1) is None and load_checkpoint(V1, device="cpu").members is None
+    assert training_members(trained[0] / "final_model.pth") is None                      # a TensorDataset
+    ckpt = torch.load(trained[0] / "final_model.pth", weights_only=True)
+    del ckpt["members"]                                                  # a version-2 file from before the record
+    torch.save(ckpt, tmp_path / "old_v2.pth")
+    assert load_checkpoint(tmp_path / "old_v2.pth", device="cpu").members is None
+
+
+@pytest.mark.parametrize("members", [{"range": [0, 4]}, {"source": "phantoms", "range": [4, 2]},
+                                     {"source": "phantoms", "indices": [1, -2]}, {"source": "x", "indices": "0:4"},
+                                     {"source": "x", "range": [0, 2], "files": [1, 2]}, [0, 1]])
+def test_a_damaged_record_of_the_training_images_is_refused(trained, tmp_path, members):
+    ckpt = torch.load(trained[0] / "final_model.pth", weights_only=True)
+    ckpt["members"] = members
+    torch.save(ckpt, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match="damaged record of its training images .*delete the 'members' entry"):
+        load_checkpoint(tmp_path / "bad.pth", device="cpu")

@@ -164,6 +164,7 @@ def test_train_conditional_on_class_folders_keeps_their_names_and_resumes(tmp_pa
                  "20", "--max-steps", "2", "--adv-weight", "0", "--out", str(run), *common]) == 0
     ckpt = torch.load(run / "final_model.pth", weights_only=True)
     assert ckpt["config"]["class_names"] == ["healthy", "lesion"] and ckpt["model"]["num_classes"] == 2
+    assert ckpt["members"]["files"][:2] == ["healthy/0.png", "healthy/1.png"] and ckpt["members"]["count"] == 8
     # --resume knows the run is conditional on this folder's classes (no --labels needed)
     assert main(["train", "--resume", str(run / "final_model.pth"), "--data", str(data), "--max-steps", "3", *common]) == 0
     (data / "tumour").mkdir()

@@ -494,3 +494,17 @@ def test_folder_label_errors_name_the_problem_and_the_fix(tmp_path):
     with pytest.raises(ValueError, match="labels='folders'"):
         ImageDataset(tmp_path / "mixed", 16, return_labels=True)         # the fix for a folder without labels=
 
+
+def test_training_record_says_which_images_a_dataset_holds(tmp_path):
+    from torch.utils.data import Subset, TensorDataset
+    from diffgan_lib.data import training_record
+    _class_tree(tmp_path / "scans", {"b": ["1.png"], "a": ["2.png", "3.png"]})
+    folder = ImageDataset(tmp_path / "scans", 16, labels="folders")
+    assert training_record(folder) == {"source": str((tmp_path / "scans").resolve()), "count": 3, "range": [0, 3],
+                                       "files": ["a/2.png", "a/3.png", "b/1.png"]}
+    np.savez(tmp_path / "set.npz", val_images=np.zeros((5, 16, 16), np.uint8), val_labels=np.zeros((5, 1), np.uint8))
+    npz = ImageDataset(tmp_path / "set.npz", 16, split="val", n=4)
+    assert training_record(npz) == {"source": str(tmp_path / "set.npz"), "split": "val", "count": 4, "range": [0, 4]}
+    assert training_record(Subset(Subset(npz, [3, 2, 1]), [0, 2]))["indices"] == [3, 1]
+    assert training_record(Subset(npz, [1, 2]))["range"] == [1, 3]
+    assert training_record(TensorDataset(torch.zeros(2, 1, 8, 8))) is None and training_record(None) is None
