@@ -21,6 +21,7 @@ from .scheduler import DiffusionScheduler
 from .run import Run, build_run, resume_run
 from .training import TrainResult, train, train_step, train_step_as_written
 from .unet import DoubleConv, UNet, count_parameters
+from .usefulness import auroc, balanced_accuracy, synthetic_set, tstr, tstr_table
 
 __version__ = "0.1.0"
 
@@ -36,4 +37,5 @@ __all__ = [
     "load_training_state", "CheckpointError", "training_members", "training_record", "sample", "to_unit",
     "generate_and_visualize",
     "save_image_grid", "save_image_files", "image_grid",
+    "tstr", "tstr_table", "synthetic_set", "auroc", "balanced_accuracy",
 ]
