@@ -168,7 +168,7 @@ def export_for_sampling(path, out, half: bool = True) -> Path:
     ckpt = read_checkpoint(path)
     cast = (lambda sd: {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}) if half else dict
     slim = {**ckpt, "G": cast(ckpt["G_ema"] if ckpt["G_ema"] is not None else ckpt["G"]), "G_ema": None,
-            "D": cast(ckpt["D"]), "opt_G": None, "opt_D": None, "scaler": None, "sampling_only": True,
+            "D": cast(ckpt["D"]) if ckpt["D"] is not None else None, "opt_G": None, "opt_D": None, "scaler": None, "sampling_only": True,
             "history": {k: v.float() if v.is_floating_point() else v for k, v in ckpt["history"].items()}}
     for key in ("format", "version", "torch_version"):
         slim.pop(key)

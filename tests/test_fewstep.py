@@ -134,6 +134,9 @@ def test_the_command_line_fine_tunes_and_sample_uses_the_levels(teacher, tmp_pat
                  "--max-steps", "2", "--batch-size", "4", "--adv-weight", "0", "--out", str(tmp_path / "fs"),
                  "--device", "cpu"]) == 0
     assert read_checkpoint(tmp_path / "fs" / "final_model.pth")["D"] is None       # the regression-only control
+    small = export_for_sampling(tmp_path / "fs" / "final_model.pth", tmp_path / "fs_small.pth")   # no D to export
+    G_small, D_small, _ = load_checkpoint(small, device="cpu")
+    assert D_small is None and isinstance(G_small, FewStepGenerator) and G_small.n_levels == 4
     assert main(["sample", "--checkpoint", str(tmp_path / "fs" / "final_model.pth"), "-n", "2", "--out",
                  str(tmp_path / "s"), "--device", "cpu"]) == 0
     assert main(["sample", "--checkpoint", str(tmp_path / "fs" / "final_model.pth"), "-n", "2", "--eta", "1",
