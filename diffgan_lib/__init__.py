@@ -15,6 +15,7 @@ from .losses import (D_LOSS_AT_CHANCE, diffusion_forward, diffusion_loss, discri
 from .metrics import (diversity, evaluate, frechet_distance, kid, memorisation, real_vs_real_baseline,
                       sliced_wasserstein)
 from .guidance import drop_labels, guided_eps
+from .privacy import closest_training_images, denoising_losses, membership_inference, overfit_control
 from .phantoms import CONTRASTS, PHANTOM_CLASSES, PhantomDataset, check_image_size, make_phantom, phantom_class
 from .sampling import generate_and_visualize, image_grid, sample, save_image_files, save_image_grid, to_unit
 from .scheduler import DiffusionScheduler
@@ -38,4 +39,5 @@ __all__ = [
     "generate_and_visualize",
     "save_image_grid", "save_image_files", "image_grid",
     "tstr", "tstr_table", "synthetic_set", "auroc", "balanced_accuracy",
+    "membership_inference", "denoising_losses", "overfit_control", "closest_training_images",
 ]
