@@ -9,7 +9,7 @@ through ``train()`` as the command line does, with checkpoints after given epoch
 
     python benchmarks/xray_study.py train --seeds 0 1 2 --epochs 4          # 588 steps each
     python benchmarks/xray_study.py train --seeds 0 --epochs 20 --keep 1 20  # the 1- and 20-epoch models
-    python benchmarks/xray_study.py sweep                                    # eta {0,1} x steps {10,25,50,100}, EMA and raw
+    python benchmarks/xray_study.py sweep                                    # EMA: eta {0,1} x steps {10,25,50,100}; raw: DDIM-50, eta 1
     python benchmarks/xray_study.py baselines --seeds 0                      # the seed as written and a bare UNet, DDPM-1000
     python benchmarks/xray_study.py cli                                      # the command line trains the same model; its default sample scored
     python benchmarks/xray_study.py table --write benchmarks/results/xray_sampling.json
@@ -94,7 +94,7 @@ def cmd_sweep(a) -> None:
         for which in a.which:
             G, _, sched = load_checkpoint(ckpt, device="cpu", which=which)
             for eta in (a.etas if which == "ema" else a.raw_etas):
-                for steps in a.steps:
+                for steps in (a.steps if which == "ema" else a.raw_steps):
                     key = f"{which}_eta{eta:g}_ddim{steps}"
                     if key in done:
                         continue
@@ -210,6 +210,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50, 100], help="sweep: DDIM steps")
     p.add_argument("--which", nargs="+", default=["ema", "raw"], choices=("ema", "raw"), help="sweep: weights")
     p.add_argument("--raw-etas", type=float, nargs="+", default=[1.0], help="sweep: etas for the raw weights (default 1)")
+    p.add_argument("--raw-steps", type=int, nargs="+", default=[50], help="sweep: DDIM steps for the raw weights (default 50)")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
