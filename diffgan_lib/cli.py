@@ -178,7 +178,7 @@ def _folder_labels(a) -> bool:
     if a.labels is None:
         return False
     if not _is_folder(a.data):
-        raise ValueError(f"--labels folders reads the classes from the sub-folders of a folder (DATA/CLASS_NAME/*.png), "
+        raise ValueError("--labels folders reads the classes from the sub-folders of a folder (DATA/CLASS_NAME/*.png), "
                          f"but --data {a.data} is not a folder; phantoms and pneumoniamnist carry their own labels: "
                          "drop --labels")
     if not (a.conditional or a.resume):

@@ -319,6 +319,11 @@ def _folder_labels(names: list[str], class_names: tuple[str, ...], path: Path) -
                          "its class's folder: move them into one, or drop labels=")
     top = [n.split("/", 1)[0] for n in names]
     empty = [c for c in class_names if c not in set(top)]
+    linked = [c for c in empty if (path / c).is_symlink()]
+    if linked:
+        raise ValueError(f"class folder(s) {', '.join(repr(c) for c in linked)} in {path} are symbolic links to "
+                         "folders, which the loader does not follow; put the folder itself (or links to its files) "
+                         "there")
     if empty:
         raise ValueError(f"class folder(s) {', '.join(repr(c) for c in empty)} in {path} hold no readable images; "
                          "every sub-folder is a class (root/class_name/*.png): add images or move the folder out")
@@ -361,7 +366,8 @@ class ImageDataset(Dataset):
         if n is not None:
             self.images, self.names = self.images[:n], self.names[:n]
             self.labels = None if self.labels is None else self.labels[:n]
-            missing = [] if labels != "folders" else sorted(set(self.class_names) - {c.split("/")[0] for c in self.names})
+            kept = {name.split("/")[0] for name in self.names}
+            missing = [] if labels != "folders" else sorted(set(self.class_names) - kept)
             if missing:
                 raise ValueError(f"n={n} keeps the first {n} images in sorted order, and none of class(es) "
                                  f"{', '.join(missing)}; raise n or leave it out")

@@ -171,6 +171,7 @@ def closest_training_images(samples, train_images, net: FeatureNet | None = None
     if net is None:
         net = train_feature_net(tr, seed=seed, device=device, progress=progress)
     d_pix, i_pix = _nn_distance(s.flatten(1), tr.flatten(1))
-    d_feat, i_feat = _nn_distance(torch.from_numpy(extract_features(net, s)), torch.from_numpy(extract_features(net, tr)))
+    f_s, f_tr = (torch.from_numpy(extract_features(net, x)) for x in (s, tr))
+    d_feat, i_feat = _nn_distance(f_s, f_tr)
     return {"pixel_index": i_pix.numpy(), "pixel_distance": d_pix.numpy(), "feature_index": i_feat.numpy(),
             "feature_distance": d_feat.numpy(), "feature_net": net.name}

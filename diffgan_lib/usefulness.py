@@ -212,8 +212,8 @@ def tstr(real_train, real_train_y, synth, synth_y, real_test, real_test_y, seeds
     if not x["real_train"].shape[1:] == x["synth"].shape[1:] == x["real_test"].shape[1:]:
         raise ValueError("real_train, synth and real_test must have one image shape, got "
                          + ", ".join(str(tuple(v.shape[1:])) for v in x.values()) + "; resize them")
-    y = {k: _labels(v, len(x[k]), n) for k, v, n in [("real_train", real_train_y, "real_train_y"),
-                                                     ("synth", synth_y, "synth_y"), ("real_test", real_test_y, "real_test_y")]}
+    given = {"real_train": real_train_y, "synth": synth_y, "real_test": real_test_y}
+    y = {k: _labels(v, len(x[k]), f"{k}_y") for k, v in given.items()}
     K = max(int(v.max()) for v in y.values()) + 1
     if len(torch.unique(y["real_test"])) < 2:
         raise ValueError("real_test_y holds one class only, so AUROC and balanced accuracy say nothing; "

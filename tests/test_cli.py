@@ -166,12 +166,12 @@ def test_train_conditional_on_class_folders_keeps_their_names_and_resumes(tmp_pa
     assert ckpt["config"]["class_names"] == ["healthy", "lesion"] and ckpt["model"]["num_classes"] == 2
     assert ckpt["members"]["files"][:2] == ["healthy/0.png", "healthy/1.png"] and ckpt["members"]["count"] == 8
     # --resume knows the run is conditional on this folder's classes (no --labels needed)
-    assert main(["train", "--resume", str(run / "final_model.pth"), "--data", str(data), "--max-steps", "3", *common]) == 0
+    resume = ["train", "--resume", str(run / "final_model.pth"), "--data", str(data)]
+    assert main([*resume, "--max-steps", "3", *common]) == 0
     (data / "tumour").mkdir()
     (data / "tumour" / "0.png").write_bytes((data / "lesion" / "0.png").read_bytes())
     capsys.readouterr()
-    assert main(["train", "--resume", str(run / "final_model.pth"), "--data", str(data), "--max-steps", "4",
-                 *common]) == 2
+    assert main([*resume, "--max-steps", "4", *common]) == 2
     assert "learned the classes healthy, lesion, but the sub-folders of --data" in capsys.readouterr().err
 
 

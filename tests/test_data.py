@@ -480,6 +480,11 @@ def test_folder_label_errors_name_the_problem_and_the_fix(tmp_path):
     (tmp_path / "empty" / "c" / "notes.txt").write_text("no images here")
     with pytest.raises(ValueError, match=r"class folder\(s\) 'c' in .* hold no readable images"):
         ImageDataset(tmp_path / "empty", 16, labels="folders")
+    (tmp_path / "empty" / "c" / "notes.txt").unlink()
+    (tmp_path / "empty" / "c").rmdir()
+    (tmp_path / "empty" / "c").symlink_to(tmp_path / "empty" / "a", target_is_directory=True)
+    with pytest.raises(ValueError, match=r"'c' in .* are symbolic links to folders, which the loader does not follow"):
+        ImageDataset(tmp_path / "empty", 16, labels="folders")
     with pytest.raises(ValueError, match="is not a folder; pass a folder laid out as root/class_name"):
         ImageDataset(tmp_path / "one" / "only" / "a.png", 16, labels="folders")
     with pytest.raises(ValueError, match="is not a folder"):
