@@ -53,5 +53,6 @@ def describe_device(device: str | torch.device | None = None) -> str:
         props = torch.cuda.get_device_properties(dev)
         return f"cuda ({props.name}, {props.total_memory / 2**30:.0f} GiB)"
     if dev.type == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads)"
+        n = torch.get_num_threads()
+        return f"cpu ({n} thread{'' if n == 1 else 's'})"
     return dev.type

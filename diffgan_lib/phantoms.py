@@ -99,12 +99,15 @@ def _step(d: np.ndarray, width: float) -> np.ndarray:
 
 
 def make_phantom(image_size: int, contrast: str = "t1", lesion: bool = False,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, return_lesion: bool = False):
     """One axial head slice, (S, S) float32 in [-1, 1], deterministic given the generator's state.
 
     contrast: one of ``CONTRASTS``; lesion: draw a lesion in the brain; generator: a seeded
     ``torch.Generator`` (None uses a fresh, unseeded one). All randomness comes from the generator;
     the pixel maths runs in numpy (float32), which has less per-call overhead on small images.
+    return_lesion: also return the lesion's mask, (S, S) float32 in [0, 1] (core and oedema halo inside
+    the brain; CSF spaces it crosses stay CSF in the image; all 0 without a lesion): ``(image, mask)``,
+    the same image as without it.
     """
     S = check_image_size(image_size)
     if contrast not in _TISSUE:
@@ -169,13 +172,15 @@ def make_phantom(image_size: int, contrast: str = "t1", lesion: bool = False,
     brain += (deep - brain) * deep_mask
     brain *= 1 + 0.035 * tex + 0.02 * mid[1]
     # 6. Lesion: an irregular core with an oedema halo in the parenchyma (CSF spaces stay CSF).
+    lesion_mask = None
     if lesion:
         r, th = 0.25 + 0.4 * p[14], 2 * math.pi * p[15]
         size = 0.10 + 0.12 * p[16]
         q = np.sqrt((ub - r * math.cos(th)) ** 2 + (vb - r * math.sin(th)) ** 2) * (1 / size)
         q *= 1 + 0.25 * low[2]
         edge = 1.5 * w / (size * r_brain * a)                 # the edge width in units of q
-        brain += (oedema - brain) * (_step(1.7 - q, 1.7 * edge) * (0.5 + 0.5 * p[17]))
+        lesion_mask = _step(1.7 - q, 1.7 * edge)
+        brain += (oedema - brain) * (lesion_mask * (0.5 + 0.5 * p[17]))
         brain += (core - brain) * _step(1 - q, edge)
 
     # 7. CSF last: sulci, the fissure and the ventricles.
@@ -196,7 +201,10 @@ def make_phantom(image_size: int, contrast: str = "t1", lesion: bool = False,
         img = np.sqrt((img + sigma * n[0]) ** 2 + (sigma * n[1]) ** 2)
     img = _clip01(img) * 2
     img -= 1
-    return torch.from_numpy(img)
+    if not return_lesion:
+        return torch.from_numpy(img)
+    mask = np.zeros_like(img) if lesion_mask is None else lesion_mask * in_brain
+    return torch.from_numpy(img), torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))
 
 
 def _mix_seed(seed: int, index: int) -> int:
@@ -246,6 +254,13 @@ class PhantomDataset(Dataset):
         k = min(int(r_contrast * len(self.contrasts)), len(self.contrasts) - 1)
         lesion = int(r_lesion < self.lesion_prob)
         return g, {"contrast": CONTRASTS.index(self.contrasts[k]), "lesion": lesion}
+
+    def lesion_mask(self, index: int) -> torch.Tensor:
+        """Item ``index``'s lesion as an (S, S) bool mask (all False without a lesion), e.g. to outline it."""
+        g, lab = self._draw(int(index))
+        _, mask = make_phantom(self.image_size, CONTRASTS[lab["contrast"]], bool(lab["lesion"]), g,
+                               return_lesion=True)
+        return mask > 0.5
 
     def __getitem__(self, index: int):
         g, lab = self._draw(int(index))

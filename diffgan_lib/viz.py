@@ -46,29 +46,47 @@ def _size(ncols: int, nrows: int, cell: float, extra_h: float = 0.35) -> tuple[f
 
 
 def show_images(images, titles=None, ncols: int | None = None, suptitle: str | None = None,
-                vmin: float = -1.0, vmax: float = 1.0, cell: float = 1.6, cmap: str = "gray",
-                row_labels=None):
-    """A grid of images with the fixed window [vmin, vmax], gray, axes off.
+                vmin: float = -1.0, vmax: float = 1.0, tile_px: int | None = None, cmap: str = "gray",
+                row_labels=None, outlines=None, outline_color: str = "tab:red"):
+    """A grid of images with the fixed window [vmin, vmax], gray, axes off; tiles of ``tile_px`` screen pixels.
 
-    titles: one per image (None or "" for none); row_labels: one per row, written left of the row.
+    tile_px: None picks the smallest whole multiple of the image side that is at least 96 px (a 32 px
+    image at 96, a 64 px one at 128): every pixel becomes a block of equal size, which reads well and
+    keeps the PNG small.
+    titles: one per image (None or "" for none); row_labels: one per row, written left of the row;
+    outlines: one (H, W) mask (or None) per image, outlined in ``outline_color`` (e.g. a lesion).
+    The layout leaves room for titles and the suptitle, so no text overlaps; at most 8 columns fit
+    10 inches (80 dpi), so wider grids get smaller tiles.
     """
     imgs = [_as_image(x) for x in images]
     n = len(imgs)
     ncols = ncols or min(n, 8)
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=_size(ncols, nrows, cell), dpi=DPI, squeeze=False)
+    lines = max([str(t).count("\n") + 1 for t in titles if t] if titles is not None and any(titles) else [0])
+    title_h, label_w = 0.17 * lines + (0.08 if lines else 0.03), 0.3 if row_labels else 0.05
+    top_h = 0.3 if suptitle else 0.0
+    if tile_px is None:
+        side = max(imgs[0].shape[:2])
+        tile_px = side * math.ceil(96 / side)
+    cell = min(tile_px / DPI, (MAX_W - label_w) / ncols - 0.05)
+    w, h = label_w + ncols * (cell + 0.05), top_h + nrows * (cell + title_h) + 0.03
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w, h), dpi=DPI, squeeze=False)
+    fig.subplots_adjust(left=label_w / w, right=1 - 0.02 / w, bottom=0.03 / h, top=1 - (top_h + title_h) / h,
+                        wspace=0.05 / cell, hspace=title_h / cell)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
             ax.imshow(imgs[i], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
             if titles is not None and titles[i]:
                 ax.set_title(titles[i], fontsize=9)
+            mask = None if outlines is None else outlines[i]
+            if mask is not None and _np(mask).any():
+                ax.contour(_np(mask).astype(np.float32), levels=[0.5], colors=outline_color, linewidths=1.2)
     for r, label in enumerate(row_labels or []):
-        axes[r, 0].text(-0.06, 0.5, label, transform=axes[r, 0].transAxes, rotation=90, ha="right",
+        axes[r, 0].text(-0.04, 0.5, label, transform=axes[r, 0].transAxes, rotation=90, ha="right",
                         va="center", fontsize=9)
     if suptitle:
-        fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout(pad=0.4)
+        fig.suptitle(suptitle, fontsize=10, y=1 - 0.05 / h, va="top")
     return fig
 
 

@@ -117,3 +117,23 @@ def test_save_samples_round_trips_through_load_images(tmp_path):
     ds = PhantomDataset(n=5, image_size=32, seed=2)
     expected = torch.stack([ds[i] for i in range(5)])
     assert x.shape == expected.shape and (x - expected).abs().max() <= 1 / 127.5 + 1e-6
+
+
+def test_lesion_mask_marks_where_the_lesion_changed_the_image():
+    ds = PhantomDataset(n=40, image_size=64, seed=0, return_labels=True)
+    with_lesion = [i for i in range(40) if ds.labels(i)["lesion"]][:3]
+    without = [i for i in range(40) if not ds.labels(i)["lesion"]][:2]
+    for i in without:
+        assert not ds.lesion_mask(i).any()
+    for i in with_lesion:
+        mask = ds.lesion_mask(i)
+        assert mask.shape == (64, 64) and mask.dtype == torch.bool and 10 < int(mask.sum()) < 64 * 64 // 4
+        g = torch.Generator().manual_seed(123)
+        contrast = CONTRASTS[ds.labels(i)["contrast"]]
+        img, soft = make_phantom(64, contrast, True, g, return_lesion=True)
+        same = make_phantom(64, contrast, True, torch.Generator().manual_seed(123))
+        healthy = make_phantom(64, contrast, False, torch.Generator().manual_seed(123))
+        assert torch.equal(img, same)                  # asking for the mask does not change the image
+        diff = (img - healthy).abs()
+        assert diff[soft > 0.5].mean() > 5 * diff[soft == 0].mean()   # the lesion is inside the mask
+    assert torch.equal(ds[with_lesion[0]][0], PhantomDataset(n=40, image_size=64, seed=0)[with_lesion[0]])

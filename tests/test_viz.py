@@ -34,6 +34,31 @@ def test_show_images_fixed_window_titles_and_size():
         viz.show_images([torch.zeros(2, 2, 4, 4)])
 
 
+def _boxes_overlap(a, b):
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+@pytest.mark.parametrize("n,ncols,titles", [(6, None, "file {}"), (16, 4, "t = {}\nalpha_hat = 0.5"), (12, 6, "#{} CT")])
+def test_show_images_tiles_of_96_px_and_no_overlapping_text(n, ncols, titles):
+    fig = viz.show_images(torch.zeros(n, 1, 32, 32), [titles.format(i) for i in range(n)], ncols=ncols,
+                          suptitle="a title over the grid", row_labels=["row"] * (n // (ncols or n)))
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    assert all(ax.get_window_extent().width >= 95.5 for ax in fig.axes)          # about 96 screen pixels
+    texts = [fig._suptitle] + [ax.title for ax in fig.axes]
+    boxes = [t.get_window_extent(r) for t in texts]
+    assert not [(i, j) for i in range(len(boxes)) for j in range(i) if _boxes_overlap(boxes[i], boxes[j])]
+    images = [ax.get_window_extent() for ax in fig.axes]
+    assert not [t for t, b in zip(texts, boxes) for im in images if _boxes_overlap(b, im)]
+
+
+def test_show_images_outlines_a_mask():
+    mask = torch.zeros(16, 16, dtype=torch.bool)
+    mask[4:9, 5:10] = True
+    fig = viz.show_images(torch.zeros(2, 1, 16, 16), outlines=[mask, None])
+    assert len(fig.axes[0].collections) == 1 and not fig.axes[1].collections
+
+
 def test_plot_schedules_three_panels_with_log_snr():
     s = {n: DiffusionScheduler(100, schedule=n, device="cpu") for n in ("linear", "cosine")}
     fig = viz.plot_schedules(s, t_mark=10)
