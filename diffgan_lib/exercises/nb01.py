@@ -49,8 +49,9 @@ def _test_add_noise(fn):
 
 add_noise = Exercise(
     "add_noise", _test_add_noise,
-    hint_text="Pick alpha_hat[t] (one value per image), reshape it to (B, 1, 1, 1) with .view so it "
-              "broadcasts over channels and pixels, then apply x_t = sqrt(a) x0 + sqrt(1 - a) eps.",
+    hint_text="alpha_hat[t] holds one number per image, shape (B,), and x0 is (B, C, H, W). Broadcasting "
+              "lines shapes up from the right, so the (B,) vector needs three trailing dimensions of size 1 "
+              "before it can scale each image. After that, eq. 4 reads the same as for one image.",
     reference=_add_noise, probe=lambda fn: fn(*_noise_inputs()[:3], _SCHED.alpha_hat))
 
 
@@ -77,8 +78,8 @@ def _test_betas_from_alpha_hat(fn):
 
 betas_from_alpha_hat = Exercise(
     "betas_from_alpha_hat", _test_betas_from_alpha_hat,
-    hint_text="alpha_hat_t = alpha_hat_(t-1) * (1 - beta_t). Put a 1 in front of alpha_hat[:-1] with torch.cat "
-              "to get alpha_hat_(t-1) for every t, then solve for beta_t.",
+    hint_text="Divide the recursion by alpha_hat_(t-1): one step's 1 - beta_t is the ratio of two neighbouring "
+              "alpha_hats. Step 0 has no neighbour in the tensor; the text above says what to use for it.",
     reference=_betas_from_alpha_hat,
     probe=lambda fn: fn(_SCHED.alpha_hat))
 
@@ -106,8 +107,8 @@ def _test_snr_crossing(fn):
 
 snr_crossing = Exercise(
     "snr_crossing", _test_snr_crossing,
-    hint_text="SNR = alpha_hat / (1 - alpha_hat). torch.nonzero(mask) lists the indices where mask is True; "
-              "take the first one and convert it with int().",
+    hint_text="Compute the SNR of every t at once (one tensor), compare it with 1 to get a boolean mask, and "
+              "find the index of the mask's first True. The check wants a plain Python int.",
     reference=_snr_crossing, probe=lambda fn: fn(_SCHED.alpha_hat))
 
 
@@ -128,8 +129,8 @@ def _test_to_model_range(fn):
 
 to_model_range = Exercise(
     "to_model_range", _test_to_model_range,
-    hint_text="Map 0 to -1 and 255 to +1 with a straight line: divide by half of 255, then shift. "
-              "Convert to float first.",
+    hint_text="Two things: integer arithmetic on uint8 wraps around, so leave the integers first; then find "
+              "the straight line through the points (0, -1) and (255, +1).",
     reference=_to_model_range, probe=lambda fn: fn(torch.zeros(2, 2, dtype=torch.uint8)))
 
 
@@ -163,8 +164,8 @@ def _test_iterate(fn):
 
 iterate_forward = Exercise(
     "iterate_forward", _test_iterate,
-    hint_text="Start from a copy of x0 and loop over the steps s = 0 .. t (one per noise draw); in each, mix the "
-              "current x with eps[s] using the weights of q(x_s | x_{s-1}).",
+    hint_text="Keep a running x that starts as a copy of x0. There is one step per noise draw in eps; step s "
+              "uses betas[s] and eps[s] in the one-step formula of the text above.",
     reference=_iterate_forward, probe=lambda fn: fn(*_iterate_inputs(t=3)),
     solution_note="\nIts statistics match the one-shot formula (the cell below checks it): that is why training "
                   "can jump straight to x_t.")
