@@ -89,6 +89,8 @@ def cmd_sweep(a) -> None:
     for ckpt in sorted(a.out.glob("*/epoch_*.pth")) + sorted(a.out.glob("*/final_model.pth")):
         if ckpt.parent.name.startswith(tuple(BASELINES)):       # sampled with DDPM-1000 by cmd_baselines
             continue
+        if a.only and not any(ckpt.match(f"*/{pattern}") for pattern in a.only):
+            continue
         res_path = ckpt.with_suffix(".sweep.json")
         done = json.loads(res_path.read_text()) if res_path.exists() else {}
         for which in a.which:
@@ -208,6 +210,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=256, help="samples per set (default 256)")
     p.add_argument("--etas", type=float, nargs="+", default=[0.0, 1.0], help="sweep: DDIM etas (default 0 1)")
     p.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50, 100], help="sweep: DDIM steps")
+    p.add_argument("--only", nargs="+", help="sweep: only these checkpoints, e.g. seed0_e4/final_model.pth")
     p.add_argument("--which", nargs="+", default=["ema", "raw"], choices=("ema", "raw"), help="sweep: weights")
     p.add_argument("--raw-etas", type=float, nargs="+", default=[1.0], help="sweep: etas for the raw weights (default 1)")
     p.add_argument("--raw-steps", type=int, nargs="+", default=[50], help="sweep: DDIM steps for the raw weights (default 50)")
