@@ -10,7 +10,8 @@ For each seed, from the *same* teacher (the course's default trained 4 epochs th
 ``xray_study.py train`` makes it, in runs/xray/seed{S}_e4/final_model.pth), three arms, all through
 the command line (``diffgan_lib.cli.main``):
   * **continued** : ``train --resume TEACHER --epochs 8``: 4 more epochs of diffusion (more wall time
-    than either fine-tune), sampled with DDIM-4, -10 and -50 at eta 0 and 1;
+    than either fine-tune), sampled with DDIM-4 at eta 0 and 1, and DDIM-10 and -50 at eta 1 (the
+    better eta: benchmarks/xray_study.py);
   * **regression**: ``fewstep --init TEACHER --levels K --max-steps 300 --adv-weight 0``: the
     K-level fine-tune without a discriminator (what specialising to K levels alone buys);
   * **adversarial**: the same with ``--adv-weight 1`` (DDGAN-style pair discriminator).
@@ -50,7 +51,7 @@ from xray_study import SIZE, feature_net, split
 
 STEPS = 300
 PHANTOM_TEACHER = Path(__file__).resolve().parents[1] / "data" / "pretrained" / "phantoms32_pure_10k.pth"
-DDIM = [(s, e) for s in (4, 10, 50) for e in (0.0, 1.0)]
+DDIM = [(4, 0.0), (4, 1.0), (10, 1.0), (50, 1.0)]   # 256 samples of DDIM-50 cost ~10 CPU-minutes here
 
 
 def machine() -> str:
@@ -144,8 +145,7 @@ def samplers_for(run: Path) -> dict:
 def cmd_score(a) -> None:
     sticks = {}
     runs = sorted(p.parent for p in a.out.glob("*/final_model.pth"))
-    teachers = {"teacher_phantoms": PHANTOM_TEACHER}
-    teachers.update({f"teacher_xray_s{s}": a.teachers / f"seed{s}_e4" / "final_model.pth" for s in (0, 1, 2)})
+    teachers = {"teacher_phantoms": PHANTOM_TEACHER}    # the X-ray teachers' own scores: xray_study.py
     for name, ckpt in list(teachers.items()) + [(r.name, r / "final_model.pth") for r in runs]:
         if not ckpt.exists():
             continue
