@@ -54,6 +54,20 @@ def _chain_noisy_end(predict_x0, x, levels, noises):
     return x                                       # forgot the last level's x̂0
 
 
+def _unet_mistake(G, x, t, mistake):
+    from diffgan_lib.unet import timestep_embedding
+    emb = None if mistake == "no_emb" else G.time_mlp(timestep_embedding(t, G.base))
+    up = lambda h: F.interpolate(h, scale_factor=2)                                  # noqa: E731
+    cat = (lambda a, b: torch.cat([b, a], 1)) if mistake == "skip_first" else (lambda a, b: torch.cat([a, b], 1))
+    d1 = G.down1(x, emb)
+    d2 = G.down2(G.pool(d1), emb)
+    d3 = G.down3(G.pool(d2), emb)
+    h = G.mid(G.pool(d3), emb)
+    for block, skip in ((G.up3, d3), (G.up2, d2), (G.up1, d1)):
+        h = block(cat(up(h), skip), emb)
+    return h if mistake == "no_final" else G.final(h)
+
+
 # (module, exercise) -> [(wrong answer, a fragment of the message it must get)]
 WRONG = {
     ("nb01", "add_noise"): [
@@ -90,6 +104,13 @@ WRONG = {
         (lambda t, d: torch.cat([torch.sin(_args(t, d)), torch.cos(_args(t, d))], 1), "swapped"),
         (lambda t, d: torch.zeros(len(t), d), "wrong values"),
         (lambda t, d: torch.zeros(len(t), d // 2), "shape"),
+    ],
+    ("nb02", "unet_forward"): [
+        (lambda G, x, t: _unet_mistake(G, x, t, "skip_first"), "concatenation order"),
+        (lambda G, x, t: _unet_mistake(G, x, t, "no_emb"), "time embedding"),
+        (lambda G, x, t: _unet_mistake(G, x, t, "no_final"), "G.final"),
+        (lambda G, x, t: G(x, t) + 0.1, "wrong values"),
+        (lambda G, x, t: G.up3(G.down1(x)), "raised"),
     ],
     ("nb03", "conv_out_side"): [
         (lambda n, k, s, p: (n + 2 * p - k) / s + 1, "floor division"),
