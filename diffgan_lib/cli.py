@@ -59,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--base", type=int, help="UNet / discriminator width, a multiple of 8 (default: 32 on "
                    "CPU, 64 on CUDA; the checkpoint's when resuming)")
     t.add_argument("--channels", type=int, default=1, choices=(1, 3), help="1 grayscale, 3 RGB (default 1)")
-    t.add_argument("--epochs", type=int, default=10, help="total epochs, counted from the start of the run "
-                   "also when resuming (default 10)")
+    t.add_argument("--epochs", type=int, help="total epochs, counted from the start of the run also when "
+                   "resuming (default 10; with --max-steps alone, as many as those steps need)")
     t.add_argument("--max-steps", type=int, help="stop after this many optimisation steps in total, counted "
                    "from the start of the run")
     t.add_argument("--batch-size", type=int, default=16, help="images per step in each process (default 16); "
@@ -243,6 +243,8 @@ def _train(a) -> int:
                              seed=cfg.seed, device=dev, **(labelled if cfg.class_names or folder_labels else {}))
     if folder_labels:                # the classes are the folder's: new in the config, or the resumed run's
         cfg = _folder_classes(cfg, loader.dataset.class_names, a)
+    if a.epochs is None:             # --max-steps alone means "this many steps", not "at most 10 epochs"
+        a.epochs = -(-a.max_steps // len(loader)) if a.max_steps else 10
     result = train(loader, image_channels=channels, timesteps=a.timesteps, device=dev, epochs=a.epochs,
                    save_dir=out, config=cfg, resume=a.resume, max_steps=a.max_steps, overwrite=a.overwrite)
     status = 143 if result.stopped_by == "SIGTERM" else 130 if result.stopped_by else 0

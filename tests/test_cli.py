@@ -1,5 +1,6 @@
 """Command line: help texts, one-line errors with exit status 2, and a tiny train -> sample run."""
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -73,6 +74,14 @@ def test_train_then_sample(tmp_path, capsys):
                      "--eta", eta, "--out", str(tmp_path / folder), "--device", "cpu"]) == 0
     assert np.array_equal(samples, np.load(tmp_path / "eta1" / "samples.npy"))
     assert not np.array_equal(samples, np.load(tmp_path / "eta0" / "samples.npy"))
+
+
+def test_max_steps_alone_runs_that_many_steps_past_the_default_epochs(tmp_path):
+    # 8 phantoms at batch 4: 2 steps an epoch, so the old default of 10 epochs would stop at step 20
+    assert main(["train", "--data", "phantoms", "--n-images", "8", "--image-size", "32", "--base", "8",
+                 "--max-steps", "23", "--batch-size", "4", "--timesteps", "50", "--out", str(tmp_path),
+                 "--device", "cpu"]) == 0
+    assert json.loads((tmp_path / "history.json").read_text())["step"][-1] == 23
 
 
 @pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
