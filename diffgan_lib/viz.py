@@ -204,16 +204,22 @@ def plot_sinusoids(emb, t, dims=(0, 2, 8)):
     return fig
 
 
-def plot_score_maps(images, scores, titles, limit: float | None = None):
+def plot_score_maps(images, scores, titles, limit: float | None = None, tile_px: int = 128):
     """Images (top row) above D's patch-score maps (bottom row, red = "fake", blue = "real").
 
     scores: (N, 1, h, w) or (N, h, w) logits; ``limit`` fixes the symmetric colour range (else the max |score|).
+    Each panel is about ``tile_px`` screen pixels (smaller when more than 5 images must fit 10 inches).
     """
     imgs = [_as_image(x) for x in images]
     s = _np(scores).reshape(len(imgs), *_np(scores).shape[-2:])
     limit = limit or float(np.abs(s).max()) or 1.0
     n = len(imgs)
-    fig, axes = plt.subplots(2, n, figsize=_size(n, 2, 1.9, extra_h=0.3), dpi=DPI, squeeze=False)
+    bar_w, title_h = 0.9, 0.3
+    cell = min(tile_px / DPI, (MAX_W - bar_w) / n - 0.1)
+    w, h = n * (cell + 0.1) + bar_w, 2 * (cell + title_h) + 0.05
+    fig, axes = plt.subplots(2, n, figsize=(w, h), dpi=DPI, squeeze=False)
+    fig.subplots_adjust(left=0.05 / w, right=1 - bar_w / w, bottom=0.05 / h, top=1 - title_h / h,
+                        wspace=0.1 / cell, hspace=title_h / cell)
     for j in range(n):
         axes[0, j].imshow(imgs[j], cmap="gray", vmin=-1, vmax=1)
         axes[0, j].set_title(titles[j], fontsize=9)
@@ -221,7 +227,8 @@ def plot_score_maps(images, scores, titles, limit: float | None = None):
         axes[1, j].set_title(f"mean score {s[j].mean():+.2f}", fontsize=8)
         for ax in axes[:, j]:
             ax.axis("off")
-    fig.colorbar(im, ax=axes[1, :].tolist(), fraction=0.03, pad=0.02, label="score")
+    cax = fig.add_axes((1 - (bar_w - 0.15) / w, 0.05 / h, 0.12 / w, cell / h))
+    fig.colorbar(im, cax=cax, label="score")
     return fig
 
 

@@ -29,8 +29,8 @@ def _test_conv_out_side(fn):
 
 conv_out_side = Exercise(
     "conv_out_side", _test_conv_out_side,
-    hint_text="Padding adds p pixels on both sides; a kernel of size k fits in (side + 2p - k) positions "
-              "past the first one, and the stride keeps every s-th of them.",
+    hint_text="The formula is in the text above. In Python, which division drops a partial window at the end "
+              "and returns an int?",
     reference=_conv_out_side, probe=lambda fn: fn(128, 4, 2, 1))
 
 
@@ -53,7 +53,8 @@ def _test_score_side(fn):
 
 score_side = Exercise(
     "score_side", _test_score_side,
-    hint_text="Apply your conv_out_side formula four times, with D's kernel, stride and padding at each layer.",
+    hint_text="Read the kernel, stride and padding of D's four convolutions off the layer-by-layer printout "
+              "above (three alike, the last one different), and feed the side through them in order.",
     reference=_score_side, probe=lambda fn: fn(96))
 
 
@@ -79,6 +80,7 @@ def _test_receptive_field(fn):
 
 receptive_field = Exercise(
     "receptive_field", _test_receptive_field,
-    hint_text="Start with rf = 1 and jump = 1. Each layer adds (kernel - 1) * jump to rf, then multiplies "
-              "jump by its stride.",
+    hint_text="Walk through the layers keeping two numbers: the view so far (one pixel before any layer) and "
+              "the jump. The text above says how a layer changes each; which of the two updates must use "
+              "the jump from before this layer's stride?",
     reference=_receptive_field, probe=lambda fn: fn([(3, 1)]))
