@@ -1,4 +1,4 @@
-"""Exercises of notebook 04, the losses: ``d_loss``, ``d_loss_at_chance``, ``x0_from_eps``."""
+"""Exercises of notebook 04, the losses: ``d_loss``, ``d_loss_at_chance``, ``corrected_fake``."""
 from __future__ import annotations
 
 import math
@@ -35,8 +35,8 @@ def _test_d_loss(fn):
 
 d_loss = Exercise(
     "d_loss", _test_d_loss,
-    hint_text="Real images should get high scores: penalise them with softplus(-s). Fakes should get low "
-              "scores: softplus(+s). Average each over all patches, then add the two.",
+    hint_text="Take D's two terms from the list in section 2 (which sign goes with the real scores?). Each is "
+              "averaged over every patch score of every image; D_loss combines the two averages.",
     reference=_d_loss, probe=lambda fn: fn(*_scores()))
 
 
@@ -55,7 +55,8 @@ def _test_d_loss_at_chance(value):
 
 d_loss_at_chance = Exercise(
     "d_loss_at_chance", _test_d_loss_at_chance,
-    hint_text="At chance D outputs s = 0 for every image. softplus(0) = ln(1 + e^0).",
+    hint_text="Put s = 0 into both of D's terms from section 2 and evaluate them (the plot above shows one "
+              "of the two). An average of equal numbers is that number.",
     reference=2 * math.log(2),
     solution_note="\n= softplus(-0) + softplus(0) = 2 ln 2: the real and the fake term are both ln 2 = 0.6931.")
 
