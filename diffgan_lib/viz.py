@@ -2,7 +2,8 @@
 
 Conventions: images are tensors or arrays shaped (B, C, H, W), (C, H, W) or (H, W) in [-1, 1], drawn
 with ``cmap="gray"`` and the fixed window ``vmin=-1, vmax=1`` (3-channel images as RGB), axes off.
-Figures are small (``DPI`` = 80, at most 10 x 4 inches). Every helper returns the ``Figure``; the
+Figures are small (``DPI`` = 80; plots at most 10 x 4 inches, image grids at most 10.5 inches wide
+and as high as their rows of ~96 px tiles need). Every helper returns the ``Figure``; the
 notebook ends its cell with ``plt.show()``.
 """
 from __future__ import annotations
@@ -16,10 +17,11 @@ import torch.nn as nn
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Rectangle
 
 __all__ = ["DPI", "show_images", "plot_curves", "plot_schedules", "plot_pipeline", "plot_sinusoids",
-           "plot_score_maps", "receptive_box", "draw_receptive_field", "plot_gan_losses"]
+           "plot_score_maps", "receptive_box", "draw_receptive_field", "plot_gan_losses", "compare_histories"]
 
 DPI = 80
-MAX_W, MAX_H = 10.0, 4.0
+MAX_W = 10.0          # inches: plots
+GRID_MAX_W = 10.5     # inches: image grids (8 tiles of 96 px and the row labels)
 
 
 def _np(x) -> np.ndarray:
@@ -38,13 +40,6 @@ def _as_image(img) -> np.ndarray:
     return a
 
 
-def _size(ncols: int, nrows: int, cell: float, extra_h: float = 0.35) -> tuple[float, float]:
-    """A figure size of ncols x nrows cells of about ``cell`` inches, shrunk to fit 10 x 4 inches."""
-    w, h = ncols * cell, nrows * (cell + extra_h)
-    k = min(1.0, MAX_W / w, MAX_H / h)
-    return w * k, h * k
-
-
 def show_images(images, titles=None, ncols: int | None = None, suptitle: str | None = None,
                 vmin: float = -1.0, vmax: float = 1.0, tile_px: int | None = None, cmap: str = "gray",
                 row_labels=None, outlines=None, outline_color: str = "tab:red"):
@@ -53,22 +48,27 @@ def show_images(images, titles=None, ncols: int | None = None, suptitle: str | N
     tile_px: None picks the smallest whole multiple of the image side that is at least 96 px (a 32 px
     image at 96, a 64 px one at 128): every pixel becomes a block of equal size, which reads well and
     keeps the PNG small.
-    titles: one per image (None or "" for none); row_labels: one per row, written left of the row;
+    titles: one per image (None or "" for none); row_labels: one per row, written left of the row
+    (upright when every line is at most 12 characters, else flat: break long labels with "\n");
     outlines: one (H, W) mask (or None) per image, outlined in ``outline_color`` (e.g. a lesion).
-    The layout leaves room for titles and the suptitle, so no text overlaps; at most 8 columns fit
-    10 inches (80 dpi), so wider grids get smaller tiles.
+    The layout leaves room for titles and the suptitle, so no text overlaps; at most 8 columns of
+    96 px fit 10.5 inches (80 dpi), so wider grids get smaller tiles.
     """
     imgs = [_as_image(x) for x in images]
     n = len(imgs)
     ncols = ncols or min(n, 8)
     nrows = math.ceil(n / ncols)
     lines = max([str(t).count("\n") + 1 for t in titles if t] if titles is not None and any(titles) else [0])
-    title_h, label_w = 0.17 * lines + (0.08 if lines else 0.03), 0.3 if row_labels else 0.05
+    label_lines = [str(r).split("\n") for r in row_labels or []]
+    longest = max((len(ln) for lines_ in label_lines for ln in lines_), default=0)
+    flat = longest > 12                                                  # long row labels: written flat
+    label_w = (0.07 * longest + 0.15 if flat else 0.17 * max(map(len, label_lines)) + 0.13) if row_labels else 0.05
+    title_h = 0.17 * lines + (0.08 if lines else 0.03)
     top_h = 0.3 if suptitle else 0.0
     if tile_px is None:
         side = max(imgs[0].shape[:2])
         tile_px = side * math.ceil(96 / side)
-    cell = min(tile_px / DPI, (MAX_W - label_w) / ncols - 0.05)
+    cell = min(tile_px / DPI, (GRID_MAX_W - label_w) / ncols - 0.05)
     w, h = label_w + ncols * (cell + 0.05), top_h + nrows * (cell + title_h) + 0.03
     fig, axes = plt.subplots(nrows, ncols, figsize=(w, h), dpi=DPI, squeeze=False)
     fig.subplots_adjust(left=label_w / w, right=1 - 0.02 / w, bottom=0.03 / h, top=1 - (top_h + title_h) / h,
@@ -83,8 +83,8 @@ def show_images(images, titles=None, ncols: int | None = None, suptitle: str | N
             if mask is not None and _np(mask).any():
                 ax.contour(_np(mask).astype(np.float32), levels=[0.5], colors=outline_color, linewidths=1.2)
     for r, label in enumerate(row_labels or []):
-        axes[r, 0].text(-0.04, 0.5, label, transform=axes[r, 0].transAxes, rotation=90, ha="right",
-                        va="center", fontsize=9)
+        axes[r, 0].text(-0.04, 0.5, label, transform=axes[r, 0].transAxes, rotation=0 if flat else 90,
+                        ha="right", va="center", fontsize=9)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10, y=1 - 0.05 / h, va="top")
     return fig
@@ -281,3 +281,30 @@ def plot_gan_losses(s_range: float = 6.0, marks: dict | None = None, ax=None):
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(0, 9 if above else -17), fontsize=8,
                     ha="center", color=color, fontweight="bold")
     return ax.figure
+
+
+_LOSS_NAMES = {"diff": "diffusion loss (MSE on eps)", "adv": "adversarial loss (G)", "D": "D loss"}
+
+
+def compare_histories(histories: dict, keys=("diff", "D"), window: int = 10, title: str | None = None):
+    """Loss curves of several runs on shared axes, one panel per key of ``TrainResult.history``.
+
+    histories: {run name: history} (each with "step" and the keys); lines are ``window``-step running
+    means that skip nan (steps without a D update); the D panel has the chance line 2 ln 2.
+    """
+    from .losses import D_LOSS_AT_CHANCE
+    from .viz_training import smooth
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.0 * len(keys), 2.9), dpi=DPI, squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for name, h in histories.items():
+            ax.plot(h["step"], smooth(h[key], window), lw=1.6, label=name)
+        if key == "D":
+            ax.axhline(D_LOSS_AT_CHANCE, color="gray", ls="--", lw=1, label="chance 2 ln 2")
+        ax.set(xlabel="step", title=_LOSS_NAMES.get(key, key))
+        ax.title.set_fontsize(10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

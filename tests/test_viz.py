@@ -106,3 +106,25 @@ def test_schedule_figure_shows_a_bad_setting_instead_of_raising():
     assert any("must be larger" in t.get_text() for t in fig.texts)
     fig = widgets.draw_schedule(torch.zeros(1, 32, 32), torch.zeros(1, 32, 32), T=100, t=500)   # t clamped
     assert "t = 99" in fig.axes[3].get_title()
+
+
+def test_compare_histories_one_panel_per_loss_with_the_chance_line():
+    nan = float("nan")
+    h = {"step": [1, 2, 3], "diff": [1.0, 0.8, 0.6], "D": [nan, 1.3, 0.2]}
+    fig = viz.compare_histories({"a": h, "b": h}, keys=("diff", "D"), window=2)
+    assert len(fig.axes) == 2 and fig.axes[1].get_title() == "D loss" and _small(fig)
+    assert len(fig.axes[0].lines) == 2 and len(fig.axes[1].lines) == 3      # two runs, and 2 ln 2
+
+
+@pytest.mark.parametrize("labels,rotation", [(["corrected, step 230", "as written"], 0.0),
+                                             (["corrected\nstep 230", "as written\nstep 230"], 90.0)])
+def test_show_images_row_labels_stay_inside_the_figure(labels, rotation):
+    fig = viz.show_images(torch.zeros(16, 1, 32, 32), ncols=8, row_labels=labels)
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    texts = [t for ax in fig.axes for t in ax.texts]
+    assert [t.get_rotation() for t in texts] == [rotation] * 2
+    assert all(t.get_window_extent(r).x0 >= 0 for t in texts)
+    assert fig.get_size_inches()[0] <= 10.51
+    if rotation:                                                 # short labels leave room for 96 px tiles
+        assert all(ax.get_window_extent().width >= 95.5 for ax in fig.axes)

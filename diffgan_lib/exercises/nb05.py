@@ -26,8 +26,8 @@ def _test_forwards(answer):
 
 generator_forwards = Exercise(
     "generator_forwards", _test_forwards,
-    hint_text="The seed calls G once inside diffusion_loss and once more for fake = G(noisy) at t = 0. "
-              "The corrected step reuses x0_pred from the diffusion forward pass (ERRATA 2).",
+    hint_text="Ask, for each loop: where does the diffusion loss get G's prediction, and where does the fake "
+              "come from? Notebook 04, section 4, counted them with a hook.",
     reference=dict(_FORWARDS),
     solution_note="\nThe corrected step's fake is x0_pred of the same forward pass, so one G call per step.")
 
