@@ -63,7 +63,7 @@ def _gray(ax, img, title=None):
     """One image (C, S, S) or (S, S) in [-1, 1] on ``ax``: gray, window [-1, 1], no axes."""
     arr = img.detach().float().cpu()
     arr = arr[0] if arr.dim() == 3 else arr
-    ax.imshow(arr.numpy(), cmap="gray", vmin=-1, vmax=1)
+    ax.imshow(arr.numpy(), cmap="gray", vmin=-1, vmax=1, interpolation="nearest")   # small PNGs, crisp pixels
     ax.axis("off")
     if title is not None:
         ax.set_title(title, fontsize=9)
