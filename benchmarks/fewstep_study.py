@@ -143,6 +143,7 @@ def samplers_for(run: Path) -> dict:
 
 
 def cmd_score(a) -> None:
+    (a.out / "scores").mkdir(parents=True, exist_ok=True)
     sticks = {}
     runs = sorted(p.parent for p in a.out.glob("*/final_model.pth"))
     teachers = {"teacher_phantoms": PHANTOM_TEACHER}    # the X-ray teachers' own scores: xray_study.py
