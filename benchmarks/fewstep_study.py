@@ -153,7 +153,8 @@ def cmd_score(a) -> None:
         data = "phantoms" if "phantoms" in name else "pneumoniamnist"
         res_path = a.out / "scores" / f"{name}.json"
         done = json.loads(res_path.read_text()) if res_path.exists() else {}
-        todo = {k: v for k, v in samplers_for(Path(name)).items() if k not in done}
+        todo = {k: v for k, v in samplers_for(Path(name)).items() if k not in done
+                and v.get("steps", 0) <= a.max_ddim_steps}
         if not todo:
             continue
         if data not in sticks:
@@ -238,6 +239,7 @@ def main() -> None:
     p.add_argument("--teachers", type=Path, default=Path("runs/xray"), help="xray_study.py's --out (the teachers)")
     p.add_argument("--threads", type=int)
     p.add_argument("--n", type=int, default=256, help="samples per set (default 256)")
+    p.add_argument("--max-ddim-steps", type=int, default=50, help="score: skip DDIM sets with more steps (time)")
     p.add_argument("--write", help="table: write the collected results as JSON here")
     a = p.parse_args()
     if a.threads:
