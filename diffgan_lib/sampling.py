@@ -259,8 +259,10 @@ def generate_and_visualize(G, scheduler, n: int = 16, image_size: int = 128, sav
     if show:
         import matplotlib.pyplot as plt
         grid = image_grid(images, nrow)
-        fig, ax = plt.subplots(figsize=(min(8, grid.shape[1] / 80 + 1), min(8, grid.shape[0] / 80 + 1)), dpi=80)
-        ax.imshow(grid, cmap="gray", vmin=0, vmax=255)
+        zoom = max(1.0, 96 / images.shape[-1])            # tiles at least ~96 screen pixels wide
+        fig, ax = plt.subplots(figsize=(min(10, zoom * grid.shape[1] / 80 + 0.4), min(10, zoom * grid.shape[0] / 80 + 0.6)),
+                               dpi=80)
+        ax.imshow(grid, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         how = (f"few-step, {G.n_levels} levels" if isinstance(G, FewStepGenerator) else
                sampler.upper() + (f"-{steps}, η={eta:g}" if sampler == "ddim" else ""))
         ax.set_title(f"{n} samples, {how}")
