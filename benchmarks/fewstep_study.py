@@ -198,9 +198,9 @@ def cmd_table(a) -> None:
                     and m["arm"] == "adversarial"})
     rows = {}     # row label -> list of per-seed score dicts (4 levels, X-rays)
     for s in seeds:
-        cont = scores.get(f"xray_s{s}_continued", {})
-        for key, v in cont.items():
-            rows.setdefault(f"continued, {key}", []).append(v)
+        for arm_name, label in (("continued_pure", "pure diffusion continued"), ("continued", "default hybrid continued")):
+            for key, v in scores.get(f"xray_s{s}_{arm_name}", {}).items():
+                rows.setdefault(f"{label}, {key}", []).append(v)
         for kind in ("regression", "adversarial"):
             if f"xray_s{s}_k4_{kind}" in scores:
                 rows.setdefault(f"{kind}, 4 levels", []).append(scores[f"xray_s{s}_k4_{kind}"]["own"])
@@ -210,11 +210,12 @@ def cmd_table(a) -> None:
     paired = []
     for s in seeds:
         adv, reg = (scores.get(f"xray_s{s}_k4_{k}", {}).get("own") for k in ("adversarial", "regression"))
-        cont = scores.get(f"xray_s{s}_continued", {})
+        cont = scores.get(f"xray_s{s}_continued_pure", {})
         ddim4 = min((cont[k] for k in ("ddim4_eta0", "ddim4_eta1") if k in cont), key=lambda v: v["fd"], default=None)
         if adv and reg and ddim4:
             paired.append({"seed": s, "adversarial_fd": adv["fd"], "regression_fd": reg["fd"], "ddim4_best_fd": ddim4["fd"],
-                           "adv_over_ddim4": adv["fd"] / ddim4["fd"], "adv_beats_regression": adv["fd"] < reg["fd"]})
+                           "adv_over_ddim4": adv["fd"] / ddim4["fd"], "adv_beats_regression": adv["fd"] < reg["fd"],
+                           "ddim10_eta1_fd": cont.get("ddim10_eta1", {}).get("fd")})
     res["paired"] = paired
     rr = (scores.get("real_pneumoniamnist") or {}).get("fd")
     print(f"real vs real FD (val 256 vs test): {rr}")
@@ -227,7 +228,7 @@ def cmd_table(a) -> None:
               f"{r['nn_ratio']['mean']:.2f} | {1e3 * r['s_per_image']['mean']:.1f} |")
     for p in paired:
         print(f"seed {p['seed']}: adversarial FD {p['adversarial_fd']:.2f} = {p['adv_over_ddim4']:.2f}x the continued "
-              f"model's best DDIM-4 ({p['ddim4_best_fd']:.2f}); regression {p['regression_fd']:.2f}")
+              f"pure model's best DDIM-4 ({p['ddim4_best_fd']:.2f}); regression {p['regression_fd']:.2f}")
     for name in sorted(scores):
         if name.startswith(("xray_s0_k2", "xray_s0_k1", "phantoms", "teacher_phantoms")):
             for key, v in scores[name].items():
