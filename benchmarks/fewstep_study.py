@@ -16,7 +16,8 @@ the command line (``diffgan_lib.cli.main``):
     on these X-rays it made the model worse, see the README);
   * **regression**: ``fewstep --init TEACHER --levels K --max-steps 300 --adv-weight 0``: the
     K-level fine-tune without a discriminator (what specialising to K levels alone buys);
-  * **adversarial**: the same with ``--adv-weight 1`` (DDGAN-style pair discriminator).
+  * **adversarial**: the same with ``--adv-weight 1`` (DDGAN-style pair discriminator);
+and, since continuing made these models worse, the teacher itself sampled with DDIM-4.
 The wall time of every arm is recorded (one thread per process; two processes share the 2 cores).
 
     python benchmarks/fewstep_study.py run --seeds 0 1 2 --levels 4 --threads 1
@@ -154,7 +155,8 @@ def cmd_score(a) -> None:
     (a.out / "scores").mkdir(parents=True, exist_ok=True)
     sticks = {}
     runs = sorted(p.parent for p in a.out.glob("*/final_model.pth"))
-    teachers = {"teacher_phantoms": PHANTOM_TEACHER}    # the X-ray teachers' own scores: xray_study.py
+    teachers = {"teacher_phantoms": PHANTOM_TEACHER}
+    teachers.update({f"teacher_xray_s{s}": a.teachers / f"seed{s}_e4" / "final_model.pth" for s in (0, 1, 2)})
     for name, ckpt in list(teachers.items()) + [(r.name, r / "final_model.pth") for r in runs]:
         if not ckpt.exists():
             continue
@@ -201,6 +203,8 @@ def cmd_table(a) -> None:
         for arm_name, label in (("continued_pure", "pure diffusion continued"), ("continued", "default hybrid continued")):
             for key, v in scores.get(f"xray_s{s}_{arm_name}", {}).items():
                 rows.setdefault(f"{label}, {key}", []).append(v)
+        for key, v in scores.get(f"teacher_xray_s{s}", {}).items():
+            rows.setdefault(f"the teacher itself (4 epochs), {key}", []).append(v)
         for kind in ("regression", "adversarial"):
             if f"xray_s{s}_k4_{kind}" in scores:
                 rows.setdefault(f"{kind}, 4 levels", []).append(scores[f"xray_s{s}_k4_{kind}"]["own"])
@@ -212,8 +216,11 @@ def cmd_table(a) -> None:
         adv, reg = (scores.get(f"xray_s{s}_k4_{k}", {}).get("own") for k in ("adversarial", "regression"))
         cont = scores.get(f"xray_s{s}_continued_pure", {})
         ddim4 = min((cont[k] for k in ("ddim4_eta0", "ddim4_eta1") if k in cont), key=lambda v: v["fd"], default=None)
+        own = scores.get(f"teacher_xray_s{s}", {})
+        teacher4 = min((own[k] for k in ("ddim4_eta0", "ddim4_eta1") if k in own), key=lambda v: v["fd"], default=None)
         if adv and reg and ddim4:
             paired.append({"seed": s, "adversarial_fd": adv["fd"], "regression_fd": reg["fd"], "ddim4_best_fd": ddim4["fd"],
+                           "teacher_ddim4_best_fd": teacher4["fd"] if teacher4 else None,
                            "adv_over_ddim4": adv["fd"] / ddim4["fd"], "adv_beats_regression": adv["fd"] < reg["fd"],
                            "ddim10_eta1_fd": cont.get("ddim10_eta1", {}).get("fd")})
     res["paired"] = paired
