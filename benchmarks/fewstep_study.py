@@ -193,7 +193,9 @@ def _mean_sd(values: list[float]) -> dict:
 def cmd_table(a) -> None:
     scores = {p.stem: json.loads(p.read_text()) for p in (a.out / "scores").glob("*.json")}
     arms = {p.parent.name: json.loads(p.read_text()) for p in a.out.glob("*/arm.json")}
-    res = {"protocol": __doc__.split("\n\n")[1].replace("\n", " "), "machine": machine(), "steps": STEPS,
+    ran_on = sorted({m["machine"] for m in arms.values()})
+    res = {"protocol": __doc__.split("\n\n")[1].replace("\n", " "), "machine": "; ".join(ran_on) + " (this project's "
+           "2-core CPU, shared by up to five jobs)", "steps": STEPS,
            "real_vs_real": {d: scores.get(f"real_{d}") for d in ("pneumoniamnist", "phantoms")},
            "arms": arms, "scores": {k: v for k, v in scores.items() if not k.startswith("real_")}}
     seeds = sorted({m["seed"] for n, m in arms.items() if n.startswith("xray") and m.get("levels", 4) == 4

@@ -23,7 +23,7 @@ PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "data" / "pretrained"
 PRETRAINED = PRETRAINED_DIR / "phantoms32_default_10k.pth"      # the default hybrid recipe
 PRETRAINED_PURE = PRETRAINED_DIR / "phantoms32_pure_10k.pth"    # adv_weight = 0
 PRETRAINED_FEWSTEP = PRETRAINED_DIR / "phantoms32_fewstep4.pth"  # 4 levels, fine-tuned from PRETRAINED_PURE
-PRETRAINED_XRAY = PRETRAINED_DIR / "xray32_default_20ep.pth"     # the default recipe, 20 epochs of PneumoniaMNIST
+PRETRAINED_XRAY = PRETRAINED_DIR / "xray32_default_4ep.pth"      # the default recipe, 4 epochs of PneumoniaMNIST
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 

@@ -1,0 +1,59 @@
+CELLS = [
+("md", r"""
+### How much noise η = 1 adds: σ_t and DDPM's posterior variance
+
+DDIM's step (Song et al. 2021, eq. 12) adds fresh noise with standard deviation
+$\sigma_t(\eta) = \eta\,\sqrt{\tfrac{1-\bar\alpha_{t'}}{1-\bar\alpha_t}}\,\sqrt{1-\tfrac{\bar\alpha_t}{\bar\alpha_{t'}}}$
+(eq. 16) when it jumps from $t$ to $t' < t$. For one small step ($t' = t - 1$) and $\eta = 1$ this is
+exactly DDPM's posterior variance $\tilde\beta_t = \tfrac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}\,\beta_t$: the
+spread of $x_{t-1}$ given $x_t$ and $x_0$. So $\eta = 1$ is "DDPM's kind of noise, on DDIM's
+timesteps". (The seed's DDPM uses the slightly larger $\sigma_t^2 = \beta_t$; both are in Ho et al.)
+"""),
+("code", r"""
+# NBVAL_CHECK_OUTPUT
+ah, betas = scheduler.alpha_hat.cpu().double(), scheduler.betas.cpu().double()
+for t in (999, 500, 10):
+    sigma_eta1 = torch.sqrt((1 - ah[t - 1]) / (1 - ah[t]) * (1 - ah[t] / ah[t - 1]))   # eq. 16, t' = t - 1
+    beta_tilde = (1 - ah[t - 1]) / (1 - ah[t]) * betas[t]                             # DDPM's posterior variance
+    print(f"t = {t:3d}: sigma_t(eta=1)^2 = {sigma_eta1 ** 2:.6f}   beta_tilde_t = {beta_tilde:.6f}   beta_t = {betas[t]:.6f}")
+"""),
+("md", r"""
+### η measured: real chest X-rays, 256 samples per point
+
+Eight samples are an anecdote. `benchmarks/xray_study.py` measured the choice on real scans: the
+course's default trained on PneumoniaMNIST (32 px chest X-rays) through `train()`, as the command line
+does, for 4 epochs (three training seeds) and, for seed 0, also 1 and 20 epochs; sampled with DDIM from the
+EMA weights at $\eta = 0$ and $\eta = 1$ (seed 0 at 10, 25 and 50 steps, the others at 50); 256 samples per
+point, scored by FD in the features of a small network trained on the training X-rays, against the test
+split (notebook 07 explains FD). One point costs about 5-10 CPU-minutes, so the figure is loaded from the
+script's committed results file, `benchmarks/results/xray_sampling.json`.
+"""),
+("code", r"""
+xr = load_results("xray_sampling")
+runs = xr["runs"]
+fd = lambda run, key: runs[run][key]["test"]["fd"]
+seeds4 = [r for r in runs if r.endswith("_e4/final_model")]
+fig, ax = plt.subplots(figsize=(8.5, 3.8), dpi=80)
+for eta, color in ((0, "C0"), (1, "C3")):
+    pts = sorted((int(k.split("ddim")[1]), fd("seed0_e4/final_model", k)) for k in runs["seed0_e4/final_model"]
+                 if k.startswith(f"ema_eta{eta}_"))
+    ax.plot(*zip(*pts), "o-", color=color, lw=2, label=f"η = {eta}, 4 epochs, seed 0")
+    at50 = torch.tensor([fd(r, f"ema_eta{eta}_ddim50") for r in seeds4])
+    ax.errorbar([44], [at50.mean()], yerr=[at50.std()], fmt="s", color=color, capsize=4,
+                label=f"η = {eta}, 4 epochs, DDIM-50: mean ± sd, {len(seeds4)} seeds")
+    for run, x, marker, what in (("seed0_e20/epoch_0001", 38, "v", "1 epoch"), ("seed0_e20/final_model", 57, "^", "20 epochs")):
+        if f"ema_eta{eta}_ddim50" in runs.get(run, {}):
+            ax.plot([x], [fd(run, f"ema_eta{eta}_ddim50")], marker, color=color, ms=9, mfc="none", label=f"η = {eta}, {what}, DDIM-50")
+ax.axhline(xr["real_vs_real"]["fd"], color="k", ls="-.", lw=1, label="real vs real")
+ax.set(xscale="log", yscale="log", xticks=[10, 25, 50], xticklabels=[10, 25, 50], xlabel="DDIM steps (network evaluations)",
+       ylabel="FD against test X-rays (log)", title="DDIM on real chest X-rays, 256 samples per point")
+ax.xaxis.set_minor_locator(plt.NullLocator())
+ax.yaxis.set_minor_formatter(plt.NullFormatter()); ax.set_yticks([10, 20, 50, 100], ["10", "20", "50", "100"])
+ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+fig.tight_layout()
+plt.show()
+"""),
+("md", r"""
+NARRATIVE_ETA
+"""),
+]
