@@ -139,10 +139,11 @@ def cmd_baselines(a) -> None:
             G, _, sched = load_checkpoint(run / "final_model.pth", device="cpu", which="raw")
             t0 = time.time()
             x = sample(G, sched, n=a.n, image_size=SIZE, sampler="ddpm", seed=1000, progress=False).clamp(-1, 1)
-            write_json(res_path, {"raw_ddpm1000": {"val": score(x, val, net, f_val), "test": score(x, test, net, f_test),
+            on_test = score(x, test, net, f_test)
+            write_json(res_path, {"raw_ddpm1000": {"val": score(x, val, net, f_val), "test": on_test,
                                                    "sample_s": round(time.time() - t0, 1), "train_steps": steps,
                                                    "train_s": round(train_s), "config": changes}})
-            print(f"{run}: {steps} steps, DDPM-1000 FD test {score(x, test, net, f_test)['fd']:.2f}", flush=True)
+            print(f"{run}: {steps} steps, DDPM-1000 FD test {on_test['fd']:.2f}", flush=True)
 
 
 def cmd_cli(a) -> None:
