@@ -25,7 +25,8 @@ Four steps, all through the command line where a user would use it (``diffgan_li
   closest_pairs.png shows the 8 closest samples (top) over their nearest training image (bottom).
 * **ship**: the two conditional models shipped in data/pretrained (float16 exports by
   ``python -m diffgan_lib.course export``, each <= 4.6 MB): phantoms for 3000 steps on fresh phantoms
-  (--n-images 96000, one epoch), X-rays for 20 epochs (2940 steps); last.pth every 250 steps.
+  (--n-images 96000, one epoch), X-rays for 4 epochs (588 steps: the unconditional X-ray models scored best at
+  4 epochs and got worse with longer training, see xray_study.py); last.pth every 250 steps.
 
     python benchmarks/conditional_study.py guidance --threads 1 --write benchmarks/results/guidance.json
     python benchmarks/conditional_study.py ship --threads 1 --models xray
@@ -36,7 +37,7 @@ Four steps, all through the command line where a user would use it (``diffgan_li
 tstr and privacy need the X-ray model (ship --models xray, or --checkpoint); privacy reuses tstr's synthetic
 set. Estimated on one thread of a busy 2-core CPU (0.5-1 s per training step, about 7 ms per image and network
 evaluation when sampling): guidance 25-45 min (1500 steps, 12 x 64 samples in about 9 min, the classifier
-75 s); ship 25-50 min per model (3000 and 2940 steps); tstr 1.5-2 h (4708 samples at w = 1, 25 min, and at
+75 s); ship 25-50 min for the phantom model (3000 steps), 5-10 min for the X-ray model (588); tstr 1.5-2 h (4708 samples at w = 1, 25 min, and at
 w = 3, 50 min, which costs two evaluations each; 15 classifiers of 1-3.5 min); privacy about 10 min.
 
 Every step writes under --out (default runs/conditional) and skips what is on disk, so it can be stopped
@@ -408,7 +409,7 @@ def main() -> None:
                    help="xray_study's --out, where its FeatureNet is cached (default: the repository's runs/xray)")
     p.add_argument("--models", nargs="+", default=["phantoms", "xray"], choices=("phantoms", "xray"))
     p.add_argument("--ship-steps", type=int, default=3000, help="ship: phantom model steps (default 3000)")
-    p.add_argument("--ship-epochs", type=int, default=20, help="ship: X-ray model epochs (default 20)")
+    p.add_argument("--ship-epochs", type=int, default=4, help="ship: X-ray model epochs (default 4)")
     p.add_argument("--ship-n-images", type=int, help="ship: keep the first N X-rays (smoke tests only)")
     p.add_argument("--ship-dir", type=Path, default=PRETRAINED, help="ship: where the exports go (data/pretrained)")
     a = p.parse_args()
