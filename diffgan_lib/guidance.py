@@ -29,8 +29,10 @@ def drop_labels(labels: torch.Tensor, p: float, num_classes: int, generator: tor
 def guided_eps(G: nn.Module, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, w: float) -> torch.Tensor:
     """The guided noise prediction for x_t (B, C, H, W) at t (B,) with labels (B,); one batched call of G."""
     null = torch.full_like(labels, G.num_classes)
-    if w == 1:
+    if w == 1:                      # the plain conditional prediction: one evaluation
         return G(x_t, t, labels)
+    if w == 0:                      # the unconditional prediction: one evaluation
+        return G(x_t, t, null)
     eps_c, eps_u = G(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([labels, null])).chunk(2)
     return eps_u + w * (eps_c - eps_u)
 

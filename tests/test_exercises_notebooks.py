@@ -1,4 +1,4 @@
-"""The notebooks' exercises (diffgan_lib.exercises.nb01 ... nb04, nb08): every reference solution passes its
+"""The notebooks' exercises (diffgan_lib.exercises.nb01 ... nb04, nb08, nb09): every reference solution passes its
 own check, typical mistakes fail with a helpful message, and starters count as "not attempted"."""
 import importlib
 import inspect
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from diffgan_lib.exercises import CORRECT, INCORRECT, NOT_ATTEMPTED, Exercise
 
-MODULES = ("nb01", "nb02", "nb03", "nb04", "nb08")
+MODULES = ("nb01", "nb02", "nb03", "nb04", "nb08", "nb09")
 
 
 def _sqrt_free_add_noise(x0, t, eps, alpha_hat):
@@ -29,6 +29,18 @@ def _iterate(x0, betas, eps):
     for s in range(len(eps)):
         x = (1 - betas[s]).sqrt() * x + betas[s].sqrt() * eps[s]
     return x
+
+
+def _guided_two_calls(G, x, t, labels, w):
+    null = torch.full_like(labels, G.num_classes)
+    eps_c, eps_u = G(x, t, labels), G(x, t, null)
+    return eps_u + w * (eps_c - eps_u)
+
+
+def _guided_swapped(G, x, t, labels, w):
+    null = torch.full_like(labels, G.num_classes)
+    eps_c, eps_u = G(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])).chunk(2)
+    return eps_c + w * (eps_u - eps_c)
 
 
 def _args(t, d):
@@ -154,6 +166,21 @@ WRONG = {
     ("nb08", "fewstep_chain"): [
         (_chain_noisy_end, "return x̂0"),
         (lambda p, x, levels, noises: p(x, 0), "wrong values"),
+    ],
+    ("nb09", "guided_prediction"): [
+        (_guided_two_calls, "call G once"),
+        (_guided_swapped, "swapped"),
+        (lambda G, x, t, labels, w: G(x, t, labels), "wrong values"),
+    ],
+    ("nb09", "label_dropout"): [
+        (lambda y, p, K: torch.where(torch.rand(y.shape) < p, torch.zeros_like(y), y), "'no class' token"),
+        (lambda y, p, K: torch.where(torch.rand(y.shape) > p, torch.full_like(y, K), y), "you dropped"),
+        (lambda y, p, K: y.float(), "int64"),
+    ],
+    ("nb09", "guidance_needed"): [
+        (1, "below 90 %"),
+        (5, "smaller measured scale"),
+        ("three", "answer with a number"),
     ],
     ("nb01", "iterate_forward"): [
         (lambda x0, b, e: x0.clone(), "did not change"),
