@@ -67,7 +67,7 @@ import torch
 from diffgan_lib import CONTRASTS, ImageDataset, PhantomDataset
 from diffgan_lib.checkpoints import load_checkpoint, read_checkpoint, training_members
 from diffgan_lib.metrics import memorisation
-from diffgan_lib.privacy import membership_inference, overfit_control
+from diffgan_lib.privacy import membership_inference, overfit_control, tpr_at_fpr
 from diffgan_lib.sampling import FAST_SAMPLER, save_image_grid, to_unit
 from diffgan_lib.usefulness import (Classifier, classifier_scores, predict_proba, synthetic_set, train_classifier,
                                     tstr, tstr_table)
@@ -280,11 +280,6 @@ def cmd_tstr(a) -> None:
 
 
 # ------------------------------------------------------------------------------------------ privacy
-def tpr_at_fpr(loss_in: np.ndarray, loss_out: np.ndarray, fpr: float) -> float:
-    """Share of members flagged when the threshold on -loss flags a share ``fpr`` of the non-members."""
-    return float((-np.asarray(loss_in) > np.quantile(-np.asarray(loss_out), 1 - fpr)).mean())
-
-
 def attack_row(r: dict) -> dict:
     return {"auroc": r["auroc"], **{f"tpr_at_fpr_{f:g}": tpr_at_fpr(r["member_loss"], r["nonmember_loss"], f)
                                     for f in FPRS},

@@ -12,6 +12,7 @@ through ``train()`` as the command line does, with checkpoints after given epoch
     python benchmarks/xray_study.py sweep                                    # EMA: eta {0,1} x steps {10,25,50,100}; raw: DDIM-50, eta 1
     python benchmarks/xray_study.py baselines --seeds 0                      # the seed as written and a bare UNet, DDPM-1000
     python benchmarks/xray_study.py cli                                      # the command line trains the same model; its default sample scored
+    python benchmarks/xray_study.py featurenet                               # ship the FeatureNet (float16) for notebook 10
     python benchmarks/xray_study.py table --write benchmarks/results/xray_sampling.json
 
 Each step writes its results under --out (default runs/xray) and skips what is already there, so
@@ -176,6 +177,13 @@ def cmd_cli(a) -> None:
           f"FD test {res['default_sample']['test']['fd']:.3f}")
 
 
+def cmd_featurenet(a) -> None:
+    """Ship the study's FeatureNet (float16) as data/pretrained/xray32_featurenet.pt, for notebook 10."""
+    from diffgan_lib.features import save_feature_net
+    out = Path(__file__).resolve().parents[1] / "data" / "pretrained" / "xray32_featurenet.pt"
+    print(save_feature_net(feature_net(a.out), out), f"{out.stat().st_size / 2**20:.2f} MiB")
+
+
 def cmd_table(a) -> None:
     net = feature_net(a.out)
     test, val = split("test"), split("val")
@@ -201,7 +209,7 @@ def cmd_table(a) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=("train", "sweep", "baselines", "cli", "table"))
+    p.add_argument("command", choices=("train", "sweep", "baselines", "cli", "featurenet", "table"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--keep", type=int, nargs="*", default=[], help="also keep these epochs' checkpoints")
@@ -219,7 +227,7 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     {"train": cmd_train, "sweep": cmd_sweep, "baselines": cmd_baselines, "cli": cmd_cli,
-     "table": cmd_table}[a.command](a)
+     "featurenet": cmd_featurenet, "table": cmd_table}[a.command](a)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from .folders import run_files
 from .training import train
 
 __all__ = ["ensure_checkpoint", "quick_config", "make_pretrained", "load_results", "PRETRAINED", "PRETRAINED_PURE",
-           "PRETRAINED_FEWSTEP", "PRETRAINED_XRAY", "PRETRAINED_COND_PHANTOMS", "PRETRAINED_COND_XRAY", "RECIPES",
-           "RESULTS_DIR"]
+           "PRETRAINED_FEWSTEP", "PRETRAINED_XRAY", "PRETRAINED_COND_PHANTOMS", "PRETRAINED_COND_XRAY",
+           "PRETRAINED_XRAY_FEATURES", "RECIPES", "RESULTS_DIR"]
 
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "data" / "pretrained"
 PRETRAINED = PRETRAINED_DIR / "phantoms32_default_10k.pth"      # the default hybrid recipe
@@ -27,6 +27,7 @@ PRETRAINED_FEWSTEP = PRETRAINED_DIR / "phantoms32_fewstep4.pth"  # 4 levels, fin
 PRETRAINED_XRAY = PRETRAINED_DIR / "xray32_default_4ep.pth"      # the default recipe, 4 epochs of PneumoniaMNIST
 PRETRAINED_COND_PHANTOMS = PRETRAINED_DIR / "phantoms32_conditional.pth"   # 6 phantom classes, 3000 steps
 PRETRAINED_COND_XRAY = PRETRAINED_DIR / "xray32_conditional.pth"           # normal / pneumonia, 4 epochs
+PRETRAINED_XRAY_FEATURES = PRETRAINED_DIR / "xray32_featurenet.pt"   # the X-ray study's FeatureNet (load_feature_net)
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 

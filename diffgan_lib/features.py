@@ -22,6 +22,7 @@ data) and one image size: ``net.name`` says which, print it next to every figure
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 from .device import pick_device
 
 __all__ = ["FeatureNet", "train_feature_net", "extract_features", "augment", "nt_xent_loss",
-           "as_images"]
+           "as_images", "save_feature_net", "load_feature_net"]
 
 _FAR = 1.5   # values beyond [-1.5, 1.5] are not a [-1, 1] image that merely overshoots
 
@@ -127,6 +128,26 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2) -
     B = z1.shape[0]
     partner = torch.cat([torch.arange(B, 2 * B), torch.arange(0, B)]).to(z.device)
     return F.cross_entropy(sim, partner)
+
+
+def save_feature_net(net: FeatureNet, path, half: bool = True) -> Path:
+    """Write ``net`` (its architecture and weights, float16 when ``half``) atomically to ``path``."""
+    from .checkpoints import _atomic_write
+    arch = {"in_ch": net.in_ch, "width": net.blocks[0][0].out_channels, "dim": net.dim, "image_size": net.image_size}
+    state = {k: v.half() if half and v.is_floating_point() else v for k, v in net.state_dict().items()}
+    path = Path(path)
+    _atomic_write(path, lambda f: torch.save({"format": "diffgan_lib/featurenet", "arch": arch, "state": state}, f))
+    return path
+
+
+def load_feature_net(path, device=None) -> FeatureNet:
+    """A FeatureNet written by :func:`save_feature_net` (weights float32, eval mode); loads with weights_only."""
+    d = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(d, dict) or d.get("format") != "diffgan_lib/featurenet":
+        raise ValueError(f"{path} is not a feature net written by diffgan_lib.features.save_feature_net")
+    net = FeatureNet(**d["arch"])
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in d["state"].items()})
+    return net.to(pick_device(device) if device is not None else "cpu").eval()
 
 
 def train_feature_net(real_images, steps: int = 200, batch_size: int = 128, seed: int = 0,

@@ -37,8 +37,8 @@ from .features import FeatureNet, as_images, extract_features, train_feature_net
 from .metrics import _nn_distance
 from .usefulness import auroc
 
-__all__ = ["ATTACK_FRACTIONS", "attack_timesteps", "denoising_losses", "membership_inference", "overfit_control",
-           "closest_training_images"]
+__all__ = ["ATTACK_FRACTIONS", "attack_timesteps", "denoising_losses", "membership_inference", "tpr_at_fpr",
+           "overfit_control", "closest_training_images"]
 
 ATTACK_FRACTIONS = (0.02, 0.05, 0.1, 0.2)   # of T: lightly noised images, where a memorised image helps most
 
@@ -110,6 +110,20 @@ def membership_inference(G, scheduler, members, nonmembers, timesteps=None, n_no
     is_member = np.r_[np.ones(len(loss_in), bool), np.zeros(len(loss_out), bool)]
     return {"auroc": auroc(-np.r_[loss_in, loss_out], is_member), "member_loss": loss_in,
             "nonmember_loss": loss_out, "timesteps": ts, "n_noise": n_noise}
+
+
+def tpr_at_fpr(member_loss, nonmember_loss, fpr: float) -> float:
+    """The attack's true-positive rate at a false-positive rate ``fpr`` (e.g. 0.01): the share of members
+    whose loss is below the threshold that flags a share ``fpr`` of the non-members.
+
+    The threshold is the ``fpr`` quantile of the non-member losses (numpy's linear interpolation). An
+    AUROC averages over every threshold; a real attacker wants the few members it can flag with almost no
+    false alarms, so TPR at a low FPR is what privacy papers report (Carlini et al. 2022).
+    """
+    if not 0 < fpr < 1:
+        raise ValueError(f"fpr={fpr!r} must lie in (0, 1), e.g. 0.01 or 0.1")
+    loss_in, loss_out = np.asarray(member_loss, dtype=np.float64), np.asarray(nonmember_loss, dtype=np.float64)
+    return float((loss_in < np.quantile(loss_out, fpr)).mean())
 
 
 def overfit_control(n_members: int = 32, n_nonmembers: int = 64, image_size: int = 16, base: int = 8,

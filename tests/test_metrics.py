@@ -199,3 +199,18 @@ def test_evaluate_and_baseline_rank_copies_fresh_and_noise(tiny_net):
     assert floor["diversity_pixel"] == pytest.approx(floor["diversity_pixel_real"], rel=0.2)
     with pytest.raises(ValueError, match="one image shape"):
         evaluate(disks(10, seed=1, size=64), train, heldout, **kw)
+
+
+def test_a_feature_net_round_trips_through_its_file(tmp_path):
+    from diffgan_lib.features import FeatureNet, load_feature_net, save_feature_net
+    torch.manual_seed(0)
+    net = FeatureNet(width=8, dim=32, image_size=16).eval()
+    net.feat_mean += 0.5
+    x = torch.rand(4, 1, 16, 16) * 2 - 1
+    path = save_feature_net(net, tmp_path / "f.pt", half=False)
+    back = load_feature_net(path)
+    assert torch.equal(back(x), net(x)) and back.name == net.name
+    assert (load_feature_net(save_feature_net(net, tmp_path / "h.pt"))(x) - net(x)).abs().max() < 0.05
+    torch.save({"x": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="save_feature_net"):
+        load_feature_net(tmp_path / "other.pt")

@@ -58,3 +58,13 @@ def test_closest_training_images_in_pixels_and_features():
     assert out["pixel_distance"][2] > 0.3 and out["feature_net"] == net.name
     with pytest.raises(ValueError, match="one image shape"):
         closest_training_images(samples[:, :, :16, :16], train, net=net)
+
+
+def test_tpr_at_fpr_flags_the_members_below_the_non_member_quantile():
+    from diffgan_lib.privacy import tpr_at_fpr
+    nonmember = np.arange(100, dtype=float)             # losses 0..99: the 10 % quantile is 9.9
+    member = np.array([0.5, 5.0, 9.8, 10.0, 50.0])
+    assert tpr_at_fpr(member, nonmember, 0.1) == pytest.approx(3 / 5)
+    assert tpr_at_fpr(member, nonmember, 0.01) == pytest.approx(1 / 5)   # threshold 0.99
+    with pytest.raises(ValueError, match="fpr"):
+        tpr_at_fpr(member, nonmember, 1.0)
