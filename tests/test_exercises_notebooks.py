@@ -1,16 +1,17 @@
-"""The notebooks' exercises (diffgan_lib.exercises.nb01 ... nb04, nb08, nb09): every reference solution passes its
+"""The notebooks' exercises (diffgan_lib.exercises.nb01 ... nb04, nb08, nb09, nb10): every reference solution passes its
 own check, typical mistakes fail with a helpful message, and starters count as "not attempted"."""
 import importlib
 import inspect
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from diffgan_lib.exercises import CORRECT, INCORRECT, NOT_ATTEMPTED, Exercise
 
-MODULES = ("nb01", "nb02", "nb03", "nb04", "nb08", "nb09")
+MODULES = ("nb01", "nb02", "nb03", "nb04", "nb08", "nb09", "nb10")
 
 
 def _sqrt_free_add_noise(x0, t, eps, alpha_hat):
@@ -181,6 +182,20 @@ WRONG = {
         (1, "below 90 %"),
         (5, "smaller measured scale"),
         ("three", "answer with a number"),
+    ],
+    ("nb10", "balanced_accuracy"): [
+        (lambda y, p: float((y == p).mean()), "plain accuracy"),
+        (lambda y, p: float(np.mean([(p[y == k] == k).mean() for k in (0, 1)])), "3 classes"),
+        (lambda y, p: "high", "one number"),
+    ],
+    ("nb10", "attack_auroc"): [
+        (lambda m, n: float((m[:, None] > n[None, :]).mean() + 0.5 * (m[:, None] == n[None, :]).mean()),
+         "wrong way round"),
+        (lambda m, n: float((m[:, None] < n[None, :]).mean()), "a tie counts one half"),
+    ],
+    ("nb10", "tpr_at_low_fpr"): [
+        (lambda m, n, f: float((m < np.quantile(n, 1 - f)).mean()), "members are the *low* losses"),
+        (lambda m, n, f: float((m < np.quantile(m, f)).mean()), "wrong value"),
     ],
     ("nb01", "iterate_forward"): [
         (lambda x0, b, e: x0.clone(), "did not change"),
