@@ -11,6 +11,10 @@ share one --out folder (each writes only its own result files).
 
     python benchmarks/recipe_study.py --steps 1500 pure as_written hybrid
     python benchmarks/recipe_study.py --steps 2500 --seeds 0 1 2 --threads 1 pure
+    python benchmarks/recipe_study.py --steps 3000 --etas 0 1 --out runs/recipe_eta --threads 1 pure hybrid
+
+``--etas 0 1`` also samples with eta = 1 (DDIM-50 and DDIM-4, the same noise), the stochastic DDIM that
+the course's defaults use since issue 10; the first edition's tables were made with eta = 0 only.
 """
 from __future__ import annotations
 
@@ -42,6 +46,8 @@ VARIANTS = {
     "hybrid_w01_t250": BASE.replace(adv_t_max=250),                # only the least-noised quarter of t
 }
 SAMPLERS = {"ddim50": dict(sampler="ddim", steps=50, clip_x0=True), "ddim4": dict(sampler="ddim", steps=4, clip_x0=True)}
+ETA_SAMPLERS = {"ddim50_eta1": dict(sampler="ddim", steps=50, eta=1.0, clip_x0=True),    # --etas 0 1 adds these:
+                "ddim4_eta1": dict(sampler="ddim", steps=4, eta=1.0, clip_x0=True)}      # the course's default eta
 
 
 def stack(ds, n):
@@ -55,7 +61,7 @@ def write_json(path, obj):
     tmp.replace(path)
 
 
-def run_one(name, seed, steps, n_samples, out, net, train_x, held_x):
+def run_one(name, seed, steps, n_samples, out, net, train_x, held_x, samplers=SAMPLERS):
     cfg = VARIANTS[name].replace(seed=seed)
     run_dir = out / name / f"seed{seed}"
     loader = make_dataloader("phantoms", image_size=32, batch_size=32, n=steps * 32, seed=seed)
@@ -64,7 +70,7 @@ def run_one(name, seed, steps, n_samples, out, net, train_x, held_x):
                         overwrite=True)     # an unfinished run of this variant is redone from scratch
     row = {"variant": name, "seed": seed, "steps": steps, "train_s": round(time.time() - t0, 1),
            "config": cfg.to_dict()}
-    for sname, kw in SAMPLERS.items():
+    for sname, kw in samplers.items():
         x = sample(G, sched, n=n_samples, image_size=32, seed=1000 + seed, progress=False, **kw)
         save_image_grid(to_unit(x[:64]), run_dir / f"grid_{sname}.png", nrow=8)
         m = evaluate(x.clamp(-1, 1), train_x, held_x[n_samples:], net=net)
@@ -86,7 +92,7 @@ def summarize(out):
     print(f"{'real_vs_real':28s} {'-':>4s} {'-':>5s} {'-':7s} "
           + " ".join(f"{rr.get(k, float('nan')):10.4f}" for k in KEYS[:4]))
     for r in rows:
-        for sname in SAMPLERS:
+        for sname in [k for k in {**SAMPLERS, **ETA_SAMPLERS} if k in r]:
             print(f"{r['variant']:28s} {r['seed']:4d} {r['steps']:5d} {sname:7s} "
                   + " ".join(f"{r[sname][k]:10.4f}" for k in KEYS))
     groups = {}
@@ -94,7 +100,7 @@ def summarize(out):
         groups.setdefault((r["variant"], r["steps"]), []).append(r)
     print("\nmean ± sd over seeds")
     for (name, steps), rs in sorted(groups.items()):
-        for sname in SAMPLERS:
+        for sname in [k for k in {**SAMPLERS, **ETA_SAMPLERS} if all(k in r for r in rs)]:
             cells = []
             for k in ("fd", "kid", "swd", "diversity_pixel"):
                 v = torch.tensor([r[sname][k] for r in rs], dtype=torch.float64)
@@ -135,6 +141,8 @@ def main():
     p.add_argument("--out", default="runs/recipe")
     p.add_argument("--figure", metavar="PNG", help="also save pure vs hybrid sample grids of --figure-seed here")
     p.add_argument("--figure-seed", type=int, default=0)
+    p.add_argument("--etas", type=float, nargs="+", default=[0.0], choices=[0.0, 1.0],
+                   help="DDIM eta(s) to sample with: 0 (the first edition's tables), 1 (the course's default), or both")
     args = p.parse_args()
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:   # checked here: argparse rejects an empty list when nargs="*" has choices
@@ -153,7 +161,8 @@ def main():
         write_json(out / "real_vs_real.json", rr)
         for seed in args.seeds:
             for name in args.variants:
-                row = run_one(name, seed, args.steps, args.n_samples, out, net, train_x, held_x)
+                samplers = {**(SAMPLERS if 0.0 in args.etas else {}), **(ETA_SAMPLERS if 1.0 in args.etas else {})}
+                row = run_one(name, seed, args.steps, args.n_samples, out, net, train_x, held_x, samplers)
                 print(f"{name} seed {seed}: {args.steps} steps in {row['train_s']} s", flush=True)
     summarize(out)
     if args.figure:
