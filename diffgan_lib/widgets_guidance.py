@@ -49,25 +49,16 @@ def guidance_slider_static(frames: dict, w: float | None = None):
 
 
 def guidance_slider(frames: dict):
-    """A slider over the sampled guidance scales that redraws the class rows; returns the widget box."""
+    """A slider over the sampled guidance scales above the class rows it redraws; returns the widget box."""
     import ipywidgets as widgets   # lazy: the library works without ipywidgets
     import matplotlib.pyplot as plt
-    from IPython.display import display
 
     ws = frames["w"]
-    start = 3.0 if 3.0 in ws else ws[len(ws) // 2]
-    slider = widgets.SelectionSlider(options=[(f"{w:g}", w) for w in ws], value=start, description="w",
-                                     continuous_update=False, layout=widgets.Layout(width="420px"))
-    out = widgets.Output()
+    slider = widgets.SelectionSlider(options=[(f"{w:g}", w) for w in ws], value=3.0 if 3.0 in ws else ws[len(ws) // 2],
+                                     description="w", continuous_update=False, layout=widgets.Layout(width="420px"))
 
-    def show(change=None):
-        with out:
-            out.clear_output(wait=True)
-            draw_guidance(frames, slider.value)
-            plt.show()
+    def show(w):
+        draw_guidance(frames, w)
+        plt.show()
 
-    slider.observe(show, names="value")
-    show()
-    box = widgets.VBox([slider, out])
-    display(box)
-    return box
+    return widgets.VBox([slider, widgets.interactive_output(show, {"w": slider})])

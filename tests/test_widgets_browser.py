@@ -1,4 +1,4 @@
-"""Every widget of diffgan_lib.widgets renders in a real JupyterLab and redraws when a slider moves.
+"""Every widget of diffgan_lib.widgets (and widgets_sampling, widgets_guidance) renders in a real JupyterLab and redraws when a slider moves.
 
 Headless Chromium driven by Playwright (``executable_path="/usr/bin/chromium"``; no browser is ever
 downloaded). For each widget: write a one-cell notebook, open it in JupyterLab, Run All, press
@@ -37,6 +37,12 @@ SNIPPETS = {
                             "G, _, sched = load_checkpoint(PRETRAINED, device='cpu')\n"
                             "trajectory_scrubber(record_trajectory(G, sched, ts=[*range(0, 1000, 100), 999], "
                             "sampler='ddim', steps=100, clip_x0=True));"),
+    "guidance_slider": ("from diffgan_lib import load_checkpoint\n"
+                        "from diffgan_lib.course import PRETRAINED_COND_PHANTOMS\n"
+                        "from diffgan_lib.widgets_guidance import guidance_frames, guidance_slider\n"
+                        "G, _, sched = m = load_checkpoint(PRETRAINED_COND_PHANTOMS, device='cpu')\n"
+                        "guidance_slider(guidance_frames(G, sched, [2, 4], n_per_label=2, steps=5, "
+                        "class_names=m.config.class_names))"),
 }
 
 if not Path(CHROMIUM).exists():
@@ -46,9 +52,10 @@ sync_api = pytest.importorskip("playwright.sync_api", exc_type=ImportError,
 
 
 def test_every_widget_has_a_snippet():
-    from diffgan_lib import widgets, widgets_sampling
-    exported = widgets.__all__ + widgets_sampling.__all__
-    names = {n for n in exported if not n.startswith(("draw_", "record_")) and not n.endswith("_static")}
+    from diffgan_lib import widgets, widgets_guidance, widgets_sampling
+    exported = widgets.__all__ + widgets_sampling.__all__ + widgets_guidance.__all__
+    names = {n for n in exported if not n.startswith(("draw_", "record_", "guidance_frames"))
+             and not n.endswith("_static")}
     assert names == set(SNIPPETS)
     assert all(f"{n}_static" in exported for n in names)
 

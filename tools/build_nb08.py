@@ -2,20 +2,7 @@
 
     python tools/build_nb08.py && jupyter nbconvert --to notebook --execute --inplace notebooks/08_fewstep.ipynb
 """
-from pathlib import Path
-
-import nbformat as nbf
-
-CELLS = []
-
-
-def md(text):
-    CELLS.append(nbf.v4.new_markdown_cell(text.strip("\n")))
-
-
-def code(text):
-    CELLS.append(nbf.v4.new_code_cell(text.strip("\n")))
-
+from nbbuild import code, md, write
 
 md(r"""
 # 08 · Few-step sampling: where the GAN pays
@@ -404,15 +391,5 @@ stochastic 4-step sampler of its own teacher on FD. The README has the full tabl
 """)
 
 
-def main():
-    nb = nbf.v4.new_notebook()
-    nb.cells = CELLS
-    nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-                   "language_info": {"name": "python"}}
-    out = Path(__file__).resolve().parents[1] / "notebooks" / "08_fewstep.ipynb"
-    nbf.write(nb, out)
-    print("wrote", out)
-
-
 if __name__ == "__main__":
-    main()
+    write("08_fewstep.ipynb")

@@ -2,20 +2,7 @@
 
     python tools/build_nb09.py && jupyter nbconvert --to notebook --execute --inplace notebooks/09_conditional.ipynb
 """
-from pathlib import Path
-
-import nbformat as nbf
-
-CELLS = []
-
-
-def md(text):
-    CELLS.append(nbf.v4.new_markdown_cell(text.strip("\n")))
-
-
-def code(text):
-    CELLS.append(nbf.v4.new_code_cell(text.strip("\n")))
-
+from nbbuild import code, md, write
 
 md(r"""
 # 09 · Conditional generation and classifier-free guidance
@@ -212,7 +199,7 @@ code(r"""
 frames = guidance_frames(G, scheduler, [2, 4, 5], scales=(0, 1, 3, 5), n_per_label=4, seed=SEED,
                          image_size=phantom_model.image_size, class_names=phantom_model.config.class_names,
                          **{k: v for k, v in SAMPLER.items() if k != "clip_x0"})
-guidance_slider(frames);
+guidance_slider(frames)
 """)
 
 code(r"""
@@ -343,15 +330,5 @@ md(r"""
 """)
 
 
-def main():
-    nb = nbf.v4.new_notebook()
-    nb.cells = CELLS
-    nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-                   "language_info": {"name": "python"}}
-    out = Path(__file__).resolve().parents[1] / "notebooks" / "09_conditional.ipynb"
-    nbf.write(nb, out)
-    print("wrote", out)
-
-
 if __name__ == "__main__":
-    main()
+    write("09_conditional.ipynb")

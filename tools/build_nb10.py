@@ -2,20 +2,7 @@
 
     python tools/build_nb10.py && jupyter nbconvert --to notebook --execute --inplace notebooks/10_useful_and_safe.ipynb
 """
-from pathlib import Path
-
-import nbformat as nbf
-
-CELLS = []
-
-
-def md(text):
-    CELLS.append(nbf.v4.new_markdown_cell(text.strip("\n")))
-
-
-def code(text):
-    CELLS.append(nbf.v4.new_code_cell(text.strip("\n")))
-
+from nbbuild import code, md, write
 
 md(r"""
 # 10 · Are the synthetic images useful and safe?
@@ -355,15 +342,5 @@ md(r"""
 """)
 
 
-def main():
-    nb = nbf.v4.new_notebook()
-    nb.cells = CELLS
-    nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-                   "language_info": {"name": "python"}}
-    out = Path(__file__).resolve().parents[1] / "notebooks" / "10_useful_and_safe.ipynb"
-    nbf.write(nb, out)
-    print("wrote", out)
-
-
 if __name__ == "__main__":
-    main()
+    write("10_useful_and_safe.ipynb")
