@@ -46,11 +46,11 @@ from diffgan_lib import PhantomDataset
 from diffgan_lib.checkpoints import load_checkpoint
 from diffgan_lib.cli import main as cli
 from diffgan_lib.features import extract_features, train_feature_net
-from diffgan_lib.metrics import diversity, frechet_distance, kid, memorisation, sliced_wasserstein
+from diffgan_lib.metrics import diversity, memorisation
 from diffgan_lib.sampling import sample
 
 from recipe_study import stack, write_json
-from xray_study import SIZE, feature_net, split
+from xray_study import SIZE, feature_net, score, split
 
 STEPS = 300
 PHANTOM_TEACHER = Path(__file__).resolve().parents[1] / "data" / "pretrained" / "phantoms32_pure_10k.pth"
@@ -131,17 +131,15 @@ class Yardstick:
         self.f_test = extract_features(self.net, self.test)
 
     def score(self, x: torch.Tensor) -> dict:
-        f_x = extract_features(self.net, x)
+        """xray_study's FD, KID and SWD against the test set, plus feature diversity and memorisation ratios."""
         mem = memorisation(x, self.train, self.val, net=self.net, k_closest=0)
-        return {"fd": frechet_distance(f_x, self.f_test), "kid": kid(f_x, self.f_test, seed=0)[0],
-                "swd": sliced_wasserstein(x, self.test, seed=0), "diversity_feature": diversity(f_x),
+        return {**score(x, self.test, self.net, self.f_test),
+                "diversity_feature": diversity(extract_features(self.net, x)),
                 "nn_ratio": mem["nn_ratio"], "feature_nn_ratio": mem["feature_nn_ratio"]}
 
     def real(self) -> dict:
-        x = self.val[:256]
-        f_x = extract_features(self.net, x)
-        return {"fd": frechet_distance(f_x, self.f_test), "kid": kid(f_x, self.f_test, seed=0)[0],
-                "swd": sliced_wasserstein(x, self.test, seed=0), "diversity_feature": diversity(self.f_test)}
+        """The real-vs-real line: 256 val images scored like a sample set (diversity: the test set's own)."""
+        return {**score(self.val[:256], self.test, self.net, self.f_test), "diversity_feature": diversity(self.f_test)}
 
 
 def samplers_for(run: Path) -> dict:
