@@ -260,8 +260,9 @@ def generate_and_visualize(G, scheduler, n: int = 16, image_size: int = 128, sav
         import matplotlib.pyplot as plt
         grid = image_grid(images, nrow)
         zoom = max(1.0, 96 / images.shape[-1])            # tiles at least ~96 screen pixels wide
-        fig, ax = plt.subplots(figsize=(min(10, zoom * grid.shape[1] / 80 + 0.4), min(10, zoom * grid.shape[0] / 80 + 0.6)),
-                               dpi=80)
+        w, h = min(10, zoom * grid.shape[1] / 80 + 0.4), min(10, zoom * grid.shape[0] / 80 + 0.6)
+        fig, ax = plt.subplots(figsize=(w, h), dpi=80)
+        fig.subplots_adjust(left=0.2 / w, right=1 - 0.2 / w, bottom=0.1 / h, top=1 - 0.5 / h)   # the grid fills the figure
         ax.imshow(grid, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         how = (f"few-step, {G.n_levels} levels" if isinstance(G, FewStepGenerator) else
                sampler.upper() + (f"-{steps}, η={eta:g}" if sampler == "ddim" else ""))
