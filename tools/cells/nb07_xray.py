@@ -44,6 +44,7 @@ rows = {"shipped (4 ep., seed 0)": pick("seed0_e4/final_model", "ema_eta1_ddim50
         "20 ep. (seed 0)": pick("seed0_e20/final_model", "ema_eta1_ddim50")}
 for name, r in rows.items():
     print(f"{name:20s} FD {r['fd']:8.3f}  KID {r['kid']:8.4f}  SWD {r['swd']:6.2f}")
+print("4 ep., η = 1, per training seed: FD " + ", ".join(f"{pick(r, 'ema_eta1_ddim50')['fd']:.1f}" for r in four))
 rr = xr["real_vs_real"]
 print(f"{'real vs real':20s} FD {rr['fd']:8.3f}  KID {rr['kid']:8.4f}  SWD {rr['swd']:6.2f}")
 plot_metric_bars(rows, baseline=rr, title="real chest X-rays, 256 samples each, DDIM-50")
