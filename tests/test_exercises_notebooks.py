@@ -44,6 +44,11 @@ def _guided_swapped(G, x, t, labels, w):
     return eps_c + w * (eps_u - eps_c)
 
 
+def _equal_split(y, n):      # ignores the class balance: n / K each, the rest to the last class
+    k = len(np.bincount(y))
+    return [n // k] * (k - 1) + [n - n // k * (k - 1)]
+
+
 def _args(t, d):
     return t.float()[:, None] * 10000.0 ** (-torch.arange(d // 2) / (d // 2))
 
@@ -193,9 +198,11 @@ WRONG = {
          "wrong way round"),
         (lambda m, n: float((m[:, None] < n[None, :]).mean()), "a tie counts one half"),
     ],
-    ("nb10", "tpr_at_low_fpr"): [
-        (lambda m, n, f: float((m < np.quantile(n, 1 - f)).mean()), "members are the *low* losses"),
-        (lambda m, n, f: float((m < np.quantile(m, f)).mean()), "wrong value"),
+    ("nb10", "class_counts"): [
+        (lambda y, n: [round(c) for c in np.bincount(y) / len(y) * n], "add up to"),
+        (lambda y, n: [int(c) for c in np.floor(np.bincount(y) / len(y) * n)], "add up to"),
+        (_equal_split, "wrong counts"),
+        (lambda y, n: 3, "as a list"),
     ],
     ("nb01", "iterate_forward"): [
         (lambda x0, b, e: x0.clone(), "did not change"),

@@ -17,8 +17,8 @@ After this notebook you can:
    gives away which X-rays it was trained on, with a positive control that proves the attack works.
 4. **Say what these tests do not prove**, and what differential privacy would add.
 
-**What you will build:** three checked exercises (balanced accuracy, the attack's AUROC, its true-positive
-rate at a low false-positive rate), a small live TSTR, nearest-neighbour pictures, a live attack on the
+**What you will build:** three checked exercises (balanced accuracy, class-balanced synthetic counts, the
+attack's AUROC), a small live TSTR, nearest-neighbour pictures, a live attack on the
 shipped X-ray model and on an over-fitted one, and the full measured tables.
 
 **Prerequisites:** notebooks 07 (features, nearest neighbours) and 09 (the conditional X-ray model).
@@ -40,7 +40,7 @@ from diffgan_lib.checkpoints import load_checkpoint, training_members
 from diffgan_lib.course import PRETRAINED_COND_XRAY, PRETRAINED_XRAY_FEATURES, load_results
 from diffgan_lib.exercises import nb10
 from diffgan_lib.features import load_feature_net
-from diffgan_lib.privacy import closest_training_images, membership_inference, overfit_control
+from diffgan_lib.privacy import closest_training_images, membership_inference, overfit_control, tpr_at_fpr
 from diffgan_lib.sampling import FAST_SAMPLER
 from diffgan_lib.usefulness import matched_counts, synthetic_set, tstr, tstr_table
 from diffgan_lib.viz import show_images
@@ -103,10 +103,28 @@ nb10.balanced_accuracy.check(balanced_accuracy);
 md(r"""
 ### A small TSTR, live
 
-`synthetic_set` samples as many X-rays as we ask for with the training split's class balance, guided
-towards each label ($w = 3$); `tstr` then trains 3 arms × 3 seeds of the classifier. Live, we use
-`N_SYNTH` synthetic images and the same number of real ones with the same class counts, so the two arms
-are the same size.
+A synthetic set should keep the real training set's class balance, or the classifier trained on it learns
+a different prior. With 1214 normal and 3494 pneumonia X-rays, how many of 64 synthetic images should be
+normal? The exact shares, 64 × 1214 / 4708 = 16.5 normal and 47.5 pneumonia, are not whole numbers:
+rounding both down gives 63 images, rounding both half up 65. **Exercise 2** (four lines): the counts by largest remainder, which always add up
+to `n`.
+""")
+
+code(r"""
+def class_counts(real_y, n):
+    # real_y: (N,) int array of class indices 0 .. K-1; return K whole numbers, one per class, that add up
+    # to n and keep real_y's class shares as closely as possible
+    return None  # TODO: your code here
+
+
+nb10.class_counts.check(class_counts);
+""")
+
+md(r"""
+The library's version is `usefulness.matched_counts`, and `synthetic_set` uses it: it samples as many X-rays
+as we ask for with the training split's class balance, guided towards each label ($w = 3$). `tstr` then
+trains 3 arms × 3 seeds of the classifier. Live, we use `N_SYNTH` synthetic images and the same number of
+real ones with the same class counts, so the two arms are the same size.
 """)
 
 code(r"""
@@ -220,7 +238,7 @@ print(f"{N_ATTACK} members vs {N_ATTACK} non-members, t = {attack['timesteps']}:
 """)
 
 md(r"""
-**Exercise 2** (three lines): the AUROC of the attack from the two sets of losses, without a library: the
+**Exercise 3** (three lines): the AUROC of the attack from the two sets of losses, without a library: the
 probability that a random member has a *lower* loss than a random non-member, a tie counting one half.
 Then compare it with the library's value above.
 """)
@@ -259,17 +277,14 @@ CONTROL_TEXT
 
 An AUROC averages over every threshold. An attacker wants the few patients it can name with almost no
 false alarms, so privacy papers also report the **true-positive rate at a low false-positive rate**
-(Carlini et al. 2022). **Exercise 3**: choose the loss threshold that flags a share `fpr` of the
-non-members, and return the share of members it flags.
+(Carlini et al. 2022): put the loss threshold where it flags only 10 % (or 1 %) of the non-members, and
+count the members it flags (`privacy.tpr_at_fpr`). A useless attack flags members at the same rate.
 """)
 
 code(r"""
-def tpr_at_low_fpr(member_loss, nonmember_loss, fpr):
-    # return the share of members whose loss is below the threshold that flags a share fpr of non-members
-    return None  # TODO: your code here
-
-
-nb10.tpr_at_low_fpr.check(tpr_at_low_fpr);
+for name, r in (("shipped X-ray model", attack), ("over-fitted control", ctrl)):
+    print(f"{name:20s} TPR at 10 % FPR {tpr_at_fpr(r['member_loss'], r['nonmember_loss'], 0.1):.3f}, "
+          f"at 1 % FPR {tpr_at_fpr(r['member_loss'], r['nonmember_loss'], 0.01):.3f}")
 """)
 
 md(r"""

@@ -1,13 +1,13 @@
-"""Exercises of notebook 10, usefulness and privacy: ``balanced_accuracy``, ``attack_auroc``, ``tpr_at_low_fpr``."""
+"""Exercises of notebook 10, usefulness and privacy: ``balanced_accuracy``, ``attack_auroc``, ``class_counts``."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from ..privacy import tpr_at_fpr
-from ..usefulness import auroc, balanced_accuracy as _library_balanced_accuracy
+from ..usefulness import auroc, balanced_accuracy as _library_balanced_accuracy, matched_counts
 from . import Exercise
 
-__all__ = ["balanced_accuracy", "attack_auroc", "tpr_at_low_fpr"]
+__all__ = ["balanced_accuracy", "attack_auroc", "class_counts"]
 
 
 def _number(out, what):
@@ -92,30 +92,40 @@ attack_auroc = Exercise(
     reference=_attack_auroc, probe=lambda fn: fn(*_loss_cases()[0]))
 
 
-# ----------------------------------------------------------------------------- 3. tpr_at_low_fpr
-def _tpr_at_low_fpr(member_loss, nonmember_loss, fpr):
-    threshold = np.quantile(nonmember_loss, fpr)          # flags a share fpr of the non-members
-    return float((np.asarray(member_loss) < threshold).mean())
+# ----------------------------------------------------------------------------- 3. class_counts
+def _class_counts(real_y, n):
+    shares = np.bincount(np.asarray(real_y)) / len(real_y) * n   # each class's exact share of the n images
+    counts = np.floor(shares).astype(int)
+    for k in np.argsort(-(shares - counts), kind="stable")[: n - counts.sum()]:
+        counts[k] += 1                                             # leftovers to the largest remainders
+    return [int(c) for c in counts]
 
 
-def _test_tpr(fn):
-    rng = np.random.default_rng(2)
-    m, n = rng.normal(0.8, 0.2, 400), rng.normal(1.0, 0.2, 1000)
-    for fpr in (0.1, 0.01, 0.3):
-        got, problem = _number(fn(m.copy(), n.copy(), fpr), "the result")
-        if problem:
-            return problem
-        want = tpr_at_fpr(m, n, fpr)
-        if abs(got - want) > 2 / len(m):      # other quantile conventions move the threshold a hair
-            if abs(got - tpr_at_fpr(m, n, 1 - fpr)) <= 2 / len(m):
-                return (f"at fpr = {fpr} your threshold flags {1 - fpr:.0%} of the non-members, not {fpr:.0%}: "
-                        "the members are the *low* losses")
-            return f"wrong value at fpr = {fpr}"
+def _count_cases():
+    return [(np.r_[np.zeros(1214, int), np.ones(3494, int)], 64), (np.r_[np.zeros(1214, int), np.ones(3494, int)], 4708),
+            (np.array([0, 1, 1, 2, 2, 2]), 5), (np.array([0, 0, 1, 1, 2, 2]), 4), (np.array([1, 0, 1, 1]), 7)]
+
+
+def _test_counts(fn):
+    for y, n in _count_cases():
+        out = fn(y.copy(), n)
+        try:
+            got = [int(v) for v in out]
+        except (TypeError, ValueError):
+            return "return one whole number per class, as a list"
+        want = matched_counts(torch.as_tensor(y), n)
+        if len(got) != len(want):
+            return f"{len(got)} counts for {len(want)} classes (classes 0 .. {len(want) - 1})"
+        if sum(got) != n:
+            return f"the counts add up to {sum(got)}, not n = {n}: rounding each share loses or adds images"
+        if got != want:
+            return f"wrong counts for n = {n}: give the leftover images to the largest fractional parts"
     return None
 
 
-tpr_at_low_fpr = Exercise(
-    "tpr_at_low_fpr", _test_tpr,
-    hint_text="Choose the loss threshold below which only a share fpr of the non-members fall (a quantile), "
-              "then report the share of members below it.",
-    reference=_tpr_at_low_fpr, probe=lambda fn: fn(*_loss_cases()[0], 0.1))
+class_counts = Exercise(
+    "class_counts", _test_counts,
+    hint_text="Class k's exact share is n times its fraction of real_y, usually not a whole number. Round every "
+              "share down, then hand the images still missing, one each, to the classes that lost most in the "
+              "rounding.",
+    reference=_class_counts, probe=lambda fn: fn(*_count_cases()[2]))
