@@ -19,10 +19,14 @@ def _sqrt_free_add_noise(x0, t, eps, alpha_hat):
     return a * x0 + (1 - a) * eps
 
 
-def _fake_unclamped(G, x0, t, e, ah):
+def _fake_unclamped(G, x_t, t, ah):
     a = ah[t].view(-1, 1, 1, 1)
-    x_t = a.sqrt() * x0 + (1 - a).sqrt() * e
     return (x_t - (1 - a).sqrt() * G(x_t, t)) / a.sqrt()
+
+
+def _fake_two_passes(G, x_t, t, ah):
+    G(x_t, t)                                        # a second, wasted forward pass
+    return _fake_unclamped(G, x_t, t, ah).clamp(-1, 1)
 
 
 def _iterate(x0, betas, eps):
@@ -153,10 +157,12 @@ WRONG = {
         ("1.386", None),   # a string that float() accepts is a correct number
     ],
     ("nb04", "corrected_fake"): [
-        (lambda G, x0, t, e, ah: G(ah[t].view(-1, 1, 1, 1).sqrt() * x0 + (1 - ah[t].view(-1, 1, 1, 1)).sqrt() * e, t),
-         "a noise estimate"),
-        (lambda G, x0, t, e, ah: _fake_unclamped(G, x0, t, e, ah), "clamp it"),
-        (lambda G, x0, t, e, ah: x0, "wrong values"),
+        (lambda G, x_t, t, ah: G(x_t, t), "a noise estimate"),
+        (_fake_unclamped, "clamp it"),
+        (lambda G, x_t, t, ah: x_t, "the noisy input"),
+        (lambda G, x_t, t, ah: (x_t - (1 - ah[t].view(-1, 1, 1, 1)).sqrt() * G(x_t, t)).clamp(-1, 1), "scaled down"),
+        (_fake_two_passes, "one forward pass"),
+        (lambda G, x_t, t, ah: x_t * 0, "wrong values"),
     ],
     ("nb08", "posterior_coefficients"): [
         (_coef_swapped, "which of the two images"),

@@ -74,7 +74,7 @@ WRONG = {
     "scale_out": {"images_per_step": 16, "steps_per_epoch": 128},
     "ddim_timesteps": lambda T, n: list(range(0, T, T // n)),
     "to_unit": lambda x: (x + 1) / 2,
-    "ddim_step": lambda x_t, eps, a, a_prev: (x_t - (1 - a).sqrt() * eps) / a.sqrt(),
+    "ddim_step": lambda x0, eps, a, a_prev, eta, z: a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps,   # eta ignored
     "frechet_1d": lambda m1, s1, m2, s2: (m1 - m2) ** 2,
     "nn_ratio": lambda a, b: (a.mean() / b.mean()).item(),
     "nearest_train_distance": lambda s, t: torch.cdist(s.flatten(1), t.flatten(1)).min(1).values,
@@ -88,6 +88,44 @@ def test_reference_passes_and_wrong_fails(ex, capsys):
     assert ex.check(WRONG[ex.title]) == INCORRECT
     out = capsys.readouterr().out
     assert "incorrect" in out
+
+
+def _sigma(a, a_prev, eta):
+    return eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).sqrt()
+
+
+DDIM_STEP_MISTAKES = [   # typical mistakes in nb06.ddim_step, each with a fragment of the message it must get
+    (lambda x0, eps, a, a_prev, eta, z: x0, "x0_pred itself"),
+    (lambda x0, eps, a, a_prev, eta, z: a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps, "deterministic step"),
+    (lambda x0, eps, a, a_prev, eta, z: a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps + _sigma(a, a_prev, eta) * z,
+     "variances no longer add up"),
+    (lambda x0, eps, a, a_prev, eta, z: a_prev.sqrt() * x0 + (1 - a_prev - _sigma(a, a_prev, eta) ** 2).sqrt() * eps,
+     "fresh noise"),
+    (lambda x0, eps, a, a_prev, eta, z: (a_prev.sqrt() * x0 + (1 - a_prev - _sigma(a, a_prev, 1) ** 2).sqrt() * eps
+                                         + _sigma(a, a_prev, 1) * z), "deterministic"),
+    (lambda x0, eps, a, a_prev, eta, z: a_prev.sqrt() * x0 + (1 - a).sqrt() * eps, "*earlier* timestep"),
+]
+
+
+@pytest.mark.parametrize("answer,fragment", DDIM_STEP_MISTAKES, ids=[f for _, f in DDIM_STEP_MISTAKES])
+def test_ddim_step_mistakes_get_their_message_without_the_solution(answer, fragment, capsys):
+    import inspect
+    assert nb06.ddim_step.check(answer) == INCORRECT
+    out = capsys.readouterr().out
+    assert fragment in out, out
+    body = [ln.split("#")[0].strip() for ln in inspect.getsource(nb06.ddim_step.reference).splitlines()[1:]]
+    assert not [ln for ln in body if len(ln) > 8 and ln in out], out
+
+
+def test_ddim_step_check_compares_with_the_library_at_eta_0_and_1():
+    from diffgan_lib.exercises.nb06 import _T, _T_PREV, _ddim_state
+    sched = DiffusionScheduler(1000, device="cpu")
+    x_t, eps, z, x0 = _ddim_state()
+    assert torch.allclose(x0, sched.predict_x0(x_t, _T, eps))
+    # the check runs eta = 0 and eta = 1: the library's own step passes, a step off by 1e-3 does not
+    lib = lambda x0_, eps_, a, a_prev, eta, z_: sched.ddim_step(eps_, _T, _T_PREV, x_t, eta=eta, noise=z_)  # noqa: E731
+    assert nb06.ddim_step.test(lib) is None
+    assert nb06.ddim_step.test(lambda *args: nb06._ddim_step(*args) + 1e-3) is not None
 
 
 def test_ensure_checkpoint_returns_existing(tmp_path):

@@ -65,23 +65,29 @@ d_loss_at_chance = Exercise(
 _SCHED = DiffusionScheduler(1000, device="cpu")
 
 
-def _corrected_fake(G, x0, t, eps, alpha_hat):
-    a_hat = alpha_hat[t].view(-1, 1, 1, 1)
-    x_t = a_hat.sqrt() * x0 + (1 - a_hat).sqrt() * eps           # 1. noise the real images to x_t
-    eps_pred = G(x_t, t)                                          # 2. the one forward pass
-    x0_pred = (x_t - (1 - a_hat).sqrt() * eps_pred) / a_hat.sqrt()   # 3. eq. 4 solved for x0
-    return x0_pred.clamp(-1, 1)                                   # 4. an image in the data range
+def _corrected_fake(G, x_t, t, alpha_hat):
+    a_hat = alpha_hat[t].view(-1, 1, 1, 1)                        # one alpha_hat per image
+    eps_pred = G(x_t, t)                                          # 1. the one forward pass
+    x0_pred = (x_t - (1 - a_hat).sqrt() * eps_pred) / a_hat.sqrt()   # 2. eq. 4 solved for x0
+    return x0_pred.clamp(-1, 1)                                   # 3. an image in the data range
 
 
-def _inputs():
+def _inputs(G=None):
     g = torch.Generator().manual_seed(0)
     x0, eps = torch.rand(3, 1, 8, 8, generator=g) * 2 - 1, torch.randn(3, 1, 8, 8, generator=g)
-    return _G, x0, torch.tensor([5, 300, 900]), eps, _SCHED.alpha_hat
+    t = torch.tensor([5, 300, 900])
+    x_t, _ = _SCHED.add_noise(x0, t, eps)                         # the library noises x0 (notebook 01)
+    return G or _G, x_t, t, _SCHED.alpha_hat
 
 
 class _HalfNoise(torch.nn.Module):
     """A stand-in noise predictor: half of its input, whatever t (enough to check the algebra)."""
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
     def forward(self, x_t, t):
+        self.calls += 1
         return 0.5 * x_t
 
 
@@ -89,27 +95,36 @@ _G = _HalfNoise()
 
 
 def _test_corrected_fake(fn):
-    G, x0, t, eps, alpha_hat = _inputs()
-    out = fn(G, x0, t, eps, alpha_hat)
-    expected = _corrected_fake(G, x0, t, eps, alpha_hat)
+    G = _HalfNoise()
+    _, x_t, t, alpha_hat = _inputs(G)
+    out = fn(G, x_t, t, alpha_hat)
+    calls, G.calls = G.calls, 0
+    expected = _corrected_fake(G, x_t, t, alpha_hat)
     if close(out, expected):
+        if calls != 1:
+            return (f"right values, but G ran {calls} times: the corrected fake needs one forward pass "
+                    "(in training, the one the diffusion loss already made)")
         return None
     a = alpha_hat[t].view(-1, 1, 1, 1)
-    x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
-    raw = (x_t - (1 - a).sqrt() * G(x_t, t)) / a.sqrt()
-    if close(out, raw):
+    e = G(x_t, t)
+    if close(out, (x_t - (1 - a).sqrt() * e) / a.sqrt()):
         return "right formula; now clamp it to [-1, 1], the range of real images"
-    if close(out, G(x_t, t)):
+    if close(out, e):
         return "that is G's output, a noise estimate (the seed's mistake): turn it into a clean-image estimate"
-    if close(out, ((x_t - (1 - a) * G(x_t, t)) / a).clamp(-1, 1)):
+    if close(out, x_t) or close(out, x_t.clamp(-1, 1)):
+        return "that is the noisy input x_t: remove G's noise estimate from it"
+    if close(out, ((x_t - (1 - a) * e) / a).clamp(-1, 1)):
         return "the weights are square roots of alpha_hat and 1 - alpha_hat"
+    if close(out, (x_t - (1 - a).sqrt() * e).clamp(-1, 1)):
+        return "the noise is removed, but the signal is still scaled down by sqrt(alpha_hat): undo that"
     return tensor_problem(out, expected, "the fake", atol=1e-4)
 
 
 corrected_fake = Exercise(
     "corrected_fake", _test_corrected_fake,
-    hint_text="Four stages: make x_t from x0 and eps, ask G for the noise in x_t, remove that noise and undo the "
-              "signal's scaling, then keep the result in the image range.",
+    hint_text="x_t is given, already noised. Three stages: ask G for the noise in x_t, remove that noise and "
+              "undo the signal's scaling (alpha_hat[t] has one value per image: give it the image's four "
+              "dimensions), then keep the result in the image range.",
     reference=_corrected_fake, probe=lambda fn: fn(*_inputs()),
     solution_note="\nThe library computes the same in diffusion_forward (out.x0_pred), from the forward pass "
                   "that also gives the diffusion loss.")

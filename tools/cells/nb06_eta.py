@@ -18,6 +18,29 @@ for t in (999, 500, 10):
     print(f"t = {t:3d}: sigma_t(eta=1)^2 = {sigma_eta1 ** 2:.6f}   beta_tilde_t = {beta_tilde:.6f}   beta_t = {betas[t]:.6f}")
 """),
 ("md", r"""
+### Exercise 2: one DDIM step, with η
+
+Section 2 wrote DDIM's jump for $\eta = 0$. With $\eta > 0$ the step (Song et al. 2021, eq. 12) adds fresh
+noise $\sigma_t z$, $z \sim \mathcal N(0, I)$, and the predicted noise keeps only what is left of the
+variance $1-\bar\alpha_{t'}$:
+$$x_{t'} = \sqrt{\bar\alpha_{t'}}\,\hat x_0 + \sqrt{1-\bar\alpha_{t'}-\sigma_t^2}\;\epsilon_\theta(x_t, t) + \sigma_t z.$$
+Write that step, with $\sigma_t(\eta)$ from eq. 16 above. $\hat x_0$ arrives ready-made: the samplers get it
+from `scheduler.predict_x0(x_t, t, eps_pred)`, notebook 04's inversion of eq. 4 (the check computes it the
+same way). The check runs your step at $\eta = 0$ and at $\eta = 1$ and compares it with the library's own
+`scheduler.ddim_step`, which `sample()` calls at every DDIM step (here without clipping).
+"""),
+("code", r'''
+def ddim_step(x0_pred, eps_pred, alpha_hat_t, alpha_hat_prev, eta, z):
+    """One DDIM step from t to the earlier t'. x0_pred, eps_pred, z: (B, C, H, W); alpha_hat_t and
+    alpha_hat_prev: 0-d tensors (alpha_hat at t and at t'); eta: a float in [0, 1]. Returns x at t'."""
+    return None  # TODO: sigma_t (eq. 16), then eq. 12: about three lines
+
+
+nb06.ddim_step.check(ddim_step);
+# nb06.ddim_step.hint()
+# nb06.ddim_step.solution()
+'''),
+("md", r"""
 ### η measured: real chest X-rays, 256 samples per point
 
 Eight samples are an anecdote. `benchmarks/xray_study.py` measured the choice on real scans: the
