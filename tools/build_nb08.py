@@ -199,18 +199,19 @@ state, $x_{t_k}$) and the level. The course starts the generator from the traine
 ### Exercise 1: the posterior between two levels
 Between two levels $t' < t$ with $a = \bar\alpha_t / \bar\alpha_{t'}$, the forward process gives
 $q(x_{t'} \mid x_t, x_0) = \mathcal N(c_{x_0} x_0 + c_{x_t} x_t,\ \sigma^2 I)$, DDPM's eq. 7 with $a$ in
-the place of $\alpha_t$. Return the three numbers $(c_{x_0}, c_{x_t}, \sigma^2)$.
+the place of $\alpha_t$. Its variance $\sigma^2$ is notebook 06's $\sigma_t^2$ at $\eta = 1$ for the same jump
+(the library's `posterior_sample` uses it). Return the two coefficients of the mean, $(c_{x_0}, c_{x_t})$.
 """)
 
 code(r"""
-def posterior_coefficients(alpha_hat_t, alpha_hat_next):
+def posterior_mean(alpha_hat_t, alpha_hat_next):
     # alpha_hat_t, alpha_hat_next: 0-d tensors with alpha_hat_t < alpha_hat_next
-    return None  # TODO: (c_x0, c_xt, var), about four lines
+    return None  # TODO: (c_x0, c_xt), about three lines
 
 
-nb08.posterior_coefficients.check(posterior_coefficients);
-# nb08.posterior_coefficients.hint()
-# nb08.posterior_coefficients.solution()
+nb08.posterior_mean.check(posterior_mean);
+# nb08.posterior_mean.hint()
+# nb08.posterior_mean.solution()
 """)
 
 md(r"""

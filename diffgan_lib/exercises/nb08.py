@@ -1,4 +1,4 @@
-"""Exercises of notebook 08, few-step sampling: ``posterior_coefficients``, ``pair_input``, ``fewstep_chain``."""
+"""Exercises of notebook 08, few-step sampling: ``posterior_mean``, ``pair_input``, ``fewstep_chain``."""
 from __future__ import annotations
 
 import torch
@@ -8,48 +8,46 @@ from ..fewstep import PairDiscriminator, posterior_sample
 from ..scheduler import DiffusionScheduler
 from . import Exercise, close, tensor_problem
 
-__all__ = ["posterior_coefficients", "pair_input", "fewstep_chain"]
+__all__ = ["posterior_mean", "pair_input", "fewstep_chain"]
 
 _SCHED = DiffusionScheduler(1000, device="cpu")
 
 
-# ----------------------------------------------------------------------------- 1. posterior_coefficients
-def _posterior_coefficients(alpha_hat_t, alpha_hat_next):
+# ----------------------------------------------------------------------------- 1. posterior_mean
+def _posterior_mean(alpha_hat_t, alpha_hat_next):
     a = alpha_hat_t / alpha_hat_next                          # signal kept from t_next to t
     c_x0 = alpha_hat_next.sqrt() * (1 - a) / (1 - alpha_hat_t)
     c_xt = a.sqrt() * (1 - alpha_hat_next) / (1 - alpha_hat_t)
-    var = (1 - a) * (1 - alpha_hat_next) / (1 - alpha_hat_t)
-    return c_x0, c_xt, var
+    return c_x0, c_xt
 
 
 def _coef_cases():
     return [(_SCHED.alpha_hat[t], _SCHED.alpha_hat[n]) for t, n in ((999, 749), (749, 499), (499, 249), (10, 9))]
 
 
-def _test_coef(fn):
+def _test_mean(fn):
     g = torch.Generator().manual_seed(3)
-    x_t, x0, z = (torch.randn(2, 1, 4, 4, generator=g) for _ in range(3))
+    x_t, x0 = (torch.randn(2, 1, 4, 4, generator=g) for _ in range(2))
     for (ah_t, ah_n), (t, n) in zip(_coef_cases(), ((999, 749), (749, 499), (499, 249), (10, 9))):
         out = fn(ah_t, ah_n)
-        if not (isinstance(out, (tuple, list)) and len(out) == 3):
-            return "return three things: (c_x0, c_xt, var)"
-        c_x0, c_xt, var = (torch.as_tensor(v, dtype=torch.float32) for v in out)
-        if (c_x0 < 0).any() or (c_xt < 0).any() or (var < 0).any():
-            return f"a coefficient is negative at t = {t} -> {n}: all three are >= 0"
-        mine = c_x0 * x0 + c_xt * x_t + var.sqrt() * z
-        if not close(mine, posterior_sample(_SCHED, x_t, x0, t, n, z)):
-            mean_ok = close(c_x0 * x0 + c_xt * x_t, posterior_sample(_SCHED, x_t, x0, t, n, torch.zeros_like(z)))
-            return (f"the mean is right but the variance is not at t = {t} -> {n}" if mean_ok else
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            return "return two things: (c_x0, c_xt)"
+        c_x0, c_xt = (torch.as_tensor(v, dtype=torch.float32) for v in out)
+        if (c_x0 < 0).any() or (c_xt < 0).any():
+            return f"a coefficient is negative at t = {t} -> {n}: both are >= 0"
+        if not close(c_x0 * x0 + c_xt * x_t, posterior_sample(_SCHED, x_t, x0, t, n, torch.zeros_like(x_t))):
+            swapped = close(c_xt * x0 + c_x0 * x_t, posterior_sample(_SCHED, x_t, x0, t, n, torch.zeros_like(x_t)))
+            return (f"the two coefficients are swapped at t = {t} -> {n}" if swapped else
                     f"wrong mean at t = {t} -> {n}; check which of the two images each coefficient multiplies")
     return None
 
 
-posterior_coefficients = Exercise(
-    "posterior_coefficients", _test_coef,
+posterior_mean = Exercise(
+    "posterior_mean", _test_mean,
     hint_text="Write a = alpha_hat_t / alpha_hat_next (the signal kept between the two levels). For one DDPM "
-              "step a is alpha_t, and the three numbers are the coefficients of DDPM's eq. 7: replace alpha_t "
-              "by a and alpha_hat_{t-1} by alpha_hat_next.",
-    reference=_posterior_coefficients, probe=lambda fn: fn(*_coef_cases()[0]))
+              "step a is alpha_t, and the two numbers are the coefficients of x0 and x_t in the mean of DDPM's "
+              "eq. 7: replace alpha_t by a and alpha_hat_{t-1} by alpha_hat_next.",
+    reference=_posterior_mean, probe=lambda fn: fn(*_coef_cases()[0]))
 
 
 # ----------------------------------------------------------------------------- 2. pair_input
