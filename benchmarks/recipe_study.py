@@ -12,6 +12,7 @@ share one --out folder (each writes only its own result files).
     python benchmarks/recipe_study.py --steps 1500 pure as_written hybrid
     python benchmarks/recipe_study.py --steps 2500 --seeds 0 1 2 --threads 1 pure
     python benchmarks/recipe_study.py --steps 3000 --etas 0 1 --out runs/recipe_eta --threads 1 pure hybrid
+    python benchmarks/recipe_study.py --out runs/recipe_eta --write benchmarks/results/recipe_eta.json
 
 ``--etas 0 1`` also samples with eta = 1 (DDIM-50 and DDIM-4, the same noise), the stochastic DDIM that
 the course's defaults use since issue 10; the first edition's tables were made with eta = 0 only.
@@ -141,6 +142,7 @@ def main():
     p.add_argument("--out", default="runs/recipe")
     p.add_argument("--figure", metavar="PNG", help="also save pure vs hybrid sample grids of --figure-seed here")
     p.add_argument("--figure-seed", type=int, default=0)
+    p.add_argument("--write", metavar="JSON", help="also write every result under --out (and real vs real) to this file")
     p.add_argument("--etas", type=float, nargs="+", default=[0.0], choices=[0.0, 1.0],
                    help="DDIM eta(s) to sample with: 0 (the first edition's tables), 1 (the course's default), or both")
     args = p.parse_args()
@@ -165,6 +167,12 @@ def main():
                 row = run_one(name, seed, args.steps, args.n_samples, out, net, train_x, held_x, samplers)
                 print(f"{name} seed {seed}: {args.steps} steps in {row['train_s']} s", flush=True)
     summarize(out)
+    if args.write:
+        runs = [json.loads(p.read_text()) for p in sorted(out.glob("*/seed*/result.json"))]
+        write_json(Path(args.write), {"real_vs_real": json.loads((out / "real_vs_real.json").read_text()),
+                                      "runs": [{k: v for k, v in r.items() if k != "config"} | {
+                                          "adv_weight": r["config"]["adv_weight"]} for r in runs]})
+        print("wrote", args.write)
     if args.figure:
         figure(out, args.figure_seed, args.figure)
 
