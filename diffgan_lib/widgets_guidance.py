@@ -42,10 +42,14 @@ def draw_guidance(frames: dict, w: float):
                        suptitle=f"guidance scale w = {float(w):g}")
 
 
+def _default_w(ws: list) -> float:
+    """The scale shown first: 3 (the course's default) when sampled, else the middle one."""
+    return 3.0 if 3.0 in ws else ws[len(ws) // 2]
+
+
 def guidance_slider_static(frames: dict, w: float | None = None):
     """The slider's default picture (w = 3 when sampled, else the middle scale), as a figure."""
-    ws = frames["w"]
-    return draw_guidance(frames, (3.0 if 3.0 in ws else ws[len(ws) // 2]) if w is None else w)
+    return draw_guidance(frames, _default_w(frames["w"]) if w is None else w)
 
 
 def guidance_slider(frames: dict):
@@ -54,7 +58,7 @@ def guidance_slider(frames: dict):
     import matplotlib.pyplot as plt
 
     ws = frames["w"]
-    slider = widgets.SelectionSlider(options=[(f"{w:g}", w) for w in ws], value=3.0 if 3.0 in ws else ws[len(ws) // 2],
+    slider = widgets.SelectionSlider(options=[(f"{w:g}", w) for w in ws], value=_default_w(ws),
                                      description="w", continuous_update=False, layout=widgets.Layout(width="420px"))
 
     def show(w):
