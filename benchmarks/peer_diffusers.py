@@ -28,11 +28,16 @@ Each clock starts once the data are loaded (model building included) and stops a
 that ends past ``--wall-s``. The default, 360 s, is what one 4-epoch run of ``xray_study.py train``
 (588 steps) takes on the project's 2-core machine with two such runs side by side.
 
-    python benchmarks/peer_diffusers.py --write benchmarks/results/peer_diffusers.json   # 6 min training, then a few of sampling
+    python benchmarks/peer_diffusers.py --seeds 0 1 2 --write benchmarks/results/peer_diffusers.json   # ~20 min a seed
     python benchmarks/peer_diffusers.py --wall-s 20 --n 32 --out /tmp/peer_smoke          # a smoke test
 
+Seeds run one after the other (each pair needs both cores to itself while it trains); a seed whose two
+sides have finished is not run again, so an interrupted study continues where it stopped. The summary
+pairs the seeds: each seed's FD ratio ours / peer (each side's best sampler, chosen on val), and the
+ratio of the two sides' mean FDs.
+
 Needs diffusers (``pip install diffusers``), which the course itself does not. Writes its runs,
-logs and samples under --out/peer_diffusers/ and prints a Markdown table and the FD ratio ours / peer.
+logs and samples under --out/peer_diffusers/seed<S>/ and prints a Markdown table and the FD ratio ours / peer.
 """
 from __future__ import annotations
 
@@ -153,7 +158,7 @@ def run_ours(a, folder: Path) -> dict:
 def run_role(a) -> None:
     """One side, in its own process: train, sample, write <role>/info.json."""
     torch.set_num_threads(a.threads)
-    folder = a.out / "peer_diffusers" / a.role
+    folder = seed_dir(a, a.seed) / a.role
     folder.mkdir(parents=True, exist_ok=True)
     info = (run_peer if a.role == "peer" else run_ours)(a, folder)
     info["machine"] = f"{platform.platform()}, {platform.machine()}, {torch.get_num_threads()} thread(s) of {os.cpu_count()} CPUs"
@@ -162,21 +167,25 @@ def run_role(a) -> None:
 
 
 # ---------------------------------------------------------------------------------------- both
-def launch_both(a) -> None:
+def seed_dir(a, seed: int) -> Path:
+    return a.out / "peer_diffusers" / f"seed{seed}"
+
+
+def launch_both(a, seed: int) -> None:
     """Start the two sides at once, each its own process with a.threads threads; wait for both."""
     base = Path(__file__).resolve()
-    args = ["--wall-s", str(a.wall_s), "--n", str(a.n), "--seed", str(a.seed), "--out", str(a.out),
+    args = ["--wall-s", str(a.wall_s), "--n", str(a.n), "--seed", str(seed), "--out", str(a.out),
             "--threads", str(a.threads), "--peer-channels", *map(str, a.peer_channels),
             "--peer-steps", *map(str, a.peer_steps)]
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
-    logs = {role: a.out / "peer_diffusers" / f"{role}.log" for role in ("peer", "ours")}
+    logs = {role: seed_dir(a, seed) / f"{role}.log" for role in ("peer", "ours")}
     procs = {}
     for role, log in logs.items():
         log.parent.mkdir(parents=True, exist_ok=True)
         procs[role] = subprocess.Popen([sys.executable, str(base), "--role", role, *args], env=env,
                                        stdout=log.open("w"), stderr=subprocess.STDOUT)
-    print(f"training the peer and ours for {a.wall_s:g} s each, {a.threads} thread(s) each; logs in {logs['peer'].parent}",
-          flush=True)
+    print(f"seed {seed}: training the peer and ours for {a.wall_s:g} s each, {a.threads} thread(s) each; "
+          f"logs in {logs['peer'].parent}", flush=True)
     failed = [role for role, p in procs.items() if p.wait() != 0]
     for role in failed:
         print(f"--- {role} failed; the end of {logs[role]}:\n" + "\n".join(logs[role].read_text().splitlines()[-20:]))
@@ -184,44 +193,77 @@ def launch_both(a) -> None:
         sys.exit(1)
 
 
-def table(a) -> dict:
-    """Score both sides' samples against test (report) and val (choose); print the Markdown table."""
-    net = feature_net(a.out)
-    test, val = split("test"), split("val")
-    f_test, f_val = extract_features(net, test), extract_features(net, val)
-    res = {"protocol": f"32 px PneumoniaMNIST; each side trains {a.wall_s:g} s in its own process with "
-                       f"{a.threads} thread(s), both at once, batch 32; {a.n} samples (noise seed {SEED_NOISE}); FD/KID "
-                       "in xray_study's FeatureNet (train split, seed 0), SWD (x1e3) on 7x7 patches, against the test "
-                       "split; a side's best sampler has the lowest FD against val",
-           "wall_s_budget": a.wall_s, "seed": a.seed, "n": a.n,
-           "real_vs_real": score(val[:a.n], test, net, f_test)}
+def score_seed(a, seed: int, net, test, val, f_test, f_val) -> dict:
+    """Score one seed's two sides against test (report) and val (choose each side's best sampler)."""
+    res = {}
     for role in ("peer", "ours"):
-        folder = a.out / "peer_diffusers" / role
+        folder = seed_dir(a, seed) / role
         side = json.loads((folder / "info.json").read_text())
         for key, s in side["samplers"].items():
             x = torch.load(folder / f"samples_{key}.pt", weights_only=True)
             s.update(val=score(x, val, net, f_val), test=score(x, test, net, f_test))
         side["best"] = min(side["samplers"], key=lambda k: side["samplers"][k]["val"]["fd"])
         res[role] = side
-    fd = {role: res[role]["samplers"][res[role]["best"]]["test"]["fd"] for role in ("peer", "ours")}
-    res["fd_ratio_ours_over_peer"] = round(fd["ours"] / fd["peer"], 4)
-    res["machine"] = res["ours"]["machine"]
+    res["fd_ratio_ours_over_peer"] = round(best_fd(res, "ours") / best_fd(res, "peer"), 4)
+    return res
+
+
+def best_fd(one_seed: dict, role: str, split_name: str = "test") -> float:
+    side = one_seed[role]
+    return side["samplers"][side["best"]][split_name]["fd"]
+
+
+def mean_sd(values: list) -> tuple:
+    t = torch.tensor(values, dtype=torch.float64)
+    return round(t.mean().item(), 3), round(t.std().item(), 3) if len(values) > 1 else 0.0
+
+
+def table(a) -> dict:
+    """Score every seed's samples, print a Markdown table per seed and the paired summary."""
+    net = feature_net(a.out)
+    test, val = split("test"), split("val")
+    f_test, f_val = extract_features(net, test), extract_features(net, val)
+    res = {"protocol": f"32 px PneumoniaMNIST; each side trains {a.wall_s:g} s in its own process with "
+                       f"{a.threads} thread(s), both at once, batch 32; {a.n} samples (noise seed {SEED_NOISE}); FD/KID "
+                       "in xray_study's FeatureNet (train split, seed 0), SWD (x1e3) on 7x7 patches, against the test "
+                       "split; a side's best sampler has the lowest FD against val; seeds run one after the other",
+           "wall_s_budget": a.wall_s, "seeds": a.seeds, "n": a.n,
+           "real_vs_real": score(val[:a.n], test, net, f_test), "per_seed": {}}
+    for seed in a.seeds:
+        res["per_seed"][str(seed)] = score_seed(a, seed, net, test, val, f_test, f_val)
+    runs = list(res["per_seed"].values())
+    summary = {}
+    for split_name in ("test", "val"):
+        fds = {role: [best_fd(r, role, split_name) for r in runs] for role in ("peer", "ours")}
+        summary[split_name] = {
+            "fd_peer": fds["peer"], "fd_ours": fds["ours"],
+            "fd_peer_mean_sd": mean_sd(fds["peer"]), "fd_ours_mean_sd": mean_sd(fds["ours"]),
+            "ratio_per_seed": [round(o / p, 4) for o, p in zip(fds["ours"], fds["peer"])],
+            "ratio_of_means": round(sum(fds["ours"]) / sum(fds["peer"]), 4),
+            "seeds_ours_ahead": sum(o < p for o, p in zip(fds["ours"], fds["peer"]))}
+    res["summary"] = summary
+    res["machine"] = runs[0]["ours"]["machine"]
 
     print(f"\n{res['protocol']}.\nmachine: {res['machine']}\n")
-    print(f"| model | parameters | steps in {a.wall_s:g} s | sampler | FD ↓ | KID ↓ | SWD ↓ |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"| seed | model | parameters | steps in {a.wall_s:g} s | sampler | FD ↓ test (val) | KID ↓ | SWD ↓ |")
+    print("|---|---|---|---|---|---|---|---|")
     r = res["real_vs_real"]
-    print(f"| real vs real (val {a.n} vs test) | — | — | — | {r['fd']:.2f} | {r['kid']:.4g} | {r['swd']:.1f} |")
+    print(f"| | real vs real (val {a.n} vs test) | — | — | — | {r['fd']:.2f} | {r['kid']:.4g} | {r['swd']:.1f} |")
     names = {"peer": "peer: HF course unit 1 (diffusers)", "ours": "ours: `TrainConfig.cpu_quick()`"}
-    for role in ("peer", "ours"):
-        side = res[role]
-        params = f"{side['params'] / 1e6:.2f} M" + (f" (+ D {side['params_D'] / 1e6:.2f} M)" if "params_D" in side else "")
-        for key, s in side["samplers"].items():
-            t, star = s["test"], " (best on val)" if key == side["best"] and len(side["samplers"]) > 1 else ""
-            print(f"| {names[role]} | {params} | {side['steps']} ({side['wall_s']:g} s) | {s['label']}{star} | "
-                  f"{t['fd']:.2f} | {t['kid']:.4g} | {t['swd']:.1f} |")
-    print(f"\nFD ratio ours / peer (each side's best sampler): {res['fd_ratio_ours_over_peer']:.3f} "
-          "(below 1: ours is closer to the test X-rays)")
+    for seed, one in res["per_seed"].items():
+        for role in ("peer", "ours"):
+            side = one[role]
+            params = f"{side['params'] / 1e6:.2f} M" + (f" (+ D {side['params_D'] / 1e6:.2f} M)" if "params_D" in side else "")
+            for key, s in side["samplers"].items():
+                t, star = s["test"], " (best on val)" if key == side["best"] and len(side["samplers"]) > 1 else ""
+                print(f"| {seed} | {names[role]} | {params} | {side['steps']} ({side['wall_s']:g} s) | {s['label']}{star} | "
+                      f"{t['fd']:.2f} ({s['val']['fd']:.2f}) | {t['kid']:.4g} | {t['swd']:.1f} |")
+    for split_name, sm in summary.items():
+        (pm, ps), (om, os_) = sm["fd_peer_mean_sd"], sm["fd_ours_mean_sd"]
+        print(f"\n{split_name}: FD peer {pm:.2f} ± {ps:.2f}, ours {om:.2f} ± {os_:.2f} (mean ± sd over {len(runs)} seeds); "
+              f"ratio ours / peer per seed {' / '.join(f'{x:.3f}' for x in sm['ratio_per_seed'])}, "
+              f"of the means {sm['ratio_of_means']:.3f}; ours ahead in {sm['seeds_ours_ahead']} of {len(runs)} "
+              "(below 1: ours is closer to the real X-rays)")
     return res
 
 
@@ -229,9 +271,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--wall-s", type=float, default=360.0, help="training seconds for each side (default 360)")
     p.add_argument("--n", type=int, default=256, help="samples per sampler (default 256)")
-    p.add_argument("--seed", type=int, default=0, help="training seed of both sides (default 0)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="training seeds, both sides each, one seed after the other (default 0)")
+    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)   # a child process's one seed
     p.add_argument("--out", type=Path, default=Path("runs/xray"),
-                   help="study folder: featurenet.pt is shared with xray_study.py; runs go to OUT/peer_diffusers")
+                   help="study folder: featurenet.pt is shared with xray_study.py; runs go to OUT/peer_diffusers/seed<S>")
     p.add_argument("--threads", type=int, default=1, help="threads per process (default 1)")
     p.add_argument("--peer-channels", type=int, nargs=4, default=[32, 64, 64, 128],
                    help="the peer's block_out_channels (default 32 64 64 128: 4.64 M parameters)")
@@ -249,7 +293,11 @@ def main() -> None:
         return run_role(a)
     torch.set_num_threads(a.threads)
     feature_net(a.out)                             # trained (and cached) before the clocks start
-    launch_both(a)
+    for seed in a.seeds:
+        if all((seed_dir(a, seed) / role / "info.json").exists() for role in ("peer", "ours")):
+            print(f"seed {seed}: both sides done already ({seed_dir(a, seed)})")
+            continue
+        launch_both(a, seed)
     res = table(a)
     write_json(a.out / "peer_diffusers" / "result.json", res)
     if a.write:

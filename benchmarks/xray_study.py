@@ -9,6 +9,7 @@ through ``train()`` as the command line does, with checkpoints after given epoch
 
     python benchmarks/xray_study.py train --seeds 0 1 2 --epochs 4          # 588 steps each
     python benchmarks/xray_study.py train --seeds 0 --epochs 20 --keep 1 20  # the 1- and 20-epoch models
+    python benchmarks/xray_study.py train --arm pure --seeds 0 1 2          # the same without the GAN term (pure_seed<S>_e4)
     python benchmarks/xray_study.py sweep                                    # EMA: eta {0,1} x steps {10,25,50,100}; raw: DDIM-50, eta 1
     python benchmarks/xray_study.py baselines --seeds 0                      # the seed as written and a bare UNet, DDPM-1000
     python benchmarks/xray_study.py cli                                      # the command line trains the same model; its default sample scored
@@ -64,13 +65,19 @@ def score(x: torch.Tensor, ref: torch.Tensor, net, f_ref=None) -> dict:
             "swd": sliced_wasserstein(x, ref, seed=0)}
 
 
+ARMS = {   # train: run-folder prefix and TrainConfig changes of each arm
+    "default": ("", {}),                          # the course's default: the hybrid (GAN term on x0 after 500 steps)
+    "pure": ("pure_", {"adv_weight": 0.0}),       # the same without the GAN term: pure diffusion with EMA
+}
+
+
 def cmd_train(a) -> None:
     for seed in a.seeds:
-        run = a.out / f"seed{seed}_e{a.epochs}"
+        run = a.out / f"{ARMS[a.arm][0]}seed{seed}_e{a.epochs}"
         if (run / "final_model.pth").exists():
             print(f"{run} done already")
             continue
-        cfg = TrainConfig.cpu_quick(seed=seed, checkpoint_every=1)
+        cfg = TrainConfig.cpu_quick(seed=seed, checkpoint_every=1, **ARMS[a.arm][1])
         loader = make_dataloader("pneumoniamnist", SIZE, 32, seed=seed)
         t0 = time.time()
         last = max(run.glob("epoch_*.pth"), default=None)
@@ -212,6 +219,8 @@ def main() -> None:
     p.add_argument("command", choices=("train", "sweep", "baselines", "cli", "featurenet", "table"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--arm", choices=tuple(ARMS), default="default",
+                   help="train: the default hybrid or pure diffusion (runs named pure_seed<S>_e<E>)")
     p.add_argument("--keep", type=int, nargs="*", default=[], help="also keep these epochs' checkpoints")
     p.add_argument("--out", type=Path, default=Path("runs/xray"))
     p.add_argument("--threads", type=int)
