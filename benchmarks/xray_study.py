@@ -68,6 +68,7 @@ def score(x: torch.Tensor, ref: torch.Tensor, net, f_ref=None) -> dict:
 ARMS = {   # train: run-folder prefix and TrainConfig changes of each arm
     "default": ("", {}),                          # the course's default: the hybrid (GAN term on x0 after 500 steps)
     "pure": ("pure_", {"adv_weight": 0.0}),       # the same without the GAN term: pure diffusion with EMA
+    "mean": ("mean_", {"mean_path": True}),       # the default with the UNet's mean path (UNet docstring)
 }
 
 

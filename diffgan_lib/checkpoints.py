@@ -134,6 +134,8 @@ def diffusion_model_fields(G, D) -> dict:
               "D_base": D.base}
     if getattr(G, "num_classes", 0):      # an optional field: unconditional files stay as they were
         fields["num_classes"] = G.num_classes
+    if getattr(G, "mean_path", False):    # optional too: files without it are the plain UNet
+        fields["mean_path"] = True
     return fields
 
 
@@ -234,7 +236,8 @@ def _validate(ckpt: dict, path) -> None:
     checks = {"in_ch": lambda v: v in (1, 3), "base": lambda v: isinstance(v, int) and 8 <= v <= MAX_BASE and v % 8 == 0,
               "D_base": lambda v: isinstance(v, int) and 8 <= v <= MAX_BASE and v % 8 == 0,
               "time_embedding": lambda v: isinstance(v, bool),
-              "num_classes": lambda v: v is None or (isinstance(v, int) and 0 <= v <= 1000)}
+              "num_classes": lambda v: v is None or (isinstance(v, int) and 0 <= v <= 1000),
+              "mean_path": lambda v: v is None or isinstance(v, bool)}
     bad = [f"{k}={m.get(k)!r}" for k, ok in checks.items() if not ok(m.get(k))]
     sched = ckpt["scheduler"] or {}
     if not isinstance(sched, dict) or not (isinstance(sched.get("timesteps", 1000), int)
@@ -367,8 +370,10 @@ def load_state(module, state: dict, what: str, path) -> None:
 
 
 def build_models(model: dict):
-    """(G, D), untrained, from a checkpoint's ``model`` section (kind "diffusion"; ``num_classes`` optional)."""
-    return (UNet(model["in_ch"], model["base"], model["time_embedding"], model.get("num_classes", 0)),
+    """(G, D), untrained, from a checkpoint's ``model`` section (kind "diffusion"; ``num_classes`` and
+    ``mean_path`` optional)."""
+    return (UNet(model["in_ch"], model["base"], model["time_embedding"], model.get("num_classes", 0),
+                 model.get("mean_path", False)),
             Discriminator(model["in_ch"], model["D_base"]))
 
 

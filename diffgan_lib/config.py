@@ -34,7 +34,7 @@ VARIANTS = ("corrected", "as_written")
 _KINDS = {"int": ("base", "adv_warmup_steps", "seed", "checkpoint_every", "save_every", "sample_every", "log_every"),
           "int or None": ("image_size", "adv_t_max"),
           "number": ("lr_G", "lr_D", "adv_weight", "r1_gamma", "adaptive_max", "ema_decay", "label_dropout"),
-          "bool": ("time_embedding", "adaptive_adv_weight", "compile"), "bool or None": ("channels_last",),
+          "bool": ("time_embedding", "mean_path", "adaptive_adv_weight", "compile"), "bool or None": ("channels_last",),
           "str": ("schedule", "amp", "variant")}
 _IS = {"int": lambda v: isinstance(v, Integral) and not isinstance(v, bool),
        "number": lambda v: isinstance(v, Real) and not isinstance(v, bool),
@@ -86,6 +86,7 @@ class TrainConfig:
     image_size: int | None = None      # side S of the training images; None = infer from the first batch
     base: int = 32                     # channels of the first UNet / discriminator level (multiple of 8)
     time_embedding: bool = True        # False = the seed's UNet that never sees t (ERRATA 1)
+    mean_path: bool = False            # True = a path for the image mean past the GroupNorms (UNet docstring)
     schedule: str = "linear"           # beta schedule of the DiffusionScheduler (the seed's is linear)
     class_names: tuple[str, ...] = ()  # () = unconditional; names = a class-conditional G (guidance.py)
     label_dropout: float = 0.1         # conditional only: share of labels dropped to "no class" (CFG)
@@ -191,6 +192,7 @@ class TrainConfig:
         Renamed fields of older checkpoints are migrated: ``betas`` (Adam's) -> ``adam_betas``.
         """
         d = dict(d)
+        d.setdefault("mean_path", False)   # files written before the field existed hold the plain UNet
         for old, new in RENAMED.items():
             if old in d and new not in d:
                 d[new] = d.pop(old)

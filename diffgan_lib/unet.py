@@ -73,9 +73,16 @@ class UNet(nn.Module):
         base: channels of the first level; must be divisible by 8 (GroupNorm(8)).
         time_embedding: True adds the DDPM timestep embedding (fix of ERRATA 1); False is the seed.
         num_classes: > 0 adds a class embedding with a learned "no class" token (index num_classes).
+        mean_path: True adds a path that carries each image's mean (its brightness) past the
+            GroupNorms: eps_pred += k(t) * mean(x_t) + c(t), per channel, k and c read from the time
+            (and class) embedding, both 0 at initialisation. Every block of the seed's UNet ends in a
+            GroupNorm, which subtracts the mean, so without it the network barely sees the mean of
+            its input and cannot predict the mean of the noise (README, "The brightness the UNet
+            cannot see"; benchmarks/mean_path_study.py).
     """
 
-    def __init__(self, in_ch: int = 1, base: int = 64, time_embedding: bool = True, num_classes: int = 0):
+    def __init__(self, in_ch: int = 1, base: int = 64, time_embedding: bool = True, num_classes: int = 0,
+                 mean_path: bool = False):
         super().__init__()
         if not isinstance(in_ch, int) or in_ch < 1:
             raise ValueError(f"in_ch={in_ch!r} must be a positive integer (1 grayscale, 3 RGB)")
@@ -85,7 +92,11 @@ class UNet(nn.Module):
         if not isinstance(num_classes, int) or num_classes < 0 or (num_classes and not time_embedding):
             raise ValueError(f"num_classes={num_classes!r} must be an int >= 0, and class conditioning needs "
                              "time_embedding=True (the label is added to the time embedding)")
+        if mean_path and not time_embedding:
+            raise ValueError("mean_path=True needs time_embedding=True (its gain depends on t); the seed's "
+                             "network without t has no mean path")
         self.in_ch, self.base, self.time_embedding, self.num_classes = in_ch, base, time_embedding, num_classes
+        self.mean_path = bool(mean_path)
         tdim = 4 * base if time_embedding else None
         if time_embedding:   # sinusoid(base) -> Linear -> SiLU -> Linear, shared by all blocks
             self.time_mlp = nn.Sequential(nn.Linear(base, tdim), nn.SiLU(), nn.Linear(tdim, tdim))
@@ -103,6 +114,10 @@ class UNet(nn.Module):
         self.up2 = DoubleConv(base * 4 + base * 2, base * 2, tdim)
         self.up1 = DoubleConv(base * 2 + base, base, tdim)
         self.final = nn.Conv2d(base, in_ch, 1)
+        if mean_path:        # time embedding -> (k, c) per channel; zero at the start: the plain UNet
+            self.mean_proj = nn.Sequential(nn.SiLU(), nn.Linear(tdim, 2 * in_ch))
+            nn.init.zeros_(self.mean_proj[1].weight)
+            nn.init.zeros_(self.mean_proj[1].bias)
 
     def _check(self, x: torch.Tensor, t) -> torch.Tensor | None:
         if x.dim() != 4:
@@ -159,4 +174,8 @@ class UNet(nn.Module):
         u3 = self.up3(torch.cat([F.interpolate(mid, scale_factor=2), d3], dim=1), emb)
         u2 = self.up2(torch.cat([F.interpolate(u3, scale_factor=2), d2], dim=1), emb)
         u1 = self.up1(torch.cat([F.interpolate(u2, scale_factor=2), d1], dim=1), emb)
-        return self.final(u1)
+        eps_pred = self.final(u1)
+        if self.mean_path:   # the image mean, which every GroupNorm above removed: (B, C, 1, 1)
+            k, c = self.mean_proj(emb).view(-1, 2, self.in_ch, 1, 1).unbind(1)
+            eps_pred = eps_pred + k.to(eps_pred.dtype) * x.mean((2, 3), keepdim=True) + c.to(eps_pred.dtype)
+        return eps_pred
