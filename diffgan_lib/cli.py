@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "run that diverged)")
     t.add_argument("--adv-weight", type=float, help="weight w of the adversarial term in diff + w * adv "
                    "(0 = pure diffusion, no discriminator; default from TrainConfig)")
+    t.add_argument("--mean-path", action=argparse.BooleanOptionalAction, default=None,
+                   help="give the UNet a path for each image's mean brightness past its GroupNorms "
+                   "(UNet(mean_path=True); default from TrainConfig; fixed for a run: not with --resume)")
     t.add_argument("--timesteps", type=int, help="diffusion steps T (default 1000; the checkpoint's when resuming)")
     t.add_argument("--checkpoint-every", type=int, help="epochs between epoch_XXXX.pth files (default 10)")
     t.add_argument("--save-every", type=int, help="steps between saves of last.pth, overwritten each time: "
@@ -223,12 +226,18 @@ def _train(a) -> int:
     dev = pick_device(a.device)
     lr = {} if a.lr is None else {"lr_G": a.lr, "lr_D": a.lr}
     changes = {k: v for k, v in dict(image_size=a.image_size, base=a.base, adv_weight=a.adv_weight,
-                                      checkpoint_every=a.checkpoint_every, save_every=a.save_every, **lr).items()
+                                      mean_path=a.mean_path, checkpoint_every=a.checkpoint_every,
+                                      save_every=a.save_every, **lr).items()
                if v is not None}
     folder_labels = _folder_labels(a)
     if a.resume:     # the run's own configuration, T and channels; command-line values override
         saved = read_checkpoint(a.resume)
-        cfg = TrainConfig.from_dict(saved["config"]).replace(**changes)
+        cfg = TrainConfig.from_dict(saved["config"])
+        if a.mean_path is not None and a.mean_path != cfg.mean_path:
+            raise ValueError(f"--{'' if a.mean_path else 'no-'}mean-path: {a.resume} was trained "
+                             f"{'without' if a.mean_path else 'with'} the mean path, which is part of its network; "
+                             "leave the flag out to resume it, or start a new run in another --out")
+        cfg = cfg.replace(**changes)
         channels = saved["model"]["in_ch"]
         folder_labels = folder_labels or bool(cfg.class_names) and _is_folder(a.data)
     else:

@@ -1,4 +1,6 @@
 """The UNet's mean path: eps_pred += k(t) * mean(x_t) + c(t), the image mean past the GroupNorms."""
+import re
+
 import pytest
 import torch
 
@@ -76,3 +78,16 @@ def test_training_with_the_path_saves_it_and_resumes(tmp_path):
     assert G.mean_path and G.mean_proj[1].bias.abs().sum() > 0     # the path was trained
     again = train(data, timesteps=50, device="cpu", epochs=2, save_dir=tmp_path, resume=first.checkpoint, progress=False)
     assert again.run.step == 4 and again.run.G.mean_path
+
+
+def test_the_command_line_trains_with_the_path_and_will_not_drop_it_on_resume(tmp_path, capsys):
+    from diffgan_lib.cli import main
+    ckpts = tmp_path / "ckpts"
+    args = ["--data", "phantoms", "--n-images", "8", "--batch-size", "4", "--device", "cpu"]
+    assert main(["train", *args, "--image-size", "32", "--base", "8", "--epochs", "1", "--timesteps", "50",
+                 "--adv-weight", "0", "--mean-path", "--out", str(ckpts)]) == 0
+    assert load_checkpoint(ckpts / "final_model.pth", device="cpu")[0].mean_path
+    capsys.readouterr()
+    assert main(["train", "--resume", str(ckpts / "final_model.pth"), *args, "--epochs", "2", "--no-mean-path"]) == 2
+    assert re.search("--no-mean-path: .* was trained with the mean path.*leave the flag out", capsys.readouterr().err)
+    assert main(["train", "--resume", str(ckpts / "final_model.pth"), *args, "--epochs", "2"]) == 0
