@@ -130,7 +130,7 @@ def run_peer(a, folder: Path) -> dict:
 def run_ours(a, folder: Path) -> dict:
     """The course's default (cpu_quick, the hybrid) through train(), stopped on time; FAST_SAMPLER from EMA."""
     loader = make_dataloader("pneumoniamnist", SIZE, 32, seed=a.seed)
-    cfg = TrainConfig.cpu_quick(seed=a.seed)
+    cfg = TrainConfig.cpu_quick(seed=a.seed, **({"mean_path": True} if a.ours_mean_path else {}))
     t0, clock = time.time(), {}
 
     def stop_on_time(info):                        # train() stops after a step whose callback raises this
@@ -141,8 +141,9 @@ def run_ours(a, folder: Path) -> dict:
     result = train(loader, epochs=10**6, save_dir=folder / "run", config=cfg, callback=stop_on_time,
                    progress=False, overwrite=True)
     G, D, sched = load_checkpoint(result.checkpoint, device="cpu", which="ema")
-    info = {"recipe": "diffgan_lib TrainConfig.cpu_quick(): UNet base 32 with t, hybrid diffusion + GAN "
-                      f"(adv_weight {cfg.adv_weight}), EMA {cfg.ema_decay}", "checkpoint": str(result.checkpoint),
+    info = {"recipe": "diffgan_lib TrainConfig.cpu_quick(): UNet base 32 with t"
+                      f"{', mean path' if cfg.mean_path else ''}, hybrid diffusion + GAN "
+                      f"(adv_weight {cfg.adv_weight}), EMA {cfg.ema_decay}", "mean_path": cfg.mean_path, "checkpoint": str(result.checkpoint),
             "params": count_parameters(G), "params_D": count_parameters(D), "steps": result.run.step,
             "wall_s": round(clock["wall"], 1), "loss_last100": mean_last(result.history["diff"]), "samplers": {}}
     key = f"ddim{FAST_SAMPLER['steps']}_eta{FAST_SAMPLER['eta']:g}"
@@ -168,7 +169,7 @@ def run_role(a) -> None:
 
 # ---------------------------------------------------------------------------------------- both
 def seed_dir(a, seed: int) -> Path:
-    return a.out / "peer_diffusers" / f"seed{seed}"
+    return a.out / ("peer_diffusers_mean_path" if a.ours_mean_path else "peer_diffusers") / f"seed{seed}"
 
 
 def launch_both(a, seed: int) -> None:
@@ -176,7 +177,7 @@ def launch_both(a, seed: int) -> None:
     base = Path(__file__).resolve()
     args = ["--wall-s", str(a.wall_s), "--n", str(a.n), "--seed", str(seed), "--out", str(a.out),
             "--threads", str(a.threads), "--peer-channels", *map(str, a.peer_channels),
-            "--peer-steps", *map(str, a.peer_steps)]
+            "--peer-steps", *map(str, a.peer_steps), *(["--ours-mean-path"] if a.ours_mean_path else [])]
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
     logs = {role: seed_dir(a, seed) / f"{role}.log" for role in ("peer", "ours")}
     procs = {}
@@ -227,7 +228,7 @@ def table(a) -> dict:
                        f"{a.threads} thread(s), both at once, batch 32; {a.n} samples (noise seed {SEED_NOISE}); FD/KID "
                        "in xray_study's FeatureNet (train split, seed 0), SWD (x1e3) on 7x7 patches, against the test "
                        "split; a side's best sampler has the lowest FD against val; seeds run one after the other",
-           "wall_s_budget": a.wall_s, "seeds": a.seeds, "n": a.n,
+           "wall_s_budget": a.wall_s, "seeds": a.seeds, "n": a.n, "ours_mean_path": a.ours_mean_path,
            "real_vs_real": score(val[:a.n], test, net, f_test), "per_seed": {}}
     for seed in a.seeds:
         res["per_seed"][str(seed)] = score_seed(a, seed, net, test, val, f_test, f_val)
@@ -249,7 +250,8 @@ def table(a) -> dict:
     print("|---|---|---|---|---|---|---|---|")
     r = res["real_vs_real"]
     print(f"| | real vs real (val {a.n} vs test) | — | — | — | {r['fd']:.2f} | {r['kid']:.4g} | {r['swd']:.1f} |")
-    names = {"peer": "peer: HF course unit 1 (diffusers)", "ours": "ours: `TrainConfig.cpu_quick()`"}
+    names = {"peer": "peer: HF course unit 1 (diffusers)",
+             "ours": f"ours: `TrainConfig.cpu_quick({'mean_path=True' if a.ours_mean_path else ''})`"}
     for seed, one in res["per_seed"].items():
         for role in ("peer", "ours"):
             side = one[role]
@@ -281,6 +283,9 @@ def main() -> None:
                    help="the peer's block_out_channels (default 32 64 64 128: 4.64 M parameters)")
     p.add_argument("--peer-steps", type=int, nargs="+", default=[50],
                    help="the peer's DDIM steps, each at eta 0 and 1 (default 50; at most 100)")
+    p.add_argument("--ours-mean-path", action="store_true",
+                   help="train ours with the UNet's mean path (TrainConfig(mean_path=True)); runs go to "
+                        "OUT/peer_diffusers_mean_path/seed<S>")
     p.add_argument("--write", type=Path, help="also write the results as JSON here")
     p.add_argument("--role", choices=("peer", "ours"), help=argparse.SUPPRESS)   # a child process: one side
     a = p.parse_args()
@@ -299,7 +304,7 @@ def main() -> None:
             continue
         launch_both(a, seed)
     res = table(a)
-    write_json(a.out / "peer_diffusers" / "result.json", res)
+    write_json(seed_dir(a, a.seeds[0]).parent / "result.json", res)
     if a.write:
         a.write.parent.mkdir(parents=True, exist_ok=True)
         write_json(a.write, res)
