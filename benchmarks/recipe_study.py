@@ -34,7 +34,7 @@ from diffgan_lib.metrics import evaluate, real_vs_real_baseline
 from diffgan_lib.sampling import sample, save_image_grid, to_unit
 from diffgan_lib.training import train
 
-BASE = TrainConfig.cpu_quick(checkpoint_every=0)
+BASE = TrainConfig.cpu_quick(checkpoint_every=0, mean_path=False)   # the plain UNet these results were made with
 VARIANTS = {
     "pure": BASE.replace(adv_weight=0.0),
     "as_written": TrainConfig.seed_as_written().replace(base=32, image_size=32, amp="off", checkpoint_every=0),

@@ -66,9 +66,11 @@ def score(x: torch.Tensor, ref: torch.Tensor, net, f_ref=None) -> dict:
 
 
 ARMS = {   # train: run-folder prefix and TrainConfig changes of each arm
-    "default": ("", {}),                          # the course's default: the hybrid (GAN term on x0 after 500 steps)
-    "pure": ("pure_", {"adv_weight": 0.0}),       # the same without the GAN term: pure diffusion with EMA
-    "mean": ("mean_", {"mean_path": True}),       # the default with the UNet's mean path (UNet docstring)
+    # the plain UNet (no mean path): the default until issue 10's last change, the shipped X-ray model's recipe
+    "plain": ("", {"mean_path": False}),                               # the hybrid: GAN term on x0 after 500 steps
+    "pure": ("pure_", {"adv_weight": 0.0, "mean_path": False}),        # the same without the GAN term
+    "mean": ("mean_", {"mean_path": True}),                            # the default now: the hybrid + mean path
+    "pure_mean": ("pure_mean_", {"adv_weight": 0.0, "mean_path": True}),   # pure diffusion + mean path
 }
 
 
@@ -121,11 +123,11 @@ def cmd_sweep(a) -> None:
 
 BASELINES = {   # for scale (issue 10): trained as long as the 4-epoch default, sampled with DDPM-1000
     # name: (TrainConfig changes, {result key: clip x0 in DDPM-1000})
-    "seed_as_written": (dict(variant="as_written", time_embedding=False, ema_decay=0.0),   # the seed's loop and UNet
+    "seed_as_written": (dict(variant="as_written", time_embedding=False, mean_path=False, ema_decay=0.0),   # the seed's
                         {"raw_ddpm1000": False}),                                        # its sampler as written
     # a time-conditioned UNet, no EMA, no GAN; unclipped (the seed's sampler) its young raw weights
     # diverge to +-17 in most samples, so it is also sampled with x0 clipped (DDPM's reference code)
-    "bare_unet": (dict(adv_weight=0.0, ema_decay=0.0), {"raw_ddpm1000": False, "raw_ddpm1000_clip": True}),
+    "bare_unet": (dict(adv_weight=0.0, ema_decay=0.0, mean_path=False), {"raw_ddpm1000": False, "raw_ddpm1000_clip": True}),
 }
 
 
@@ -168,7 +170,8 @@ def cmd_baselines(a) -> None:
 def cmd_cli(a) -> None:
     """The command line's own path: ``train --data pneumoniamnist`` for 1 epoch must give the very weights
     of seed 0's first epoch here (so the study's models are what the CLI trains), and the *default*
-    ``sample -n 256`` of seed 0's 4-epoch model is scored like the sweep."""
+    ``sample -n 256`` of seed 0's 4-epoch model is scored like the sweep; then today's default (the mean
+    path) is trained 4 epochs and sampled through the command line, the issue's done-when path."""
     import numpy as np
 
     from diffgan_lib.checkpoints import read_checkpoint
@@ -179,20 +182,42 @@ def cmd_cli(a) -> None:
     out = a.out / "cli_check"
     if not (out / "e1" / "final_model.pth").exists():
         assert cli(["train", "--data", "pneumoniamnist", "--image-size", "32", "--base", "32", "--epochs", "1",
-                    "--batch-size", "32", "--out", str(out / "e1"), "--device", "cpu"]) == 0
+                    "--batch-size", "32", "--no-mean-path", "--out", str(out / "e1"), "--device", "cpu"]) == 0
     mine, theirs = read_checkpoint(out / "e1" / "final_model.pth"), read_checkpoint(ref)
     same = all(torch.equal(mine["G"][k], theirs["G"][k]) for k in theirs["G"])
     diff = max((mine["G"][k].float() - theirs["G"][k].float()).abs().max().item() for k in theirs["G"])
+    res = json.loads((out / "cli.json").read_text()) if (out / "cli.json").exists() else {}
+    res.update(train_1_epoch_equals_study_seed0=same, max_abs_weight_difference=diff)
+    if "default_sample" not in res:
+        t0 = time.time()
+        assert cli(["sample", "--checkpoint", str(a.out / "seed0_e4" / "final_model.pth"), "-n", str(a.n),
+                    "--out", str(out / "samples"), "--device", "cpu"]) == 0
+        x = torch.from_numpy(np.load(out / "samples" / "samples.npy")) * 2 - 1
+        res["default_sample"] = {"test": score(x, test, net), "val": score(x, val, net),
+                                 "sample_s": round(time.time() - t0, 1),
+                                 "command": f"python -m diffgan_lib sample --checkpoint seed0_e4/final_model.pth -n {a.n}"}
+    # issue 10's done-when, with today's default (the UNet's mean path): train 4 epochs and sample, both
+    # exactly as a user types them, no flags beyond the issue's
+    run = out / "default_e4"
+    train_cmd = ["train", "--data", "pneumoniamnist", "--image-size", "32", "--base", "32", "--epochs", "4",
+                 "--batch-size", "32", "--out", str(run), "--device", "cpu"]
+    if not (run / "final_model.pth").exists():
+        t0 = time.time()
+        assert cli(train_cmd) == 0
+        write_json(run / "train.json", {"wall_s": round(time.time() - t0), "command": train_cmd})
     t0 = time.time()
-    assert cli(["sample", "--checkpoint", str(a.out / "seed0_e4" / "final_model.pth"), "-n", str(a.n),
-                "--out", str(out / "samples"), "--device", "cpu"]) == 0
-    x = torch.from_numpy(np.load(out / "samples" / "samples.npy")) * 2 - 1
-    res = {"train_1_epoch_equals_study_seed0": same, "max_abs_weight_difference": diff,
-           "default_sample": {"test": score(x, test, net), "val": score(x, val, net), "sample_s": round(time.time() - t0, 1),
-                              "command": f"python -m diffgan_lib sample --checkpoint seed0_e4/final_model.pth -n {a.n}"}}
+    assert cli(["sample", "--checkpoint", str(run / "final_model.pth"), "-n", str(a.n),
+                "--out", str(run / "samples"), "--device", "cpu"]) == 0
+    x = torch.from_numpy(np.load(run / "samples" / "samples.npy")) * 2 - 1
+    res["today_default"] = {"test": score(x, test, net), "val": score(x, val, net),
+                            "mean_path": bool(read_checkpoint(run / "final_model.pth")["model"].get("mean_path", False)),
+                            "sample_s": round(time.time() - t0, 1),
+                            "command": "python -m diffgan_lib " + " ".join(train_cmd[:-4]) +
+                                       f" && python -m diffgan_lib sample --checkpoint .../final_model.pth -n {a.n}"}
     write_json(out / "cli.json", res)
     print(f"CLI 1 epoch == study seed 0 epoch 1: {same} (max |dw| {diff:.2e}); default sample -n {a.n}: "
-          f"FD test {res['default_sample']['test']['fd']:.3f}")
+          f"FD test {res['default_sample']['test']['fd']:.3f}; today's default trained and sampled through the "
+          f"command line: FD test {res['today_default']['test']['fd']:.3f}")
 
 
 def cmd_featurenet(a) -> None:
@@ -230,8 +255,9 @@ def main() -> None:
     p.add_argument("command", choices=("train", "sweep", "baselines", "cli", "featurenet", "table"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--arm", choices=tuple(ARMS), default="default",
-                   help="train: the default hybrid or pure diffusion (runs named pure_seed<S>_e<E>)")
+    p.add_argument("--arm", choices=tuple(ARMS), default="plain",
+                   help="train: plain (default: the study's original models), pure, mean (today's default) or "
+                        "pure_mean; runs are named <prefix>seed<S>_e<E>")
     p.add_argument("--keep", type=int, nargs="*", default=[], help="also keep these epochs' checkpoints")
     p.add_argument("--out", type=Path, default=Path("runs/xray"))
     p.add_argument("--threads", type=int)

@@ -86,7 +86,8 @@ class TrainConfig:
     image_size: int | None = None      # side S of the training images; None = infer from the first batch
     base: int = 32                     # channels of the first UNet / discriminator level (multiple of 8)
     time_embedding: bool = True        # False = the seed's UNet that never sees t (ERRATA 1)
-    mean_path: bool = False            # True = a path for the image mean past the GroupNorms (UNet docstring)
+    mean_path: bool = True             # a path for each image's mean past the GroupNorms (UNet docstring);
+                                       # False = the seed's UNet, blind to it; none without time_embedding
     schedule: str = "linear"           # beta schedule of the DiffusionScheduler (the seed's is linear)
     class_names: tuple[str, ...] = ()  # () = unconditional; names = a class-conditional G (guidance.py)
     label_dropout: float = 0.1         # conditional only: share of labels dropped to "no class" (CFG)
@@ -159,7 +160,8 @@ class TrainConfig:
     @classmethod
     def seed_as_written(cls, **changes) -> "TrainConfig":
         """The seed's run for the lessons: its loop and UNet without t, no EMA, base 64."""
-        return cls(**{**dict(base=64, time_embedding=False, variant="as_written", ema_decay=0.0), **changes})
+        return cls(**{**dict(base=64, time_embedding=False, mean_path=False, variant="as_written", ema_decay=0.0),
+                      **changes})
 
     @classmethod
     def for_device(cls, device: str | torch.device | None = None, **changes) -> "TrainConfig":

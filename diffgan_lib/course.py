@@ -83,12 +83,13 @@ def ensure_checkpoint(path, steps: int = 150, image_size: int = 32, base: int = 
     return path
 
 
-RECIPES = {"default": {}, "pure": {"adv_weight": 0.0}}   # changes to TrainConfig.cpu_quick()
+# changes to TrainConfig.cpu_quick(); the shipped phantom models predate the UNet's mean path (plain UNet)
+RECIPES = {"default": {"mean_path": False}, "pure": {"adv_weight": 0.0, "mean_path": False}}
 
 
 def make_pretrained(out=PRETRAINED, steps: int = 10_000, stop_at: int | None = None, work_dir="runs/pretrain",
                     seed: int = 0, recipe: str = "default", save_every: int = 250) -> Path:
-    """Train ``TrainConfig.cpu_quick()`` with ``recipe`` ("default": the hybrid; "pure": adv_weight 0)
+    """Train ``TrainConfig.cpu_quick(mean_path=False)`` with ``recipe`` ("default": the hybrid; "pure": adv_weight 0)
     on 32 px phantoms, batch 32, for ``steps`` steps (or until ``stop_at``), then write the small
     sampling-only copy to ``out``.
 

@@ -46,7 +46,7 @@ def test_checkpoint_holds_only_plain_values(trained):
     ckpt = torch.load(folder / "final_model.pth", weights_only=True)   # raises on any pickled class
     assert ckpt["format"] == "diffgan_lib/checkpoint" and ckpt["version"] == 2
     assert ckpt["config"]["base"] == 8 and ckpt["model"] == {"kind": "diffusion", "in_ch": 1, "base": 8,
-                                                               "time_embedding": True, "D_base": 8}
+                                                               "time_embedding": True, "D_base": 8, "mean_path": True}
 
 
 def test_atomic_save_keeps_the_previous_file(trained, tmp_path, monkeypatch):

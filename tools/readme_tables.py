@@ -4,6 +4,7 @@
     python tools/readme_tables.py fewstep    # benchmarks/results/fewstep_study.json
 """
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ def ms(vals):
 def xray():
     x = json.loads((RES / "xray_sampling.json").read_text())
     runs, rr = x["runs"], x["real_vs_real"]
-    seeds = sorted(r for r in runs if r.endswith("_e4/final_model"))
+    seeds = sorted(r for r in runs if re.fullmatch(r"seed\d+_e4/final_model", r))      # the plain default's
     print(f"real vs real FD {rr['fd']:.1f}; 4-epoch runs: {seeds}")
     print("| sampling of the 4-epoch default (3 training seeds) | FD ↓ test, mean ± sd | per seed |")
     print("|---|---|---|")
@@ -39,7 +40,20 @@ def xray():
         c = x["cli"]
         print(f"CLI: 1 epoch equals study seed 0: {c['train_1_epoch_equals_study_seed0']} (max |dw| "
               f"{c['max_abs_weight_difference']:.2e}); default sample -n 256 FD test {c['default_sample']['test']['fd']:.2f}")
+        if "today_default" in c:
+            print(f"CLI, today's default (mean path {c['today_default']['mean_path']}) trained 4 epochs and sampled "
+                  f"-n 256: FD test {c['today_default']['test']['fd']:.2f}")
+    for name in sorted(runs):
+        if name.startswith(("pure_", "mean_", "bare_", "seed_as")):
+            print(f"| {name} | " + " | ".join(f"{k}: {v['test']['fd']:.1f}" for k, v in runs[name].items()) + " |")
     print({k: v for k, v in x.get("train", {}).items()})
+    mp = RES / "mean_path.json"
+    if mp.exists():
+        m = json.loads(mp.read_text())
+        print(f"mean_path.json: test brightness sd {m['real_test_brightness_sd']:.3f}")
+        for name, r in m["runs"].items():
+            print(f"| {name} | {r['as_trained']['fd']:.1f} | {r['posterior_mean']['fd']:.1f} | "
+                  f"{r['as_trained']['brightness_sd']:.3f} | {r['eps_mean_sd']['700'][0]:.4f} / {r['eps_mean_sd']['700'][1]:.4f} |")
 
 
 def fewstep():
