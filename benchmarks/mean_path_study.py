@@ -90,6 +90,12 @@ def cmd_probe(a) -> None:
            "real_test_brightness_sd": test.mean((1, 2, 3)).std().item(), "runs": {}}
     print(f"test X-rays: per-image mean sd {res['real_test_brightness_sd']:.3f}; prior mu {mu:.3f}, sd {s2 ** .5:.3f}")
     for name in a.checkpoints:
+        cache = (a.out / name).with_suffix(f".meanpath{a.n}.json")     # one file per checkpoint: resumable
+        if cache.exists():
+            res["runs"][name] = row = json.loads(cache.read_text())
+            print(f"{name}: as trained FD {row['as_trained']['fd']:.2f}, mean corrected "
+                  f"{row['posterior_mean']['fd']:.2f} (cached in {cache.name})")
+            continue
         G, _, sched = load_checkpoint(a.out / name, device="cpu", which="ema")
         G.eval()
         row = {"mean_path": bool(getattr(G, "mean_path", False)),
@@ -105,6 +111,7 @@ def cmd_probe(a) -> None:
                 "fd": s["fd"], "kid": s["kid"], "swd": s["swd"], "brightness_sd": x.mean((1, 2, 3)).std().item(),
                 "brightness_mean": x.mean().item(), "sample_s": round(time.time() - t0, 1)}
         res["runs"][name] = row
+        write_json(cache, row)
         e = row["eps_mean_sd"]
         print(f"{name}: sd of mean(eps_pred) / mean(eps) at t = {', '.join(f'{t}: {e[str(t)][0]:.4f}/{e[str(t)][1]:.4f}' for t in T_PROBE)}")
         for key in ("as_trained", "posterior_mean"):

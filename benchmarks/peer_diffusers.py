@@ -130,7 +130,8 @@ def run_peer(a, folder: Path) -> dict:
 def run_ours(a, folder: Path) -> dict:
     """The course's default (cpu_quick, the hybrid) through train(), stopped on time; FAST_SAMPLER from EMA."""
     loader = make_dataloader("pneumoniamnist", SIZE, 32, seed=a.seed)
-    cfg = TrainConfig.cpu_quick(seed=a.seed, **({"mean_path": False} if a.ours_plain else {}))
+    cfg = TrainConfig.cpu_quick(seed=a.seed, **({"mean_path": False} if a.ours_plain else {}),
+                                **({} if a.ours_adv_weight is None else {"adv_weight": a.ours_adv_weight}))
     t0, clock = time.time(), {}
 
     def stop_on_time(info):                        # train() stops after a step whose callback raises this
@@ -169,7 +170,9 @@ def run_role(a) -> None:
 
 # ---------------------------------------------------------------------------------------- both
 def seed_dir(a, seed: int) -> Path:
-    return a.out / ("peer_diffusers_plain" if a.ours_plain else "peer_diffusers") / f"seed{seed}"
+    name = "peer_diffusers" + ("_plain" if a.ours_plain else "") + (
+        "" if a.ours_adv_weight is None else f"_adv{a.ours_adv_weight:g}")
+    return a.out / name / f"seed{seed}"
 
 
 def launch_both(a, seed: int) -> None:
@@ -177,7 +180,8 @@ def launch_both(a, seed: int) -> None:
     base = Path(__file__).resolve()
     args = ["--wall-s", str(a.wall_s), "--n", str(a.n), "--seed", str(seed), "--out", str(a.out),
             "--threads", str(a.threads), "--peer-channels", *map(str, a.peer_channels),
-            "--peer-steps", *map(str, a.peer_steps), *(["--ours-plain"] if a.ours_plain else [])]
+            "--peer-steps", *map(str, a.peer_steps), *(["--ours-plain"] if a.ours_plain else []),
+            *([] if a.ours_adv_weight is None else ["--ours-adv-weight", str(a.ours_adv_weight)])]
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
     logs = {role: seed_dir(a, seed) / f"{role}.log" for role in ("peer", "ours")}
     procs = {}
@@ -229,6 +233,7 @@ def table(a) -> dict:
                        "in xray_study's FeatureNet (train split, seed 0), SWD (x1e3) on 7x7 patches, against the test "
                        "split; a side's best sampler has the lowest FD against val; seeds run one after the other",
            "wall_s_budget": a.wall_s, "seeds": a.seeds, "n": a.n, "ours_mean_path": not a.ours_plain,
+           "ours_adv_weight": a.ours_adv_weight,
            "real_vs_real": score(val[:a.n], test, net, f_test), "per_seed": {}}
     for seed in a.seeds:
         res["per_seed"][str(seed)] = score_seed(a, seed, net, test, val, f_test, f_val)
@@ -251,7 +256,9 @@ def table(a) -> dict:
     r = res["real_vs_real"]
     print(f"| | real vs real (val {a.n} vs test) | — | — | — | {r['fd']:.2f} | {r['kid']:.4g} | {r['swd']:.1f} |")
     names = {"peer": "peer: HF course unit 1 (diffusers)",
-             "ours": f"ours: `TrainConfig.cpu_quick({'mean_path=False' if a.ours_plain else ''})`"}
+             "ours": "ours: `TrainConfig.cpu_quick(" + ", ".join(
+                 (["mean_path=False"] if a.ours_plain else []) +
+                 ([] if a.ours_adv_weight is None else [f"adv_weight={a.ours_adv_weight:g}"])) + ")`"}
     for seed, one in res["per_seed"].items():
         for role in ("peer", "ours"):
             side = one[role]
@@ -286,6 +293,8 @@ def main() -> None:
     p.add_argument("--ours-plain", action="store_true",
                    help="train ours without the UNet's mean path (mean_path=False: the default until issue 10's "
                         "last change); runs go to OUT/peer_diffusers_plain/seed<S>")
+    p.add_argument("--ours-adv-weight", type=float, help="ours with this adversarial weight instead of the "
+                   "default's (0: pure diffusion); runs go to OUT/peer_diffusers_adv<W>/seed<S>")
     p.add_argument("--write", type=Path, help="also write the results as JSON here")
     p.add_argument("--role", choices=("peer", "ours"), help=argparse.SUPPRESS)   # a child process: one side
     a = p.parse_args()

@@ -233,9 +233,12 @@ def cmd_table(a) -> None:
     results = {"real_vs_real": score(val[:a.n], test, net),
                "protocol": "FD/KID in a SimCLR-CNN trained on the train split; SWD (x1e3) on 7x7 patches; "
                            f"{a.n} samples (noise seed 1000) against the test split",
-               "runs": {}}
+               "runs": {}, "arms": {}}
     for res_path in sorted(a.out.glob("*/*.sweep.json")):
-        results["runs"][f"{res_path.parent.name}/{res_path.name.split('.')[0]}"] = json.loads(res_path.read_text())
+        # the plain default's runs and the baselines under "runs" (notebooks 06 and 07 read them); the other
+        # arms (pure_, mean_, pure_mean_: ARMS) under "arms"
+        where = "arms" if res_path.parent.name.startswith(tuple(p for p, _ in ARMS.values() if p)) else "runs"
+        results[where][f"{res_path.parent.name}/{res_path.name.split('.')[0]}"] = json.loads(res_path.read_text())
     if (a.out / "cli_check" / "cli.json").exists():
         results["cli"] = json.loads((a.out / "cli_check" / "cli.json").read_text())
     results["train"] = {p.parent.name: json.loads(p.read_text()) for p in sorted(a.out.glob("*/train.json"))}

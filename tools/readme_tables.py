@@ -43,9 +43,9 @@ def xray():
         if "today_default" in c:
             print(f"CLI, today's default (mean path {c['today_default']['mean_path']}) trained 4 epochs and sampled "
                   f"-n 256: FD test {c['today_default']['test']['fd']:.2f}")
-    for name in sorted(runs):
+    for name, r in sorted({**runs, **x.get("arms", {})}.items()):
         if name.startswith(("pure_", "mean_", "bare_", "seed_as")):
-            print(f"| {name} | " + " | ".join(f"{k}: {v['test']['fd']:.1f}" for k, v in runs[name].items()) + " |")
+            print(f"| {name} | " + " | ".join(f"{k}: {v['test']['fd']:.1f}" for k, v in r.items()) + " |")
     print({k: v for k, v in x.get("train", {}).items()})
     mp = RES / "mean_path.json"
     if mp.exists():
