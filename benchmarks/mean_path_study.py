@@ -22,6 +22,8 @@ FD in xray_study's FeatureNet against the test split, as the rest of the study. 
 
     python benchmarks/mean_path_study.py probe seed0_e4/final_model.pth pure_seed0_e20/epoch_0008.pth mean_seed0_e8/final_model.pth
     python benchmarks/mean_path_study.py probe ... --write benchmarks/results/mean_path.json
+    python benchmarks/mean_path_study.py figure seed0_e4/final_model.pth mean_seed0_e8/epoch_0004.pth --n 12 \
+        --write benchmarks/figures/mean_path_xray.png
 """
 from __future__ import annotations
 
@@ -124,9 +126,35 @@ def cmd_probe(a) -> None:
         print("wrote", a.write)
 
 
+def cmd_figure(a) -> None:
+    """Real test X-rays, then the samples of each checkpoint from the same noise (seed 1000), one row each."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = {"real test X-rays": split("test")[:a.n]}
+    for name in a.checkpoints:
+        G, _, sched = load_checkpoint(a.out / name, device="cpu", which="ema")
+        label = f"{name.removesuffix('.pth')}\n({'mean path' if getattr(G, 'mean_path', False) else 'plain UNet'})"
+        rows[label] = sample(G.eval(), sched, n=a.n, image_size=SIZE, **FAST_SAMPLER, seed=1000, clip_x0=True,
+                             progress=False).clamp(-1, 1)
+    fig, axes = plt.subplots(len(rows), a.n, figsize=(a.n * 0.9, len(rows) * 1.05))
+    for r, (label, x) in enumerate(rows.items()):
+        for c in range(a.n):
+            axes[r, c].imshow(x[c, 0], cmap="gray", vmin=-1, vmax=1)
+            axes[r, c].set_xticks([]), axes[r, c].set_yticks([])
+        axes[r, 0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+    fig.suptitle(f"same noise in each column; DDIM-{FAST_SAMPLER['steps']}, eta {FAST_SAMPLER['eta']:g}, EMA; "
+                 f"brightness spread (sd of these {a.n} per-image means): "
+                 + ", ".join(f"{k.split(chr(10))[0]} {v.mean((1, 2, 3)).std():.2f}" for k, v in rows.items()),
+                 fontsize=8)
+    a.write.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(a.write, dpi=110, bbox_inches="tight")
+    print("wrote", a.write)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=("probe",))
+    p.add_argument("command", choices=("probe", "figure"))
     p.add_argument("checkpoints", nargs="+", help="checkpoints under --out, e.g. seed0_e4/final_model.pth")
     p.add_argument("--out", type=Path, default=Path("runs/xray"), help="xray_study.py's folder (default runs/xray)")
     p.add_argument("--n", type=int, default=256, help="test images probed and samples drawn (default 256)")
@@ -134,7 +162,9 @@ def main() -> None:
     p.add_argument("--write", type=Path, help="also write the results as JSON here")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    {"probe": cmd_probe}[a.command](a)
+    if a.command == "figure" and not a.write:
+        p.error("figure needs --write PATH.png")
+    {"probe": cmd_probe, "figure": cmd_figure}[a.command](a)
 
 
 if __name__ == "__main__":
