@@ -127,16 +127,20 @@ def _unwrap(module):
             return module
 
 
+def unet_fields(unet) -> dict:
+    """What ``build_models`` needs to rebuild the UNet ``unet``: shared by every kind of checkpoint."""
+    fields = {"in_ch": unet.in_ch, "base": unet.base, "time_embedding": unet.time_embedding}
+    if getattr(unet, "num_classes", 0):   # optional fields: unconditional, plain files stay as they were
+        fields["num_classes"] = unet.num_classes
+    if getattr(unet, "mean_path", False):
+        fields["mean_path"] = True
+    return fields
+
+
 def diffusion_model_fields(G, D) -> dict:
     """The ``model`` section of a "diffusion" checkpoint for the UNet G and the discriminator D."""
     G, D = _unwrap(G), _unwrap(D)
-    fields = {"kind": "diffusion", "in_ch": G.in_ch, "base": G.base, "time_embedding": G.time_embedding,
-              "D_base": D.base}
-    if getattr(G, "num_classes", 0):      # an optional field: unconditional files stay as they were
-        fields["num_classes"] = G.num_classes
-    if getattr(G, "mean_path", False):    # optional too: files without it are the plain UNet
-        fields["mean_path"] = True
-    return fields
+    return {"kind": "diffusion", **unet_fields(G), "D_base": D.base}
 
 
 def save_checkpoint(G, D, opt_G, opt_D, epoch: int, save_dir, final: bool = False, *, scheduler=None,

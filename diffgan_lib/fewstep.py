@@ -259,11 +259,10 @@ def teacher_record(path) -> dict:
 def fewstep_state(G: FewStepGenerator, D, opt_G, opt_D, ema, cfg: FewStepConfig, step: int, history: dict,
                   teacher: dict, image_size: int) -> dict:
     """The payload of a "fewstep" checkpoint (diffgan_lib.checkpoints' format rule: a new model.kind)."""
-    from .checkpoints import history_to_tensors
-    return {"model": {"kind": "fewstep", "in_ch": G.in_ch, "base": G.unet.base, "time_embedding": G.unet.time_embedding,
+    from .checkpoints import history_to_tensors, unet_fields
+    return {"model": {"kind": "fewstep", **unet_fields(G.unet),
                       "D_base": D.base if D is not None else G.unet.base, "levels": G.levels.tolist(),
-                      "image_size": image_size, "teacher": teacher,
-                      **({"mean_path": True} if getattr(G.unet, "mean_path", False) else {})},
+                      "image_size": image_size, "teacher": teacher},
             "scheduler": G.scheduler.config(), "config": cfg.to_dict(),
             "G": G.unet.state_dict(), "G_ema": ema.state_dict() if ema is not None else None,
             "D": D.state_dict() if D is not None else None,
