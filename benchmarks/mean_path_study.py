@@ -130,25 +130,19 @@ def cmd_figure(a) -> None:
     """Real test X-rays, then the samples of each checkpoint from the same noise (seed 1000), one row each."""
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from diffgan_lib.viz import show_images
     rows = {"real test X-rays": split("test")[:a.n]}
     for name in a.checkpoints:
         G, _, sched = load_checkpoint(a.out / name, device="cpu", which="ema")
         label = f"{name.removesuffix('.pth')}\n({'mean path' if getattr(G, 'mean_path', False) else 'plain UNet'})"
         rows[label] = sample(G.eval(), sched, n=a.n, image_size=SIZE, **FAST_SAMPLER, seed=1000, clip_x0=True,
                              progress=False).clamp(-1, 1)
-    fig, axes = plt.subplots(len(rows), a.n, figsize=(a.n * 0.9, len(rows) * 1.05))
-    for r, (label, x) in enumerate(rows.items()):
-        for c in range(a.n):
-            axes[r, c].imshow(x[c, 0], cmap="gray", vmin=-1, vmax=1)
-            axes[r, c].set_xticks([]), axes[r, c].set_yticks([])
-        axes[r, 0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
-    fig.suptitle(f"same noise in each column; DDIM-{FAST_SAMPLER['steps']}, eta {FAST_SAMPLER['eta']:g}, EMA; "
-                 f"brightness spread (sd of these {a.n} per-image means): "
-                 + ", ".join(f"{k.split(chr(10))[0]} {v.mean((1, 2, 3)).std():.2f}" for k, v in rows.items()),
-                 fontsize=8)
+    spread = ", ".join(f"{k.split(chr(10))[0]} {v.mean((1, 2, 3)).std():.2f}" for k, v in rows.items())
+    fig = show_images(torch.cat(list(rows.values())), ncols=a.n, row_labels=list(rows),
+                      suptitle=f"same noise in each column; DDIM-{FAST_SAMPLER['steps']}, eta {FAST_SAMPLER['eta']:g}, "
+                               f"EMA; brightness spread (sd of these {a.n} per-image means): {spread}")
     a.write.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(a.write, dpi=110, bbox_inches="tight")
+    fig.savefig(a.write, bbox_inches="tight")
     print("wrote", a.write)
 
 

@@ -128,7 +128,8 @@ def run_peer(a, folder: Path) -> dict:
 
 # ---------------------------------------------------------------------------------------- ours
 def run_ours(a, folder: Path) -> dict:
-    """The course's default (cpu_quick, the hybrid) through train(), stopped on time; FAST_SAMPLER from EMA."""
+    """The course's default (cpu_quick; --ours-plain / --ours-adv-weight change it) through train(), stopped
+    on time; FAST_SAMPLER from the EMA weights."""
     loader = make_dataloader("pneumoniamnist", SIZE, 32, seed=a.seed)
     cfg = TrainConfig.cpu_quick(seed=a.seed, **({"mean_path": False} if a.ours_plain else {}),
                                 **({} if a.ours_adv_weight is None else {"adv_weight": a.ours_adv_weight}))
@@ -143,7 +144,8 @@ def run_ours(a, folder: Path) -> dict:
                    progress=False, overwrite=True)
     G, D, sched = load_checkpoint(result.checkpoint, device="cpu", which="ema")
     info = {"recipe": "diffgan_lib TrainConfig.cpu_quick(): UNet base 32 with t"
-                      f"{', mean path' if cfg.mean_path else ''}, hybrid diffusion + GAN "
+                      f"{', mean path' if cfg.mean_path else ''}, "
+                      f"{'hybrid diffusion + GAN' if cfg.adv_weight else 'pure diffusion'} "
                       f"(adv_weight {cfg.adv_weight}), EMA {cfg.ema_decay}", "mean_path": cfg.mean_path, "checkpoint": str(result.checkpoint),
             "params": count_parameters(G), "params_D": count_parameters(D), "steps": result.run.step,
             "wall_s": round(clock["wall"], 1), "loss_last100": mean_last(result.history["diff"]), "samplers": {}}

@@ -205,15 +205,17 @@ def cmd_cli(a) -> None:
         t0 = time.time()
         assert cli(train_cmd) == 0
         write_json(run / "train.json", {"wall_s": round(time.time() - t0), "command": train_cmd})
-    t0 = time.time()
-    assert cli(["sample", "--checkpoint", str(run / "final_model.pth"), "-n", str(a.n),
-                "--out", str(run / "samples"), "--device", "cpu"]) == 0
-    x = torch.from_numpy(np.load(run / "samples" / "samples.npy")) * 2 - 1
-    res["today_default"] = {"test": score(x, test, net), "val": score(x, val, net),
-                            "mean_path": bool(read_checkpoint(run / "final_model.pth")["model"].get("mean_path", False)),
-                            "sample_s": round(time.time() - t0, 1),
-                            "command": "python -m diffgan_lib " + " ".join(train_cmd[:-4]) +
-                                       f" && python -m diffgan_lib sample --checkpoint .../final_model.pth -n {a.n}"}
+    if "today_default" not in res:
+        t0 = time.time()
+        assert cli(["sample", "--checkpoint", str(run / "final_model.pth"), "-n", str(a.n),
+                    "--out", str(run / "samples"), "--device", "cpu"]) == 0
+        x = torch.from_numpy(np.load(run / "samples" / "samples.npy")) * 2 - 1
+        res["today_default"] = {
+            "test": score(x, test, net), "val": score(x, val, net),
+            "mean_path": bool(read_checkpoint(run / "final_model.pth")["model"].get("mean_path", False)),
+            "sample_s": round(time.time() - t0, 1),
+            "command": "python -m diffgan_lib " + " ".join(train_cmd[:-4]) +
+                       f" && python -m diffgan_lib sample --checkpoint .../final_model.pth -n {a.n}"}
     write_json(out / "cli.json", res)
     print(f"CLI 1 epoch == study seed 0 epoch 1: {same} (max |dw| {diff:.2e}); default sample -n {a.n}: "
           f"FD test {res['default_sample']['test']['fd']:.3f}; today's default trained and sampled through the "
