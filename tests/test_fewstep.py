@@ -142,3 +142,14 @@ def test_the_command_line_fine_tunes_and_sample_uses_the_levels(teacher, tmp_pat
     assert main(["sample", "--checkpoint", str(tmp_path / "fs" / "final_model.pth"), "-n", "2", "--eta", "1",
                  "--out", str(tmp_path / "s"), "--device", "cpu"]) == 2
     assert "eta=1.0 does not apply" in capsys.readouterr().err
+
+
+def test_a_conditional_teacher_gives_a_fewstep_file_that_loads(tmp_path):
+    from diffgan_lib import PHANTOM_CLASSES, make_dataloader
+    labelled = make_dataloader("phantoms", 32, 4, n=8, seed=0, return_labels=True)
+    teacher = train(labelled, timesteps=50, device="cpu", epochs=1, save_dir=tmp_path / "t", progress=False,
+                    config=TrainConfig(base=8, checkpoint_every=0, adv_weight=0.0, class_names=PHANTOM_CLASSES))
+    path = fewstep_train(teacher.checkpoint, loader(), FewStepConfig(levels=2), 2, tmp_path / "f", progress=False)
+    assert read_checkpoint(path)["model"]["num_classes"] == 6
+    G = load_checkpoint(path, device="cpu")[0]                  # failed before: class_emb.weight was unexpected
+    assert G.unet.num_classes == 6 and sample(G, G.scheduler, n=2, image_size=32, seed=0, progress=False).shape == (2, 1, 32, 32)
