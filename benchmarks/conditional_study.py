@@ -180,7 +180,8 @@ def cmd_guidance(a) -> None:
     settings(out, max_steps=a.max_steps, n=a.n, clf_n=a.clf_n, clf_epochs=a.clf_epochs)
     epochs = -(-a.max_steps // (1024 // 32))        # the CLI's 1024 phantoms, batch 32: let --max-steps bind
     args = ["train", "--data", "phantoms", "--conditional", "--image-size", "32", "--base", "32", "--batch-size",
-            "32", "--max-steps", str(a.max_steps), "--epochs", str(epochs), "--no-mean-path"]   # as measured
+            "32", "--max-steps", str(a.max_steps), "--epochs", str(epochs), "--no-mean-path",
+            "--adv-weight", "0.01"]   # as measured: the plain UNet and the hybrid, the defaults of the time
     trained = train_cli(out / "model", args, a.device)
     net, clf = contrast_classifier(out, a)
     if clf["accuracy"] < 0.98:
@@ -358,7 +359,7 @@ def cmd_privacy(a) -> None:
 def cmd_ship(a) -> None:
     from diffgan_lib.course import main as course
     base = ["train", "--conditional", "--image-size", "32", "--base", "32", "--batch-size", "32", "--save-every", "250",
-            "--no-mean-path"]                     # the shipped files predate the UNet's mean path
+            "--no-mean-path", "--adv-weight", "0.01"]   # the shipped files predate the mean path and pure default
     fresh = ["--n-images", str(32 * a.ship_steps), "--epochs", "1", "--max-steps", str(a.ship_steps)]
     recipes = {"phantoms": ("phantoms32_conditional", base + ["--data", "phantoms"] + fresh),
                "xray": ("xray32_conditional", base + ["--data", "pneumoniamnist", "--epochs", str(a.ship_epochs)]

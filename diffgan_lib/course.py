@@ -2,7 +2,7 @@
 
 ``ensure_checkpoint`` lets notebook 06 (and 07) run on their own: it returns the checkpoint that
 notebook 05 wrote, or trains a small one (32 px phantoms, CPU-sized) when it is missing.
-``PRETRAINED`` (the default recipe) and ``PRETRAINED_PURE`` (pure diffusion) are 10,000-step CPU runs
+``PRETRAINED`` (the hybrid recipe, the default until issue 10) and ``PRETRAINED_PURE`` (pure diffusion) are 10,000-step CPU runs
 at 32 px, base 32, from the same seed, made by :func:`make_pretrained` (``python -m diffgan_lib.course
 pretrain``) and shipped in ``data/pretrained/`` for the lessons that need a trained model.
 """
@@ -21,7 +21,7 @@ __all__ = ["ensure_checkpoint", "quick_config", "make_pretrained", "load_results
            "PRETRAINED_XRAY_FEATURES", "RECIPES", "RESULTS_DIR"]
 
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "data" / "pretrained"
-PRETRAINED = PRETRAINED_DIR / "phantoms32_default_10k.pth"      # the default hybrid recipe
+PRETRAINED = PRETRAINED_DIR / "phantoms32_default_10k.pth"      # the hybrid recipe (the first default)
 PRETRAINED_PURE = PRETRAINED_DIR / "phantoms32_pure_10k.pth"    # adv_weight = 0
 PRETRAINED_FEWSTEP = PRETRAINED_DIR / "phantoms32_fewstep4.pth"  # 4 levels, fine-tuned from PRETRAINED_PURE
 PRETRAINED_XRAY = PRETRAINED_DIR / "xray32_default_4ep.pth"      # the default recipe, 4 epochs of PneumoniaMNIST
@@ -46,13 +46,15 @@ def load_results(name: str) -> dict:
 
 
 def quick_config(image_size: int = 32, base: int = 16, seed: int = 0, **changes) -> TrainConfig:
-    """The CPU-quick config of the course notebooks: small UNet, EMA, only a final checkpoint.
+    """The CPU-quick config of the course notebooks: small UNet, EMA, only a final checkpoint, and
+    the seed's hybrid, which the lessons teach: a GAN term of weight 0.01 on x0_pred.
 
-    The notebooks train for a few hundred steps, so the GAN term starts after 50 steps instead of
-    the default 500 (which suits runs of thousands of steps).
+    ``TrainConfig`` itself trains pure diffusion (adv_weight 0, its comment says why); pass
+    ``adv_weight=0`` here for that. The notebooks train for a few hundred steps, so the GAN term
+    starts after 50 steps instead of the default 500 (which suits runs of thousands of steps).
     """
-    return TrainConfig.cpu_quick(**{**dict(seed=seed, checkpoint_every=0, adv_warmup_steps=50), **changes}).replace(
-        image_size=image_size, base=base)
+    return TrainConfig.cpu_quick(**{**dict(seed=seed, checkpoint_every=0, adv_weight=0.01, adv_warmup_steps=50),
+                                    **changes}).replace(image_size=image_size, base=base)
 
 
 def ensure_checkpoint(path, steps: int = 150, image_size: int = 32, base: int = 16, seed: int = 0,
@@ -84,7 +86,8 @@ def ensure_checkpoint(path, steps: int = 150, image_size: int = 32, base: int = 
 
 
 # changes to TrainConfig.cpu_quick(); the shipped phantom models predate the UNet's mean path (plain UNet)
-RECIPES = {"default": {"mean_path": False}, "pure": {"adv_weight": 0.0, "mean_path": False}}
+# and, for "default", the switch of TrainConfig's default to pure diffusion (it was the hybrid, w = 0.01)
+RECIPES = {"default": {"adv_weight": 0.01, "mean_path": False}, "pure": {"adv_weight": 0.0, "mean_path": False}}
 
 
 def make_pretrained(out=PRETRAINED, steps: int = 10_000, stop_at: int | None = None, work_dir="runs/pretrain",

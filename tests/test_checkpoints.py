@@ -14,7 +14,7 @@ T = 50
 
 
 
-def tiny_run(save_dir, cfg=TrainConfig(base=8, checkpoint_every=1, adv_t_max=None, adv_warmup_steps=0), channels=1, epochs=1):
+def tiny_run(save_dir, cfg=TrainConfig(base=8, checkpoint_every=1, adv_weight=0.01, adv_t_max=None, adv_warmup_steps=0), channels=1, epochs=1):
     images = torch.rand(8, channels, 32, 32) * 2 - 1
     return train(DataLoader(TensorDataset(images), batch_size=4), image_channels=channels, timesteps=T,
                  device="cpu", epochs=epochs, save_dir=save_dir, config=cfg, progress=False)

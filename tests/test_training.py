@@ -15,7 +15,7 @@ from diffgan_lib.training import HISTORY_KEYS, progress_text, train, train_step
 
 T = 50
 # the adversarial term on every step and every t, so that tiny runs exercise it
-CFG = TrainConfig(base=8, checkpoint_every=1, adv_t_max=None, adv_warmup_steps=0)
+CFG = TrainConfig(base=8, checkpoint_every=1, adv_weight=0.01, adv_t_max=None, adv_warmup_steps=0)   # the hybrid, D trains from step 0
 
 
 
@@ -225,9 +225,19 @@ def test_presets_take_overrides_of_their_own_fields():
     assert TrainConfig.seed_as_written(base=32).time_embedding is False
 
 
-def test_default_recipe_waits_for_the_warm_up_and_keeps_to_small_t():
+def test_default_is_pure_diffusion_and_never_trains_D():
     cfg = TrainConfig(base=8)
-    assert (cfg.adv_weight, cfg.adv_t_max, cfg.adv_warmup_steps) == (0.01, 500, 500)
+    assert cfg.adv_weight == 0.0 and TrainConfig.cpu_quick().adv_weight == 0.0
+    G, D, opt_G, opt_D, sch, ema = parts(cfg)
+    before = [p.detach().clone() for p in D.parameters()]
+    out = train_step(G, D, opt_G, opt_D, blobs(4), sch, cfg.replace(adv_t_max=None), 10_000, ema=ema)
+    assert math.isnan(out["D"]) and math.isnan(out["adv"]) and math.isfinite(out["diff"])
+    assert all(torch.equal(a, b) for a, b in zip(before, D.parameters()))
+
+
+def test_hybrid_recipe_waits_for_the_warm_up_and_keeps_to_small_t():
+    cfg = TrainConfig(base=8, adv_weight=0.01)
+    assert (cfg.adv_t_max, cfg.adv_warmup_steps) == (500, 500)
     G, D, opt_G, opt_D, sch, ema = parts(cfg)
     assert math.isnan(train_step(G, D, opt_G, opt_D, blobs(4), sch, cfg, 499, ema=ema)["D"])   # warm-up
     assert math.isfinite(train_step(G, D, opt_G, opt_D, blobs(4), sch, cfg.replace(adv_t_max=1000), 500,

@@ -40,9 +40,10 @@ def xray():
         c = x["cli"]
         print(f"CLI: 1 epoch equals study seed 0: {c['train_1_epoch_equals_study_seed0']} (max |dw| "
               f"{c['max_abs_weight_difference']:.2e}); default sample -n 256 FD test {c['default_sample']['test']['fd']:.2f}")
-        if "today_default" in c:
-            print(f"CLI, today's default (mean path {c['today_default']['mean_path']}) trained 4 epochs and sampled "
-                  f"-n 256: FD test {c['today_default']['test']['fd']:.2f}")
+        for key in ("hybrid_mean_default", "today_default"):
+            if key in c:
+                print(f"CLI, {key} (mean path {c[key]['mean_path']}, adv_weight {c[key].get('adv_weight')}) trained "
+                      f"4 epochs and sampled -n 256: FD test {c[key]['test']['fd']:.2f}")
     for name, r in sorted({**runs, **x.get("arms", {})}.items()):
         if name.startswith(("pure_", "mean_", "bare_", "seed_as")):
             print(f"| {name} | " + " | ".join(f"{k}: {v['test']['fd']:.1f}" for k, v in r.items()) + " |")
