@@ -20,15 +20,18 @@ its best is the one with the lower FD against the **val** split.
   ``DDIMPipeline`` and ``DDIMScheduler.from_config`` of the training scheduler (x0 clipped to
   [-1, 1], as the DDPM config says), 50 steps (the pipeline's default) at eta 0 (its default) and 1.
 - Ours: the course's default as the command line trains it, ``TrainConfig.cpu_quick(seed=...)``
-  (the hybrid, base 32) through ``train()`` on ``make_dataloader("pneumoniamnist", 32, 32,
-  seed=...)``, stopped on time by a callback; sampled from the EMA weights with
-  ``sampling.FAST_SAMPLER`` (DDIM-50, eta 1, x0 clipped).
+  (pure diffusion with the UNet's mean path, base 32) through ``train()`` on
+  ``make_dataloader("pneumoniamnist", 32, 32, seed=...)``, stopped on time by a callback; sampled from
+  the EMA weights with ``sampling.FAST_SAMPLER`` (DDIM-50, eta 1, x0 clipped). ``--ours-adv-weight 0.01``
+  trains the hybrid instead (the default until issue 10 closed), ``--ours-plain`` the UNet without the
+  mean path.
 
 Each clock starts once the data are loaded (model building included) and stops after the first step
 that ends past ``--wall-s``. The default, 360 s, is what one 4-epoch run of ``xray_study.py train``
 (588 steps) takes on the project's 2-core machine with two such runs side by side.
 
     python benchmarks/peer_diffusers.py --seeds 0 1 2 --write benchmarks/results/peer_diffusers.json   # ~20 min a seed
+    python benchmarks/peer_diffusers.py --seeds 0 1 2 --ours-adv-weight 0.01 --write benchmarks/results/peer_diffusers_hybrid.json
     python benchmarks/peer_diffusers.py --wall-s 20 --n 32 --out /tmp/peer_smoke          # a smoke test
 
 Seeds run one after the other (each pair needs both cores to itself while it trains); a seed whose two
@@ -296,7 +299,7 @@ def main() -> None:
                    help="train ours without the UNet's mean path (mean_path=False: the default until issue 10's "
                         "last change); runs go to OUT/peer_diffusers_plain/seed<S>")
     p.add_argument("--ours-adv-weight", type=float, help="ours with this adversarial weight instead of the "
-                   "default's (0: pure diffusion); runs go to OUT/peer_diffusers_adv<W>/seed<S>")
+                   "default's (0, pure diffusion; 0.01: the hybrid); runs go to OUT/peer_diffusers_adv<W>/seed<S>")
     p.add_argument("--write", type=Path, help="also write the results as JSON here")
     p.add_argument("--role", choices=("peer", "ours"), help=argparse.SUPPRESS)   # a child process: one side
     a = p.parse_args()
