@@ -143,7 +143,8 @@ def plot_metric_bars(table: dict, metrics=("fd", "kid", "swd"), baseline: dict |
     the axis floor and labelled as they are.
     """
     names = list(table)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.1), dpi=DPI, squeeze=False)
+    panel_w = max(3.6, 0.6 * len(names) + 0.8)          # room for each bar's value label
+    fig, axes = plt.subplots(1, len(metrics), figsize=(panel_w * len(metrics), 3.1), dpi=DPI, squeeze=False)
     for ax, m in zip(axes[0], metrics):
         vals = np.array([table[r][m] for r in names], dtype=float)
         ref = baseline.get(m) if baseline is not None else None
