@@ -207,6 +207,11 @@ def cmd_cli(a) -> None:
         t0 = time.time()
         assert cli(train_cmd) == 0
         write_json(run / "train.json", {"wall_s": round(time.time() - t0), "command": train_cmd})
+    twin = a.out / "pure_mean_seed0_e8" / "epoch_0004.pth"      # cmd_train's run of the same recipe, epoch 4
+    if twin.exists():
+        mine, theirs = read_checkpoint(run / "final_model.pth"), read_checkpoint(twin)
+        res["today_default_equals_study_pure_mean_seed0_epoch4"] = all(
+            torch.equal(mine[key][k], theirs[key][k]) for key in ("G", "G_ema") for k in theirs[key])
     if "today_default" not in res:
         t0 = time.time()
         assert cli(["sample", "--checkpoint", str(run / "final_model.pth"), "-n", str(a.n),
