@@ -2,7 +2,7 @@
 
 Each process uses one thread (CPU) or one GPU and the same per-process batch, so N processes train
 on N times the images per step; the ideal speed-up is N. The real ``train()`` runs on phantoms made
-on the fly (the default recipe; 32 px / base 32 on a CPU), and rank 0 times the steps after a
+on the fly (the hybrid with the plain UNet, the default when the README's figures were taken; 32 px / base 32 on a CPU), and rank 0 times the steps after a
 warm-up. The order is 1 process, N processes with DDP, N independent single-process runs at once
 (no communication: the most these cores can give), 1 process again; a machine that slows down or
 speeds up during the run shows as a gap between the two single-process figures. Ratios are to

@@ -24,7 +24,7 @@ PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "data" / "pretrained"
 PRETRAINED = PRETRAINED_DIR / "phantoms32_default_10k.pth"      # the hybrid recipe (the first default)
 PRETRAINED_PURE = PRETRAINED_DIR / "phantoms32_pure_10k.pth"    # adv_weight = 0
 PRETRAINED_FEWSTEP = PRETRAINED_DIR / "phantoms32_fewstep4.pth"  # 4 levels, fine-tuned from PRETRAINED_PURE
-PRETRAINED_XRAY = PRETRAINED_DIR / "xray32_default_4ep.pth"      # the default recipe, 4 epochs of PneumoniaMNIST
+PRETRAINED_XRAY = PRETRAINED_DIR / "xray32_default_4ep.pth"      # today's default recipe, 4 epochs of PneumoniaMNIST
 PRETRAINED_COND_PHANTOMS = PRETRAINED_DIR / "phantoms32_conditional.pth"   # 6 phantom classes, 3000 steps
 PRETRAINED_COND_XRAY = PRETRAINED_DIR / "xray32_conditional.pth"           # normal / pneumonia, 4 epochs
 PRETRAINED_XRAY_FEATURES = PRETRAINED_DIR / "xray32_featurenet.pt"   # the X-ray study's FeatureNet (load_feature_net)
