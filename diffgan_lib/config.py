@@ -87,7 +87,7 @@ class TrainConfig:
     base: int = 32                     # channels of the first UNet / discriminator level (multiple of 8)
     time_embedding: bool = True        # False = the seed's UNet that never sees t (ERRATA 1)
     mean_path: bool = True             # a path for each image's mean past the GroupNorms (UNet docstring);
-                                       # False = the seed's UNet, blind to it; none without time_embedding
+                                       # False = the seed's UNet, blind to it; set False when time_embedding is
     schedule: str = "linear"           # beta schedule of the DiffusionScheduler (the seed's is linear)
     class_names: tuple[str, ...] = ()  # () = unconditional; names = a class-conditional G (guidance.py)
     label_dropout: float = 0.1         # conditional only: share of labels dropped to "no class" (CFG)
@@ -140,6 +140,8 @@ class TrainConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
         if self.log_every < 1:
             raise ValueError(f"log_every={self.log_every} must be >= 1")
+        if not self.time_embedding:     # the seed's UNet without t has no mean path (its gain depends on t)
+            object.__setattr__(self, "mean_path", False)
         object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
         object.__setattr__(self, "class_names", tuple(self.class_names))
 

@@ -130,7 +130,7 @@ def build_run(config: TrainConfig | None = None, image_channels: int = 1, timest
                          "embedding; the seed's as-written network cannot take labels")
     G, D = build_models({"in_ch": image_channels, "base": cfg.base, "time_embedding": cfg.time_embedding,
                          "D_base": cfg.base, "num_classes": cfg.num_classes,
-                         "mean_path": cfg.mean_path and cfg.time_embedding})   # the seed's network has none
+                         "mean_path": cfg.mean_path})   # False without t (TrainConfig sees to it)
     G, D = G.to(dev), D.to(dev)
     run = Run(config=cfg, G=G, D=D, scheduler=DiffusionScheduler(timesteps, schedule=cfg.schedule, device=dev),
               opt_G=torch.optim.Adam(G.parameters(), lr=cfg.lr_G, betas=cfg.adam_betas),

@@ -44,6 +44,12 @@ def test_the_seeds_network_without_t_refuses_the_path():
         UNet(1, 8, time_embedding=False, mean_path=True)
 
 
+def test_a_config_without_t_records_no_mean_path():
+    cfg = TrainConfig(time_embedding=False)                 # mean_path is True by default
+    assert cfg.mean_path is False and TrainConfig.from_dict(cfg.to_dict()).mean_path is False
+    assert TrainConfig.seed_as_written().mean_path is False and TrainConfig().mean_path is True
+
+
 def test_the_path_round_trips_through_a_checkpoint_and_old_files_stay_plain(tmp_path):
     _, G = pair()
     with torch.no_grad():
