@@ -259,9 +259,12 @@ def train_step(G, D, opt_G, opt_D, x0, scheduler, cfg: TrainConfig, step: int, e
     return _check_finite(losses, adv_on, step, cfg)
 
 
-def progress_text(metrics: dict) -> str:
+def progress_text(metrics: dict, pure: bool = False) -> str:
     """The progress bar's text, e.g. "Diff 0.0512 | Adv 0.8413 | D 1.3125"; "off" while a loss is NaN
-    because the adversarial term is not on yet (warm-up, or adv_weight = 0)."""
+    because the adversarial term is not on yet (warm-up); "Diff 0.0512 | pure diffusion" for a run
+    without it (``pure``: adv_weight = 0)."""
+    if pure:
+        return f"Diff {metrics['diff']:.4f} | pure diffusion"
     return " | ".join(f"{k} " + ("off" if math.isnan(metrics[m]) else f"{metrics[m]:.4f}")
                       for k, m in (("Diff", "diff"), ("Adv", "adv"), ("D", "D")))
 
@@ -548,6 +551,7 @@ def _loop(run: Run, ctx, dataloader, epochs, save_dir, max_steps, callback, prog
           overwrite=False) -> TrainResult:
     """The training loop: one stop condition (last step reached, or a stop agreed by every rank)."""
     cfg, started, first_step = run.config, time.time(), run.step
+    pure = cfg.adv_weight == 0 and cfg.variant != "as_written"     # D never trains: say so on the bar
     _check_loader(dataloader, run, ctx)
     G, D_ddp = _wrap(run, ctx)
     per_epoch = len(dataloader) if hasattr(dataloader, "__len__") else None
@@ -581,7 +585,7 @@ def _loop(run: Run, ctx, dataloader, epochs, save_dir, max_steps, callback, prog
                 run.record(metrics, epoch, epoch_ends)
                 bar.update(1)
                 if run.step % cfg.log_every == 0:
-                    bar.set_postfix_str(f"epoch {epoch} | " + progress_text(metrics))
+                    bar.set_postfix_str(f"epoch {epoch} | " + progress_text(metrics, pure=pure))
                 samples = _sample_grid_due(run, save_dir, ctx)
                 if callback is not None and _callback_says_stop(callback, run, epoch, metrics, samples, ctx):
                     stop.requested = "KeyboardInterrupt"

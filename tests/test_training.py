@@ -267,6 +267,7 @@ def test_ema_follows_its_formula_and_is_what_train_returns(tmp_path):
 def test_progress_bar_says_off_while_the_adversarial_term_is_off():
     assert progress_text({"diff": 0.05, "adv": float("nan"), "D": float("nan")}) == "Diff 0.0500 | Adv off | D off"
     assert progress_text({"diff": 0.05, "adv": 0.8413, "D": 1.3125}) == "Diff 0.0500 | Adv 0.8413 | D 1.3125"
+    assert progress_text({"diff": 0.05, "adv": float("nan"), "D": float("nan")}, pure=True) == "Diff 0.0500 | pure diffusion"
 
 
 def test_resume_takes_T_and_channels_from_the_checkpoint(tmp_path):
