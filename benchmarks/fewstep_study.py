@@ -6,7 +6,8 @@ features and SWD (x 1e3) on 7x7 patches against the **test** split; diversity in
 test images: the same number for real images) and the memorisation ratio (median distance of each
 sample to its nearest training image over the same for held-out val images; about 1 = no copying).
 
-For each seed, from the *same* teacher (the course's default trained 4 epochs through train(), as
+For each seed, from the *same* teacher (the course's first default, the hybrid with the plain UNet, trained
+4 epochs through train(), as
 ``xray_study.py train`` makes it, in runs/xray/seed{S}_e4/final_model.pth), three arms, all through
 the command line (``diffgan_lib.cli.main``):
   * **continued_pure** : ``train --resume TEACHER --epochs 8 --adv-weight 0``: 4 more epochs of pure

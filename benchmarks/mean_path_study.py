@@ -21,7 +21,11 @@ FD in xray_study's FeatureNet against the test split, as the rest of the study. 
 ``benchmarks/results/mean_path.json`` with ``--write``.
 
     python benchmarks/mean_path_study.py probe seed0_e4/final_model.pth pure_seed0_e20/epoch_0008.pth mean_seed0_e8/final_model.pth
-    python benchmarks/mean_path_study.py probe ... --write benchmarks/results/mean_path.json
+    # the committed file: --write keeps only the checkpoints named, so name all ten (cached ones are not re-sampled)
+    python benchmarks/mean_path_study.py probe seed0_e4/final_model.pth pure_seed0_e20/epoch_0008.pth \
+        mean_seed0_e8/epoch_0004.pth mean_seed1_e4/final_model.pth mean_seed2_e4/final_model.pth \
+        mean_seed0_e8/final_model.pth pure_mean_seed0_e8/epoch_0004.pth pure_mean_seed0_e8/final_model.pth \
+        pure_mean_seed1_e4/final_model.pth pure_mean_seed2_e4/final_model.pth --write benchmarks/results/mean_path.json
     python benchmarks/mean_path_study.py figure seed0_e4/final_model.pth mean_seed0_e8/epoch_0004.pth --n 12 \
         --write benchmarks/figures/mean_path_xray.png
 """

@@ -49,6 +49,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -130,12 +131,30 @@ def run_peer(a, folder: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- ours
+def ours_config(a, seed: int) -> TrainConfig:
+    """Ours: the course's default, with --ours-plain / --ours-adv-weight applied."""
+    return TrainConfig.cpu_quick(seed=seed, **({"mean_path": False} if a.ours_plain else {}),
+                                 **({} if a.ours_adv_weight is None else {"adv_weight": a.ours_adv_weight}))
+
+
+def check_done_seed(a, seed: int) -> None:
+    """A finished seed is reused only if ours was trained with the settings asked for now (the folder is
+    named after the flags, and the default may have changed since): else exit, naming the fix."""
+    info = json.loads((seed_dir(a, seed) / "ours" / "info.json").read_text())
+    found = re.search(r"adv_weight ([0-9.eE+-]+)", info["recipe"])
+    had = (info.get("adv_weight", float(found.group(1)) if found else None), info.get("mean_path"))
+    want = ours_config(a, seed)
+    if had != (want.adv_weight, want.mean_path):
+        sys.exit(f"{seed_dir(a, seed)} holds ours trained with adv_weight {had[0]}, mean_path {had[1]}; asked for "
+                 f"adv_weight {want.adv_weight}, mean_path {want.mean_path}. Move that folder aside (or pass "
+                 f"--ours-adv-weight / --ours-plain to match it) and run again.")
+
+
 def run_ours(a, folder: Path) -> dict:
     """The course's default (cpu_quick; --ours-plain / --ours-adv-weight change it) through train(), stopped
     on time; FAST_SAMPLER from the EMA weights."""
     loader = make_dataloader("pneumoniamnist", SIZE, 32, seed=a.seed)
-    cfg = TrainConfig.cpu_quick(seed=a.seed, **({"mean_path": False} if a.ours_plain else {}),
-                                **({} if a.ours_adv_weight is None else {"adv_weight": a.ours_adv_weight}))
+    cfg = ours_config(a, a.seed)
     t0, clock = time.time(), {}
 
     def stop_on_time(info):                        # train() stops after a step whose callback raises this
@@ -149,7 +168,8 @@ def run_ours(a, folder: Path) -> dict:
     info = {"recipe": "diffgan_lib TrainConfig.cpu_quick(): UNet base 32 with t"
                       f"{', mean path' if cfg.mean_path else ''}, "
                       f"{'hybrid diffusion + GAN' if cfg.adv_weight else 'pure diffusion'} "
-                      f"(adv_weight {cfg.adv_weight}), EMA {cfg.ema_decay}", "mean_path": cfg.mean_path, "checkpoint": str(result.checkpoint),
+                      f"(adv_weight {cfg.adv_weight}), EMA {cfg.ema_decay}", "mean_path": cfg.mean_path, "adv_weight": cfg.adv_weight,
+            "checkpoint": str(result.checkpoint),
             "params": count_parameters(G), "params_D": count_parameters(D), "steps": result.run.step,
             "wall_s": round(clock["wall"], 1), "loss_last100": mean_last(result.history["diff"]), "samplers": {}}
     key = f"ddim{FAST_SAMPLER['steps']}_eta{FAST_SAMPLER['eta']:g}"
@@ -314,6 +334,7 @@ def main() -> None:
     feature_net(a.out)                             # trained (and cached) before the clocks start
     for seed in a.seeds:
         if all((seed_dir(a, seed) / role / "info.json").exists() for role in ("peer", "ours")):
+            check_done_seed(a, seed)
             print(f"seed {seed}: both sides done already ({seed_dir(a, seed)})")
             continue
         launch_both(a, seed)

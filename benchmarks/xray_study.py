@@ -4,12 +4,16 @@ Protocol (issue 10): 32 px PneumoniaMNIST, one SimCLR-CNN FeatureNet trained onc
 split (seed 0, cached in --out); every sample set has 256 images and is scored by FD and KID in
 those features and SWD (x 1e3) on 7x7 patches, against the **test** split (624 images) for reporting and
 against the **val** split (524) for choosing; the real-vs-real line is 256 val images against test.
-The models are the course's default (``TrainConfig.cpu_quick()``, base 32, batch 32) trained
-through ``train()`` as the command line does, with checkpoints after given epochs.
+The models are ``TrainConfig.cpu_quick()`` (base 32, batch 32) with each arm's changes (ARMS: the first
+default, the hybrid with the plain UNet; pure diffusion; each with the mean path; ``pure_mean`` is today's
+default) trained through ``train()`` as the command line does, with checkpoints after given epochs.
 
-    python benchmarks/xray_study.py train --seeds 0 1 2 --epochs 4          # 588 steps each
+    python benchmarks/xray_study.py train --seeds 0 1 2 --epochs 4          # 588 steps each (the first default)
     python benchmarks/xray_study.py train --seeds 0 --epochs 20 --keep 1 20  # the 1- and 20-epoch models
     python benchmarks/xray_study.py train --arm pure --seeds 0 1 2          # the same without the GAN term (pure_seed<S>_e4)
+    python benchmarks/xray_study.py train --arm pure --seeds 0 --epochs 20 --keep 1 4 8
+    python benchmarks/xray_study.py train --arm mean --seeds 0 --epochs 8 --keep 4    # and --seeds 1 2 (4 epochs)
+    python benchmarks/xray_study.py train --arm pure_mean --seeds 0 --epochs 8 --keep 4   # and --seeds 1 2 (today's default)
     python benchmarks/xray_study.py sweep                                    # EMA: eta {0,1} x steps {10,25,50,100}; raw: DDIM-50, eta 1
     python benchmarks/xray_study.py baselines --seeds 0                      # the seed as written and a bare UNet, DDPM-1000
     python benchmarks/xray_study.py cli                                      # the command line trains the same model; its default sample scored
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -170,8 +175,9 @@ def cmd_baselines(a) -> None:
 def cmd_cli(a) -> None:
     """The command line's own path: ``train --data pneumoniamnist`` for 1 epoch must give the very weights
     of seed 0's first epoch here (so the study's models are what the CLI trains), and the *default*
-    ``sample -n 256`` of seed 0's 4-epoch model is scored like the sweep; then today's default (the mean
-    path) is trained 4 epochs and sampled through the command line, the issue's done-when path."""
+    ``sample -n 256`` of seed 0's 4-epoch model is scored like the sweep; then today's default (pure
+    diffusion, the mean path) is trained 4 epochs and sampled through the command line, the issue's
+    done-when path."""
     import numpy as np
 
     from diffgan_lib.checkpoints import read_checkpoint
@@ -207,6 +213,12 @@ def cmd_cli(a) -> None:
         t0 = time.time()
         assert cli(train_cmd) == 0
         write_json(run / "train.json", {"wall_s": round(time.time() - t0), "command": train_cmd})
+    default, saved = TrainConfig.cpu_quick(), read_checkpoint(run / "final_model.pth")
+    if (saved["config"]["adv_weight"], saved["config"]["mean_path"]) != (default.adv_weight, default.mean_path):
+        sys.exit(f"{run} was trained with another default (adv_weight {saved['config']['adv_weight']}, mean_path "
+                 f"{saved['config']['mean_path']}); move it aside and run again")
+    if res.get("today_default", {}).get("adv_weight", default.adv_weight) != default.adv_weight:
+        del res["today_default"]                                 # scored when the default was another recipe
     twin = a.out / "pure_mean_seed0_e8" / "epoch_0004.pth"      # cmd_train's run of the same recipe, epoch 4
     if twin.exists():
         mine, theirs = read_checkpoint(run / "final_model.pth"), read_checkpoint(twin)
@@ -217,7 +229,6 @@ def cmd_cli(a) -> None:
         assert cli(["sample", "--checkpoint", str(run / "final_model.pth"), "-n", str(a.n),
                     "--out", str(run / "samples"), "--device", "cpu"]) == 0
         x = torch.from_numpy(np.load(run / "samples" / "samples.npy")) * 2 - 1
-        saved = read_checkpoint(run / "final_model.pth")
         res["today_default"] = {
             "test": score(x, test, net), "val": score(x, val, net),
             "mean_path": bool(saved["model"].get("mean_path", False)), "adv_weight": saved["config"]["adv_weight"],
@@ -251,7 +262,8 @@ def cmd_table(a) -> None:
         results[where][f"{res_path.parent.name}/{res_path.name.split('.')[0]}"] = json.loads(res_path.read_text())
     if (a.out / "cli_check" / "cli.json").exists():
         results["cli"] = json.loads((a.out / "cli_check" / "cli.json").read_text())
-    results["train"] = {p.parent.name: json.loads(p.read_text()) for p in sorted(a.out.glob("*/train.json"))}
+    results["train"] = {p.parent.relative_to(a.out).as_posix(): json.loads(p.read_text())
+                        for p in sorted([*a.out.glob("*/train.json"), *a.out.glob("cli_check/*/train.json")])}
     print(f"real vs real (val 256 vs test): FD {results['real_vs_real']['fd']:.3f}")
     for name, sweep in results["runs"].items():
         best = min(sweep, key=lambda k: sweep[k]["val"]["fd"])
@@ -269,8 +281,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--arm", choices=tuple(ARMS), default="plain",
-                   help="train: plain (default: the study's original models), pure, mean (today's default) or "
-                        "pure_mean; runs are named <prefix>seed<S>_e<E>")
+                   help="train: plain (default: the study's original models, the first default), pure, mean or "
+                        "pure_mean (today's default); runs are named <prefix>seed<S>_e<E>")
     p.add_argument("--keep", type=int, nargs="*", default=[], help="also keep these epochs' checkpoints")
     p.add_argument("--out", type=Path, default=Path("runs/xray"))
     p.add_argument("--threads", type=int)

@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, help="learning rate of both G and D (default 2e-4; lower it to resume a "
                    "run that diverged)")
     t.add_argument("--adv-weight", type=float, help="weight w of the adversarial term on x0_pred in diff + w * adv "
-                   "(default 0: pure diffusion, which measured better; 0.01 = the seed's kind of hybrid)")
+                   "(default 0: pure diffusion, which measured better; 0.01 = the seed's kind of hybrid; with "
+                   "--resume: the checkpoint's unless given)")
     t.add_argument("--mean-path", action=argparse.BooleanOptionalAction, default=None,
                    help="give the UNet a path for each image's mean brightness past its GroupNorms "
                    "(UNet(mean_path=True); default from TrainConfig; fixed for a run: not with --resume)")

@@ -87,7 +87,8 @@ class TrainConfig:
     base: int = 32                     # channels of the first UNet / discriminator level (multiple of 8)
     time_embedding: bool = True        # False = the seed's UNet that never sees t (ERRATA 1)
     mean_path: bool = True             # a path for each image's mean past the GroupNorms (UNet docstring);
-                                       # False = the seed's UNet, blind to it; set False when time_embedding is
+                                       # False = the seed's UNet, blind to it; forced to False when
+                                       # time_embedding is False (the path's gain depends on t)
     schedule: str = "linear"           # beta schedule of the DiffusionScheduler (the seed's is linear)
     class_names: tuple[str, ...] = ()  # () = unconditional; names = a class-conditional G (guidance.py)
     label_dropout: float = 0.1         # conditional only: share of labels dropped to "no class" (CFG)

@@ -9,6 +9,8 @@ The corrected step (``train_step``), per batch:
    predicted clean image x0_pred of that same pass, clamped to [-1, 1] (ERRATA 2);
 2. D step on (x0, x0_pred.detach()): softplus(-D(real)) + softplus(D(fake)) (+ R1);
 3. G step on diff + w * adv with D frozen (ERRATA 4); then the EMA update (ERRATA 12).
+Steps 2 and the adversarial part of 3 run only when ``adv_weight`` > 0, after the warm-up and for
+images with t < ``adv_t_max``; the default, ``adv_weight=0``, is pure diffusion (``config.py`` says why).
 The seed's loop as written (``train_step_as_written``, ``TrainConfig.variant="as_written"``) is a
 separate function, for the lesson: a second forward G(add_noise(x0, 0)) as the fake (a noise
 prediction), weight 0.1, D not frozen, no warm-up.
