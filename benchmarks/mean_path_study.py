@@ -62,8 +62,7 @@ def eps_mean_spread(G, sched, x0: torch.Tensor, seed: int = 0) -> dict:
     for t in T_PROBE:
         eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed + t))
         tt = torch.full((x0.shape[0],), t, dtype=torch.long)
-        a = sched.alpha_hat[t]
-        eps_pred = G(a.sqrt() * x0 + (1 - a).sqrt() * eps, tt)
+        eps_pred = G(sched.add_noise(x0, tt, eps)[0], tt)
         out[t] = (eps_pred.mean((1, 2, 3)).std().item(), eps.mean((1, 2, 3)).std().item())
     return out
 

@@ -49,7 +49,6 @@ import importlib.util
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
@@ -141,8 +140,7 @@ def check_done_seed(a, seed: int) -> None:
     """A finished seed is reused only if ours was trained with the settings asked for now (the folder is
     named after the flags, and the default may have changed since): else exit, naming the fix."""
     info = json.loads((seed_dir(a, seed) / "ours" / "info.json").read_text())
-    found = re.search(r"adv_weight ([0-9.eE+-]+)", info["recipe"])
-    had = (info.get("adv_weight", float(found.group(1)) if found else None), info.get("mean_path"))
+    had = (info.get("adv_weight"), info.get("mean_path"))
     want = ours_config(a, seed)
     if had != (want.adv_weight, want.mean_path):
         sys.exit(f"{seed_dir(a, seed)} holds ours trained with adv_weight {had[0]}, mean_path {had[1]}; asked for "

@@ -190,18 +190,21 @@ def cmd_cli(a) -> None:
         assert cli(["train", "--data", "pneumoniamnist", "--image-size", "32", "--base", "32", "--epochs", "1",
                     "--batch-size", "32", "--no-mean-path", "--adv-weight", "0.01", "--out", str(out / "e1"),
                     "--device", "cpu"]) == 0
+
+    def sample_and_score(checkpoint: Path, folder: Path) -> dict:
+        """The default ``sample -n N`` through the command line, scored like the sweep."""
+        t0 = time.time()
+        assert cli(["sample", "--checkpoint", str(checkpoint), "-n", str(a.n), "--out", str(folder),
+                    "--device", "cpu"]) == 0
+        x = torch.from_numpy(np.load(folder / "samples.npy")) * 2 - 1
+        return {"test": score(x, test, net), "val": score(x, val, net), "sample_s": round(time.time() - t0, 1)}
+
     mine, theirs = read_checkpoint(out / "e1" / "final_model.pth"), read_checkpoint(ref)
-    same = all(torch.equal(mine["G"][k], theirs["G"][k]) for k in theirs["G"])
     diff = max((mine["G"][k].float() - theirs["G"][k].float()).abs().max().item() for k in theirs["G"])
     res = json.loads((out / "cli.json").read_text()) if (out / "cli.json").exists() else {}
-    res.update(train_1_epoch_equals_study_seed0=same, max_abs_weight_difference=diff)
+    res.update(train_1_epoch_equals_study_seed0=diff == 0, max_abs_weight_difference=diff)
     if "default_sample" not in res:
-        t0 = time.time()
-        assert cli(["sample", "--checkpoint", str(a.out / "seed0_e4" / "final_model.pth"), "-n", str(a.n),
-                    "--out", str(out / "samples"), "--device", "cpu"]) == 0
-        x = torch.from_numpy(np.load(out / "samples" / "samples.npy")) * 2 - 1
-        res["default_sample"] = {"test": score(x, test, net), "val": score(x, val, net),
-                                 "sample_s": round(time.time() - t0, 1),
+        res["default_sample"] = {**sample_and_score(a.out / "seed0_e4" / "final_model.pth", out / "samples"),
                                  "command": f"python -m diffgan_lib sample --checkpoint seed0_e4/final_model.pth -n {a.n}"}
     # issue 10's done-when, with today's default (pure diffusion + the UNet's mean path): train 4 epochs and
     # sample, both exactly as a user types them, no flags beyond the issue's. The hybrid + mean path default
@@ -221,22 +224,17 @@ def cmd_cli(a) -> None:
         del res["today_default"]                                 # scored when the default was another recipe
     twin = a.out / "pure_mean_seed0_e8" / "epoch_0004.pth"      # cmd_train's run of the same recipe, epoch 4
     if twin.exists():
-        mine, theirs = read_checkpoint(run / "final_model.pth"), read_checkpoint(twin)
+        theirs = read_checkpoint(twin)
         res["today_default_equals_study_pure_mean_seed0_epoch4"] = all(
-            torch.equal(mine[key][k], theirs[key][k]) for key in ("G", "G_ema") for k in theirs[key])
+            torch.equal(saved[key][k], theirs[key][k]) for key in ("G", "G_ema") for k in theirs[key])
     if "today_default" not in res:
-        t0 = time.time()
-        assert cli(["sample", "--checkpoint", str(run / "final_model.pth"), "-n", str(a.n),
-                    "--out", str(run / "samples"), "--device", "cpu"]) == 0
-        x = torch.from_numpy(np.load(run / "samples" / "samples.npy")) * 2 - 1
         res["today_default"] = {
-            "test": score(x, test, net), "val": score(x, val, net),
+            **sample_and_score(run / "final_model.pth", run / "samples"),
             "mean_path": bool(saved["model"].get("mean_path", False)), "adv_weight": saved["config"]["adv_weight"],
-            "sample_s": round(time.time() - t0, 1),
             "command": "python -m diffgan_lib " + " ".join(train_cmd[:-4]) +
                        f" && python -m diffgan_lib sample --checkpoint .../final_model.pth -n {a.n}"}
     write_json(out / "cli.json", res)
-    print(f"CLI 1 epoch == study seed 0 epoch 1: {same} (max |dw| {diff:.2e}); default sample -n {a.n}: "
+    print(f"CLI 1 epoch == study seed 0 epoch 1: {diff == 0} (max |dw| {diff:.2e}); default sample -n {a.n}: "
           f"FD test {res['default_sample']['test']['fd']:.3f}; today's default trained and sampled through the "
           f"command line: FD test {res['today_default']['test']['fd']:.3f}")
 

@@ -77,8 +77,8 @@ class UNet(nn.Module):
             GroupNorms: eps_pred += k(t) * mean(x_t) + c(t), per channel, k and c read from the time
             (and class) embedding, both 0 at initialisation. Every block of the seed's UNet ends in a
             GroupNorm, which subtracts the mean, so without it the network barely sees the mean of
-            its input and cannot predict the mean of the noise (README, "The brightness the UNet
-            cannot see"; benchmarks/mean_path_study.py).
+            its input and cannot predict the mean of the noise (README, "The brightness the seed's
+            UNet cannot see"; notebook 02, section 6; benchmarks/mean_path_study.py).
     """
 
     def __init__(self, in_ch: int = 1, base: int = 64, time_embedding: bool = True, num_classes: int = 0,
