@@ -1,43 +1,26 @@
 """diffgan_lib: the helper library of the diffgan course (Diffusion + GAN for medical images).
 
-The seed design's names are re-exported here: ``DiffusionScheduler``, ``DoubleConv``, ``UNet``,
-``Discriminator``, ``diffusion_loss``, ``gan_losses``, ``train``, ``sample``, ``save_checkpoint``,
-``load_checkpoint``, ``generate_and_visualize``; see each module for shapes and ranges.
+The library is layered; each sub-package imports only the ones above it in this list:
+``core`` (scheduler, UNet, discriminator, losses, EMA, guidance, the few-step generator) ->
+``data`` (paths, phantoms, file formats, loaders) -> ``sampling`` (DDPM, DDIM, few-step samplers) ->
+``engine`` (config, run, step, the one training loop, checkpoints, run folders, torchrun) ->
+``eval`` (features, metrics, usefulness, privacy) -> ``course`` (notebook helpers, figures, widgets,
+exercises); ``cli`` is the command line on top. The names below are the public ones, the seed's among
+them (``DiffusionScheduler``, ``UNet``, ``Discriminator``, ``train``, ``sample``, ``load_checkpoint``,
+``generate_and_visualize``...); everything else is importable from its sub-package.
 """
-from .checkpoints import CheckpointError, load_checkpoint, load_training_state, save_checkpoint, training_members
-from .config import TrainConfig
-from .data import ImageDataset, load_images, make_dataloader, training_record
-from .device import describe_device, pick_device
-from .discriminator import Discriminator, score_map_shape
-from .features import FeatureNet, extract_features, train_feature_net
-from .losses import (D_LOSS_AT_CHANCE, diffusion_forward, diffusion_loss, discriminator_loss, fake_images,
-                     gan_losses, generator_adv_loss)
-from .metrics import (diversity, evaluate, frechet_distance, kid, memorisation, real_vs_real_baseline,
-                      sliced_wasserstein)
-from .guidance import drop_labels, guided_eps
-from .privacy import closest_training_images, denoising_losses, membership_inference, overfit_control
-from .phantoms import CONTRASTS, PHANTOM_CLASSES, PhantomDataset, check_image_size, make_phantom, phantom_class
-from .sampling import generate_and_visualize, image_grid, sample, save_image_files, save_image_grid, to_unit
-from .scheduler import DiffusionScheduler
-from .run import Run, build_run, resume_run
-from .training import TrainResult, train, train_step, train_step_as_written
-from .unet import DoubleConv, UNet, count_parameters
-from .usefulness import auroc, balanced_accuracy, synthetic_set, tstr, tstr_table
+from .core import Discriminator, DiffusionScheduler, DoubleConv, UNet, diffusion_loss, gan_losses, pick_device
+from .data import PhantomDataset, load_images, make_dataloader
+from .engine import (CheckpointError, FewStepConfig, Run, TrainConfig, build_run, fewstep_train, load_checkpoint,
+                     resume_run, save_checkpoint, train, train_step)
+from .eval import evaluate
+from .sampling import generate_and_visualize, sample, to_unit
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "DiffusionScheduler", "DoubleConv", "UNet", "Discriminator", "diffusion_loss", "gan_losses",
-    "generator_adv_loss", "diffusion_forward", "fake_images", "score_map_shape", "count_parameters",
-    "pick_device", "describe_device", "D_LOSS_AT_CHANCE",
-    "PhantomDataset", "make_phantom", "CONTRASTS", "PHANTOM_CLASSES", "phantom_class", "guided_eps", "drop_labels", "check_image_size", "load_images", "ImageDataset",
-    "make_dataloader", "FeatureNet", "train_feature_net", "extract_features", "frechet_distance", "kid",
-    "sliced_wasserstein", "diversity", "memorisation", "evaluate", "real_vs_real_baseline",
-    "TrainConfig", "train", "train_step", "train_step_as_written", "TrainResult", "Run", "build_run",
-    "resume_run", "discriminator_loss", "save_checkpoint", "load_checkpoint",
-    "load_training_state", "CheckpointError", "training_members", "training_record", "sample", "to_unit",
-    "generate_and_visualize",
-    "save_image_grid", "save_image_files", "image_grid",
-    "tstr", "tstr_table", "synthetic_set", "auroc", "balanced_accuracy",
-    "membership_inference", "denoising_losses", "overfit_control", "closest_training_images",
+    "DiffusionScheduler", "UNet", "DoubleConv", "Discriminator", "diffusion_loss", "gan_losses",
+    "TrainConfig", "FewStepConfig", "train", "fewstep_train", "train_step", "Run", "build_run", "resume_run",
+    "sample", "generate_and_visualize", "to_unit", "load_checkpoint", "save_checkpoint", "CheckpointError",
+    "make_dataloader", "load_images", "PhantomDataset", "pick_device", "evaluate",
 ]

@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .folders import local_path
+from .data.files import check_writable, local_path
 
 __all__ = ["main", "build_parser"]
 
@@ -151,14 +151,14 @@ def _positive(**values) -> None:
 
 def _data_source(value: str) -> str:
     """--data: a dataset name as given, or a local path (``~`` expanded; empty and URLs refused)."""
-    from .data import SOURCES
+    from .data.loaders import SOURCES
     return value if value.lower() in SOURCES else str(local_path(value, "--data"))
 
 
 def _class_names(data) -> tuple[str, ...]:
     """The classes a --conditional run learns from --data."""
-    from .data import PNEUMONIAMNIST_CLASSES
-    from .phantoms import PHANTOM_CLASSES
+    from .data.loaders import PNEUMONIAMNIST_CLASSES
+    from .data.phantoms import PHANTOM_CLASSES
     name = str(data).lower()
     if name == "phantoms":
         return PHANTOM_CLASSES
@@ -173,7 +173,7 @@ def _class_names(data) -> tuple[str, ...]:
 
 def _is_folder(data: str) -> bool:
     """Whether --data is a folder of the user's (not a dataset name)."""
-    from .data import SOURCES
+    from .data.loaders import SOURCES
     return data.lower() not in SOURCES and Path(data).is_dir()
 
 
@@ -211,13 +211,13 @@ def _label_index(label: str, names) -> int:
 
 
 def _train(a) -> int:
-    from .checkpoints import read_checkpoint
-    from .config import TrainConfig
-    from .data import make_dataloader
-    from .device import pick_device
-    from .distributed import env_world
-    from .folders import check_run_folder, check_writable
-    from .training import train
+    from .engine.models import read_checkpoint
+    from .engine.config import TrainConfig
+    from .data.loaders import make_dataloader
+    from .core.device import pick_device
+    from .core.device import env_world
+    from .engine.rundir import check_run_folder
+    from .engine.train import train
     _positive(epochs=a.epochs, max_steps=a.max_steps, batch_size=a.batch_size, timesteps=a.timesteps,
               n_images=a.n_images)
     a.data = _data_source(a.data)
@@ -271,10 +271,10 @@ def _train(a) -> int:
 
 def _sample(a) -> int:
     import numpy as np
-    from .checkpoints import load_checkpoint
-    from .folders import check_writable, clear_sample_outputs
+    from .engine.models import load_checkpoint
+    from .sampling import clear_sample_outputs
     from .sampling import FAST_SAMPLER, sample, save_image_files, save_image_grid, to_unit
-    from .phantoms import check_image_size
+    from .data.phantoms import check_image_size
     _positive(n=a.n, steps=a.steps, batch_size=a.batch_size)
     if a.image_size is not None:
         check_image_size(a.image_size, name="--image-size")
@@ -316,8 +316,8 @@ def _sample(a) -> int:
 
 
 def _fewstep(a) -> int:
-    from .data import make_dataloader
-    from .fewstep import FewStepConfig, fewstep_train, teacher_record
+    from .data.loaders import make_dataloader
+    from .engine.fewstep import FewStepConfig, fewstep_train, teacher_record
     _positive(levels=a.levels, max_steps=a.max_steps, batch_size=a.batch_size, n_images=a.n_images)
     cfg = FewStepConfig(levels=a.levels, adv_weight=a.adv_weight, seed=a.seed)
     teacher = teacher_record(local_path(a.init, "--init"))        # read once: its side here, its hash in the run

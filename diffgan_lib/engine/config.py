@@ -1,0 +1,229 @@
+"""The training configuration: one frozen dataclass, with presets for a CPU and a CUDA machine.
+
+``TrainConfig`` holds every knob of :func:`diffgan_lib.train` except the data, the number
+of image channels, the number of timesteps T and the number of epochs, which stay arguments of
+``train`` as in the seed (a run records channels and T in its checkpoints, so resuming needs
+neither). Images are (B, C, S, S) in [-1, 1] with S a multiple of 8, at least 32.
+
+Presets:
+- ``TrainConfig.cpu_quick()``: 32 px, base 32, float32 on a CPU (small enough for a laptop);
+- ``TrainConfig.cuda_full()``: 128 px, base 64 (the seed's network), bf16 autocast, channels_last;
+- ``TrainConfig.for_device(device)``: the one that suits ``device``;
+- ``TrainConfig.seed_as_written()``: the seed's UNet without t, base 64, no EMA, for the side-by-side
+  lesson (its loop as written is ``diffgan_lib.course.seed_loop``, passed to ``train(step=...)``).
+
+A config is frozen: change a field with ``cfg.replace(base=16)``. ``to_dict()`` / ``from_dict()``
+turn it into plain values (checkpoints store it that way).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from numbers import Integral, Real
+
+import torch
+
+from ..data.phantoms import check_image_size
+
+__all__ = ["TrainConfig", "AMP_MODES", "resolve_amp"]
+
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+RENAMED = {"betas": "adam_betas"}    # old field name -> new one (checkpoint format 1 -> 2)
+# fields of older files that are no longer settings: the seed's loop as written is a step function of
+# the lesson (course.seed_loop), and R1 / the adaptive weight were options of one study only
+RETIRED = ("variant", "r1_gamma", "adaptive_adv_weight", "adaptive_max")
+# the type of every field, checked first (a hand-edited checkpoint may hold "32" or null anywhere)
+_KINDS = {"int": ("base", "adv_warmup_steps", "seed", "checkpoint_every", "save_every", "sample_every", "log_every"),
+          "int or None": ("image_size", "adv_t_max"),
+          "number": ("lr_G", "lr_D", "adv_weight", "ema_decay", "label_dropout"),
+          "bool": ("time_embedding", "mean_path", "compile"), "bool or None": ("channels_last",),
+          "str": ("schedule", "amp")}
+_IS = {"int": lambda v: isinstance(v, Integral) and not isinstance(v, bool),
+       "number": lambda v: isinstance(v, Real) and not isinstance(v, bool),
+       "bool": lambda v: isinstance(v, bool), "str": lambda v: isinstance(v, str)}
+
+
+def _type_ok(kind: str, value) -> bool:
+    base, _, optional = kind.partition(" or ")
+    return (optional and value is None) or _IS[base](value)
+
+
+def _check_types(cfg) -> None:
+    """ValueError naming every field whose value has the wrong type, and the type it needs."""
+    wrong = [f"{name}={getattr(cfg, name)!r} (needs {kind})" for kind, names in _KINDS.items() for name in names
+             if not _type_ok(kind, getattr(cfg, name))]
+    betas = cfg.adam_betas
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(_IS["number"](b) for b in betas)):
+        wrong.append(f"adam_betas={betas!r} (needs two numbers)")
+    names = cfg.class_names
+    if not (isinstance(names, (tuple, list)) and all(isinstance(n, str) and n for n in names)
+            and len(set(names)) == len(names)):
+        wrong.append(f"class_names={names!r} (needs distinct non-empty strings)")
+    if wrong:
+        raise ValueError(f"TrainConfig: wrong type for {', '.join(wrong)}")
+
+
+def _check_numbers(cfg) -> None:
+    """ValueError for a non-finite or out-of-range float field, naming the value and what to use."""
+    for name, low, fix in (("lr_G", 0, "e.g. 2e-4"), ("lr_D", 0, "e.g. 2e-4")):
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value > low):
+            raise ValueError(f"{name}={value} must be a finite number > 0 ({fix})")
+    for name in ("adv_weight",):
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name}={value} must be a finite number >= 0 (0 turns the term off)")
+    if not (math.isfinite(cfg.label_dropout) and 0 <= cfg.label_dropout < 1):
+        raise ValueError(f"label_dropout={cfg.label_dropout} must lie in [0, 1) (0.1 is usual: the share of "
+                         "labels replaced by 'no class', so one network also learns the unconditional model)")
+    if not all(math.isfinite(b) and 0 <= b < 1 for b in cfg.adam_betas):
+        raise ValueError(f"adam_betas={tuple(cfg.adam_betas)} must be two numbers in [0, 1), e.g. (0.9, 0.999)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that shapes a training run (see the module docstring for the presets)."""
+
+    # --- networks
+    image_size: int | None = None      # side S of the training images; None = infer from the first batch
+    base: int = 32                     # channels of the first UNet / discriminator level (multiple of 8)
+    time_embedding: bool = True        # False = the seed's UNet that never sees t (ERRATA 1)
+    mean_path: bool = True             # a path for each image's mean past the GroupNorms (UNet docstring);
+                                       # False = the seed's UNet, blind to it; forced to False when
+                                       # time_embedding is False (the path's gain depends on t)
+    schedule: str = "linear"           # beta schedule of the DiffusionScheduler (the seed's is linear)
+    class_names: tuple[str, ...] = ()  # () = unconditional; names = a class-conditional G (guidance.py)
+    label_dropout: float = 0.1         # conditional only: share of labels dropped to "no class" (CFG)
+    # --- optimisers (Adam, as the seed)
+    lr_G: float = 2e-4
+    lr_D: float = 2e-4
+    adam_betas: tuple[float, float] = (0.9, 0.999)   # Adam's defaults, which the seed uses (not the
+                                                     # scheduler's betas; called "betas" before format 2)
+    # --- adversarial term (the seed's hybrid: a GAN term on x0_pred). Off by default (pure diffusion):
+    # benchmarks/recipe_study.py found pure diffusion better on FD, KID and SWD at 3000 steps (32 px,
+    # two seeds), and on the real X-rays (benchmarks/xray_study.py, docs/results.md) the term makes a
+    # run worse once it starts after its warm-up (FD 11.6 at 588 steps, 58.9 at 1176), while pure
+    # diffusion keeps improving (14.7, then 9.0). Turn it on with adv_weight=0.01 (the seed's kind of
+    # hybrid, what notebook 05 trains).
+    adv_weight: float = 0.0            # w in G_loss = diff + w * adv; 0 = pure diffusion (D never trains)
+    adv_t_max: int | None = 500        # adversarial term only on images with t < adv_t_max; None = all t
+    adv_warmup_steps: int = 500        # no adversarial term (and no D training) before this step
+    # ----------------------------------------------------------------------------------------------
+    ema_decay: float = 0.999           # EMA of G's weights (ERRATA 12); 0 = no EMA
+    amp: str = "auto"                  # auto: bf16 on CUDA if supported, else fp16 + GradScaler; off on CPU/MPS
+    channels_last: bool | None = None  # None = on for CUDA, off elsewhere
+    compile: bool = False              # torch.compile the generator (CUDA, PyTorch 2)
+    seed: int = 0                      # seeds the weights, the noise and the shuffling of every epoch
+    checkpoint_every: int = 10         # epochs between epoch_XXXX.pth files (the seed: 10); 0 = only the final
+    save_every: int = 0                # steps between saves of last.pth (overwritten; for long runs); 0 = never
+    sample_every: int = 0              # steps between sample grids written to save_dir/samples; 0 = never
+    log_every: int = 1                 # steps between progress-bar updates
+
+    def __post_init__(self):
+        _check_types(self)
+        _check_numbers(self)
+        if self.image_size is not None:
+            check_image_size(self.image_size, minimum=32)
+        if self.base < 8 or self.base % 8:
+            raise ValueError(f"base={self.base} must be a positive multiple of 8 (GroupNorm(8)); try 32 or 64")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp={self.amp!r}: choose one of {', '.join(AMP_MODES)}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay={self.ema_decay} must lie in [0, 1): 0.999 is usual, 0 turns EMA off")
+        if self.adv_t_max is not None and self.adv_t_max < 1:
+            raise ValueError(f"adv_t_max={self.adv_t_max} must be >= 1 (or None for every t)")
+        for name in ("adv_warmup_steps", "checkpoint_every", "save_every", "sample_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+        if self.log_every < 1:
+            raise ValueError(f"log_every={self.log_every} must be >= 1")
+        if not self.time_embedding:     # the seed's UNet without t has no mean path (its gain depends on t)
+            object.__setattr__(self, "mean_path", False)
+        object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+
+    @property
+    def num_classes(self) -> int:
+        """0 for an unconditional model, else the number of classes it can be asked for."""
+        return len(self.class_names)
+
+    # ----------------------------------------------------------------- presets
+    @classmethod
+    def cpu_quick(cls, **changes) -> "TrainConfig":
+        """32 px, base 32 (about 2.1 M generator parameters); float32 on a CPU (amp "auto")."""
+        return cls(**{**dict(image_size=32, base=32), **changes})
+
+    @classmethod
+    def cuda_full(cls, **changes) -> "TrainConfig":
+        """128 px, base 64 (the seed's size), bf16 autocast, channels_last."""
+        return cls(**{**dict(image_size=128, base=64, amp="bf16", channels_last=True), **changes})
+
+    @classmethod
+    def seed_as_written(cls, **changes) -> "TrainConfig":
+        """The seed's network for the lessons: its UNet without t, no EMA, base 64 (its loop as written is
+        ``diffgan_lib.course.seed_loop.train_step_as_written``, given to ``train(step=...)``)."""
+        return cls(**{**dict(base=64, time_embedding=False, mean_path=False, ema_decay=0.0),
+                      **changes})
+
+    @classmethod
+    def for_device(cls, device: str | torch.device | None = None, **changes) -> "TrainConfig":
+        """``cuda_full`` on a CUDA device (fp16 where bf16 is unsupported), ``cpu_quick`` elsewhere."""
+        from ..core.device import pick_device
+        dev = pick_device(device)
+        if dev.type == "cuda":
+            cfg = cls.cuda_full(**changes)
+            if cfg.amp == "bf16" and not torch.cuda.is_bf16_supported():
+                cfg = cfg.replace(amp="auto")
+            return cfg
+        return cls.cpu_quick(**changes)
+
+    # ----------------------------------------------------------------- conversions
+    def replace(self, **changes) -> "TrainConfig":
+        """A copy with some fields changed (the config itself is frozen)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """Plain values only (adam_betas as a list): safe for JSON and ``torch.load(weights_only=True)``."""
+        d = dataclasses.asdict(self)
+        d["adam_betas"] = list(self.adam_betas)
+        d["class_names"] = list(self.class_names)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """Inverse of ``to_dict``; unknown keys raise ValueError naming them and the known ones.
+
+        Renamed fields of older checkpoints are migrated: ``betas`` (Adam's) -> ``adam_betas``.
+        """
+        d = dict(d)
+        d.setdefault("mean_path", False)   # files written before the field existed hold the plain UNet
+        for old, new in RENAMED.items():
+            if old in d and new not in d:
+                d[new] = d.pop(old)
+        for name in RETIRED:
+            d.pop(name, None)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {', '.join(unknown)}; known fields: "
+                             f"{', '.join(sorted(known))}")
+        return cls(**d)
+
+
+def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """(autocast dtype or None for float32, whether a GradScaler is needed) for ``amp`` on ``device``."""
+    if amp not in AMP_MODES:
+        raise ValueError(f"amp={amp!r}: choose one of {', '.join(AMP_MODES)}")
+    if amp == "off":
+        return None, False
+    if device.type != "cuda":
+        if amp == "auto":
+            return None, False   # CPU and MPS train in float32
+        raise ValueError(f"amp={amp!r} needs a CUDA device but training runs on {device.type}; "
+                         "use amp='auto' or 'off' (TrainConfig.cpu_quick() does)")
+    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+        if not torch.cuda.is_bf16_supported():
+            raise ValueError("amp='bf16' but this GPU does not support bfloat16; use amp='fp16' or 'auto'")
+        return torch.bfloat16, False
+    return torch.float16, True

@@ -1,0 +1,196 @@
+"""The few-step fine-tune: a diffusion model's UNet taught K big denoising jumps, DDGAN-style.
+
+It runs through the same loop as diffusion training (``engine.loop.fit``); only the run differs:
+G is a ``FewStepGenerator`` (``core.fewstep``) started from the teacher's weights, D a pair
+discriminator (None for the regression-only control), and the step is ``fewstep_step``:
+every sample gets a random level k; real pair = (x_{t_next} ~ q(.|x_t, x0), x_t), fake pair =
+(x_{t_next} ~ q(.|x_t, x̂0), x_t) with the same posterior noise. D learns real vs fake pairs (+ lazy
+R1); G minimises adv_weight * softplus(-D(fake)) with D frozen plus rec_weight * mean(ᾱ_t (x̂0 - x0)²).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ..core.device import launched, pick_device
+from ..core.ema import EMA
+from ..core.fewstep import FewStepGenerator, PairDiscriminator, level_timesteps, next_timestep, posterior_sample
+from ..core.losses import discriminator_loss, generator_adv_loss
+from ..data.files import local_path
+from .batches import mix
+from .loop import fit
+from .models import load_checkpoint, read_checkpoint
+from .run import Run, load_training_state
+from .rundir import RunDir
+
+__all__ = ["FewStepConfig", "fewstep_step", "fewstep_run", "fewstep_train", "teacher_record", "weights_sha256",
+           "FEWSTEP_KEYS"]
+
+FEWSTEP_KEYS = ("step", "epoch", "rec", "adv", "D", "D_real", "D_fake")
+
+
+@dataclass(frozen=True)
+class FewStepConfig:
+    """The fine-tune's knobs (DDGAN's Adam betas; a smaller G learning rate, since G starts trained)."""
+    levels: int = 4
+    adv_weight: float = 1.0        # 0 = the regression-only control (no D at all)
+    rec_weight: float = 1.0        # weight of ᾱ_t ||x̂0 - x0||², which anchors the low-noise levels
+    lr_G: float = 5e-5
+    lr_D: float = 1e-4
+    adam_betas: tuple[float, float] = (0.5, 0.9)
+    r1_gamma: float = 0.05
+    r1_every: int = 4              # lazy R1: every r1_every steps, scaled by r1_every
+    ema_decay: float = 0.999
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("adv_weight", "rec_weight", "lr_G", "lr_D", "r1_gamma"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name}={v!r} must be a finite number >= 0")
+        if not (isinstance(self.levels, int) and 1 <= self.levels <= 8):
+            raise ValueError(f"levels={self.levels!r}: use 1 to 8 levels (4 is DDGAN's choice)")
+        if self.adv_weight == 0 and self.rec_weight == 0:
+            raise ValueError("adv_weight and rec_weight are both 0: nothing would be trained")
+        if not 0 <= self.ema_decay < 1 or self.r1_every < 1:
+            raise ValueError("ema_decay must lie in [0, 1) and r1_every be >= 1")
+        object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["adam_betas"] = list(self.adam_betas)
+        return d
+
+
+def fewstep_step(run: Run, x0: torch.Tensor, labels=None) -> dict:
+    """One fine-tune step at ``run.step`` on real images x0 (B, C, S, S) in [-1, 1]; returns floats rec,
+    adv, D, D_real, D_fake (the D values nan without a discriminator). Levels and noise come from a
+    generator seeded by (seed, step): a resumed run continues as the straight one would."""
+    G, D, cfg, step = run.G, run.D, run.config, run.step
+    dev, B = x0.device, x0.shape[0]
+    draw = dict(generator=torch.Generator().manual_seed(mix(4, cfg.seed, step)), device="cpu")
+    k = torch.randint(0, G.n_levels, (B,), **draw).to(dev)
+    t, t_next = G.levels.to(dev)[k], next_timestep(G, k)
+    x_t, _ = G.scheduler.add_noise(x0, t, torch.randn(x0.shape, **draw).to(dev))
+    post_noise = torch.randn(x0.shape, **draw).to(dev)
+    x0_raw = G.unclamped(x_t, k)
+    x0_hat = x0_raw.clamp(-1, 1)
+    a_hat = G.scheduler.alpha_hat.to(dev)[t].reshape(-1, 1, 1, 1)
+    rec = (a_hat * (x0_raw - x0) ** 2).mean()
+    nan = torch.tensor(float("nan"), device=dev)
+    adv, D_loss, D_real, D_fake, G_loss = nan, nan, nan, nan, cfg.rec_weight * rec
+    if cfg.adv_weight > 0:
+        real = D.pair(posterior_sample(G.scheduler, x_t, x0, t, t_next, post_noise), x_t, k)
+        fake = D.pair(posterior_sample(G.scheduler, x_t, x0_hat, t, t_next, post_noise), x_t, k)
+        r1 = cfg.r1_gamma * cfg.r1_every if step % cfg.r1_every == 0 else 0.0
+        D_loss, D_real, D_fake = discriminator_loss(D, real, fake.detach(), r1)
+        run.opt_D.zero_grad(set_to_none=True)
+        D_loss.backward()
+        run.opt_D.step()
+        adv = generator_adv_loss(D, fake, freeze_D=True)
+        G_loss = G_loss + cfg.adv_weight * adv
+    run.opt_G.zero_grad(set_to_none=True)
+    G_loss.backward()
+    run.opt_G.step()
+    if run.ema is not None:
+        run.ema.update(G.unet, step)
+    values = dict(zip(FEWSTEP_KEYS[2:], torch.stack([v.detach().float() for v in (rec, adv, D_loss, D_real, D_fake)]).tolist()))
+    if not math.isfinite(values["rec"]) or (cfg.adv_weight > 0 and not math.isfinite(values["D"])):
+        raise FloatingPointError(f"few-step fine-tune step {step + 1}: a loss is not finite ({values}); "
+                                 f"lower lr_G={cfg.lr_G} / lr_D={cfg.lr_D} or adv_weight={cfg.adv_weight}")
+    return values
+
+
+def weights_sha256(state_dict: dict) -> str:
+    """SHA-256 of a network's weights as float32, in key order: names a teacher by what it is, not by a path."""
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        h.update(key.encode())
+        h.update(state_dict[key].detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def teacher_record(path) -> dict:
+    """What a few-step checkpoint keeps of its teacher: its model and scheduler fields, config and weight hash.
+    ValueError when ``path`` is not an unconditional diffusion model."""
+    ckpt = read_checkpoint(path)
+    if ckpt["model"]["kind"] != "diffusion":
+        raise ValueError(f"{path} holds a {ckpt['model']['kind']!r} model; --init needs a diffusion model "
+                         "(a train checkpoint or a data/pretrained export)")
+    if ckpt["model"].get("num_classes"):
+        raise ValueError(f"{path} is a class-conditional model; the few-step fine-tune makes unconditional "
+                         "generators and would drop its classes: use an unconditional teacher")
+    weights = ckpt["G_ema"] if ckpt.get("G_ema") is not None else ckpt["G"]
+    return {"model": ckpt["model"], "scheduler": ckpt["scheduler"], "config": ckpt["config"],
+            "sha256": weights_sha256(weights)}
+
+
+def fewstep_run(init, cfg: FewStepConfig, device=None, teacher: dict | None = None) -> Run:
+    """A fresh fine-tune run from the diffusion checkpoint ``init``: G a copy of the teacher UNet read at
+    ``cfg.levels`` levels, a pair discriminator of the same width (None when adv_weight = 0), Adam for
+    both (only G's UNet is optimised), the EMA of the UNet."""
+    dev = pick_device(device)
+    teacher = teacher or teacher_record(init)
+    unet, _, scheduler = loaded = load_checkpoint(init, device=dev)
+    torch.manual_seed(cfg.seed)
+    G = FewStepGenerator(copy.deepcopy(unet).train().requires_grad_(True), scheduler,
+                         level_timesteps(scheduler, cfg.levels)).to(dev)
+    D = PairDiscriminator(G.in_ch, unet.base, cfg.levels).to(dev) if cfg.adv_weight > 0 else None
+    return Run(config=cfg, G=G, D=D, scheduler=scheduler,
+               opt_G=torch.optim.Adam(G.unet.parameters(), lr=cfg.lr_G, betas=cfg.adam_betas),
+               opt_D=torch.optim.Adam(D.parameters(), lr=cfg.lr_D, betas=cfg.adam_betas) if D is not None else None,
+               scaler=None, ema=EMA(G.unet, cfg.ema_decay) if cfg.ema_decay > 0 else None, device=dev,
+               kind="fewstep", info={"image_size": loaded.image_size or 32, "teacher": teacher},
+               step_fn=fewstep_step, history_keys=FEWSTEP_KEYS)
+
+
+def _resume_config(state: dict, cfg: FewStepConfig | None, resume) -> FewStepConfig:
+    """The saved run's config; one given must agree with it on what shapes the run."""
+    saved = FewStepConfig(**{**state["config"], "adam_betas": tuple(state["config"]["adam_betas"])})
+    if cfg is None:
+        return saved
+    differ = [k for k in ("levels", "adv_weight", "rec_weight", "seed") if getattr(cfg, k) != getattr(saved, k)]
+    if differ:
+        raise ValueError(f"{resume} was fine-tuned with {', '.join(f'{k}={getattr(saved, k)!r}' for k in differ)}; "
+                         f"a resumed run keeps them (leave --{differ[0].replace('_', '-')} out, or start a new run)")
+    return cfg
+
+
+def fewstep_train(init, dataloader, cfg: FewStepConfig | None, max_steps: int, save_dir, resume=None, device=None,
+                  progress: bool = True, overwrite: bool = False, teacher: dict | None = None):
+    """Fine-tune a few-step generator from the diffusion checkpoint ``init`` for ``max_steps`` steps in
+    total (also when resuming from ``resume``, whose config is used when ``cfg`` is None); writes
+    ``save_dir/final_model.pth`` (kind "fewstep") and history.json through the training loop, with every
+    folder rule of ``train`` (``engine.rundir``). Returns (the checkpoint written, None or the reason
+    it stopped early: "SIGINT", "SIGTERM"). Every argument, the teacher and the resume file are
+    checked before any file is touched. Single process."""
+    if launched():
+        raise ValueError("the few-step fine-tune runs in one process; start it with python, not torchrun")
+    if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
+        raise ValueError(f"max_steps={max_steps!r} must be a positive int")
+    init = local_path(init, "--init")
+    teacher = teacher or teacher_record(init)
+    state = None
+    if resume is not None:
+        resume = local_path(resume, "--resume")
+        state = load_training_state(resume)
+        if state["model"]["kind"] != "fewstep" or state["model"]["teacher"]["sha256"] != teacher["sha256"]:
+            raise ValueError(f"{resume} is not a few-step run of the teacher {init} (its kind or the "
+                             "teacher's weights differ); resume with the --init it was made from")
+        cfg = _resume_config(state, cfg, resume)
+        if state["step"] > max_steps:
+            raise ValueError(f"{resume} is at step {state['step']}, past --max-steps {max_steps}; raise --max-steps")
+    run = fewstep_run(init, cfg or FewStepConfig(), device, teacher)
+    if state is not None:
+        run.load_state_dict(state)
+    rundir = RunDir(save_dir, resume, overwrite, reads=(init,), what="--out")
+    rundir.open()
+    try:
+        return fit(run, dataloader, rundir, max_steps=max_steps, progress=progress, resume=resume,
+                   desc="few-step fine-tune")
+    finally:
+        rundir.close()
