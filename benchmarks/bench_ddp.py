@@ -32,7 +32,7 @@ def worker(a) -> None:
     import torch
 
     from diffgan_lib import TrainConfig, make_dataloader, train
-    from diffgan_lib.distributed import env_world
+    from diffgan_lib.core.device import env_world
     torch.set_num_threads(1)
     rank, world = env_world()
     cuda = a.device == "cuda"

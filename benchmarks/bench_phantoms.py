@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from diffgan_lib.phantoms import PhantomDataset
+from diffgan_lib import PhantomDataset
 
 TARGETS = {32: 1000, 64: None, 128: 100}
 

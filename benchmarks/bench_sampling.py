@@ -13,9 +13,9 @@ import argparse
 
 import torch
 
-from diffgan_lib.sampling import sample
-from diffgan_lib.scheduler import DiffusionScheduler
-from diffgan_lib.unet import UNet
+from diffgan_lib import sample
+from diffgan_lib import DiffusionScheduler
+from diffgan_lib import UNet
 
 from bench_train import device_and_size, machine
 from bench_train import step_seconds as timed   # wall time of one call, with CUDA syncs around it

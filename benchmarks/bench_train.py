@@ -20,10 +20,10 @@ import time
 
 import torch
 
-from diffgan_lib.config import TrainConfig
-from diffgan_lib.device import pick_device
-from diffgan_lib.run import build_run
-from diffgan_lib.training import train_step
+from diffgan_lib import TrainConfig
+from diffgan_lib import pick_device
+from diffgan_lib import build_run
+from diffgan_lib import train_step
 
 
 def machine(dev: torch.device) -> str:

@@ -64,13 +64,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffgan_lib import CONTRASTS, ImageDataset, PhantomDataset
-from diffgan_lib.checkpoints import load_checkpoint, read_checkpoint, training_members
-from diffgan_lib.metrics import memorisation
-from diffgan_lib.privacy import membership_inference, overfit_control, tpr_at_fpr
-from diffgan_lib.sampling import FAST_SAMPLER, save_image_grid, to_unit
-from diffgan_lib.usefulness import (Classifier, classifier_scores, predict_proba, synthetic_set, train_classifier,
-                                    tstr, tstr_table)
+from diffgan_lib.data import CONTRASTS, ImageDataset
+from diffgan_lib import PhantomDataset
+from diffgan_lib import load_checkpoint
+from diffgan_lib.engine import read_checkpoint, training_members
+from diffgan_lib.eval import memorisation
+from diffgan_lib.eval import membership_inference, overfit_control
+from diffgan_lib.eval.privacy import tpr_at_fpr
+from diffgan_lib.sampling import FAST_SAMPLER, save_image_grid
+from diffgan_lib import to_unit
+from diffgan_lib.eval.usefulness import Classifier, classifier_scores, predict_proba, train_classifier
+from diffgan_lib.eval import synthetic_set, tstr, tstr_table
 
 from fewstep_study import machine, timed_cli
 from recipe_study import write_json

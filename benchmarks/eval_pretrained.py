@@ -19,11 +19,14 @@ from pathlib import Path
 
 import torch
 
-from diffgan_lib import CONTRASTS, PhantomDataset
-from diffgan_lib.checkpoints import load_checkpoint
-from diffgan_lib.features import extract_features, train_feature_net
-from diffgan_lib.metrics import evaluate, real_vs_real_baseline
-from diffgan_lib.sampling import sample, save_image_grid, to_unit
+from diffgan_lib.data import CONTRASTS
+from diffgan_lib import PhantomDataset
+from diffgan_lib import load_checkpoint
+from diffgan_lib.eval import extract_features, train_feature_net
+from diffgan_lib import evaluate
+from diffgan_lib.eval import real_vs_real_baseline
+from diffgan_lib import sample, to_unit
+from diffgan_lib.sampling import save_image_grid
 
 from recipe_study import stack, write_json
 

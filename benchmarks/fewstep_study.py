@@ -44,11 +44,11 @@ from pathlib import Path
 import torch
 
 from diffgan_lib import PhantomDataset
-from diffgan_lib.checkpoints import load_checkpoint
+from diffgan_lib import load_checkpoint
 from diffgan_lib.cli import main as cli
-from diffgan_lib.features import extract_features, train_feature_net
-from diffgan_lib.metrics import diversity, memorisation
-from diffgan_lib.sampling import sample
+from diffgan_lib.eval import extract_features, train_feature_net
+from diffgan_lib.eval import diversity, memorisation
+from diffgan_lib import sample
 
 from recipe_study import stack, write_json
 from xray_study import SIZE, feature_net, score, split

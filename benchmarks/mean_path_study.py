@@ -39,9 +39,10 @@ from pathlib import Path
 
 import torch
 
-from diffgan_lib.checkpoints import load_checkpoint
-from diffgan_lib.features import extract_features
-from diffgan_lib.sampling import FAST_SAMPLER, sample
+from diffgan_lib import load_checkpoint
+from diffgan_lib.eval import extract_features
+from diffgan_lib.sampling import FAST_SAMPLER
+from diffgan_lib import sample
 
 from recipe_study import write_json
 from xray_study import SIZE, feature_net, score, split
@@ -133,7 +134,7 @@ def cmd_figure(a) -> None:
     """Real test X-rays, then the samples of each checkpoint from the same noise (seed 1000), one row each."""
     import matplotlib
     matplotlib.use("Agg")
-    from diffgan_lib.viz import show_images
+    from diffgan_lib.course.viz import show_images
     rows = {"real test X-rays": split("test")[:a.n]}
     for name in a.checkpoints:
         G, _, sched = load_checkpoint(a.out / name, device="cpu", which="ema")

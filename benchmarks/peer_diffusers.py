@@ -56,10 +56,12 @@ from pathlib import Path
 
 import torch
 
-from diffgan_lib import TrainConfig, count_parameters, make_dataloader, train
-from diffgan_lib.checkpoints import load_checkpoint
-from diffgan_lib.features import extract_features
-from diffgan_lib.sampling import FAST_SAMPLER, sample, save_image_grid, to_unit
+from diffgan_lib import TrainConfig, make_dataloader, train
+from diffgan_lib.core import count_parameters
+from diffgan_lib import load_checkpoint
+from diffgan_lib.eval import extract_features
+from diffgan_lib.sampling import FAST_SAMPLER, save_image_grid
+from diffgan_lib import sample, to_unit
 
 from recipe_study import write_json
 from xray_study import SIZE, feature_net, score, split

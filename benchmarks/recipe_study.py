@@ -28,11 +28,13 @@ from pathlib import Path
 import torch
 
 from diffgan_lib import PhantomDataset, make_dataloader
-from diffgan_lib.config import TrainConfig
-from diffgan_lib.features import train_feature_net
-from diffgan_lib.metrics import evaluate, real_vs_real_baseline
-from diffgan_lib.sampling import sample, save_image_grid, to_unit
-from diffgan_lib.training import train
+from diffgan_lib import TrainConfig
+from diffgan_lib.eval import train_feature_net
+from diffgan_lib import evaluate
+from diffgan_lib.eval import real_vs_real_baseline
+from diffgan_lib import sample, to_unit
+from diffgan_lib.sampling import save_image_grid
+from diffgan_lib import train
 
 BASE = TrainConfig.cpu_quick(checkpoint_every=0, mean_path=False, adv_weight=0.01)   # the plain UNet and the
 # hybrid these results were made with (the first default; TrainConfig trains pure diffusion now)

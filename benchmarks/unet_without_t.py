@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from diffgan_lib import DiffusionScheduler, UNet, diffusion_loss
-from diffgan_lib.phantoms import PhantomDataset
+from diffgan_lib import PhantomDataset
 
 IMAGE_SIZE, BASE, STEPS, BATCH, LR, TIMESTEPS = 32, 8, 200, 32, 3e-3, 1000
 EVAL_T = [0, 10, 30, 100, 200, 300, 400, 500, 600, 700, 800, 900, 999]

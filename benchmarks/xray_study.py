@@ -34,11 +34,12 @@ from pathlib import Path
 
 import torch
 
-from diffgan_lib import ImageDataset, TrainConfig, make_dataloader, train
-from diffgan_lib.checkpoints import load_checkpoint
-from diffgan_lib.features import FeatureNet, extract_features, train_feature_net
-from diffgan_lib.metrics import frechet_distance, kid, sliced_wasserstein
-from diffgan_lib.sampling import sample
+from diffgan_lib.data import ImageDataset
+from diffgan_lib import TrainConfig, make_dataloader, train
+from diffgan_lib import load_checkpoint
+from diffgan_lib.eval import FeatureNet, extract_features, train_feature_net
+from diffgan_lib.eval import frechet_distance, kid, sliced_wasserstein
+from diffgan_lib import sample
 
 from recipe_study import write_json
 
@@ -180,7 +181,7 @@ def cmd_cli(a) -> None:
     done-when path."""
     import numpy as np
 
-    from diffgan_lib.checkpoints import read_checkpoint
+    from diffgan_lib.engine import read_checkpoint
     from diffgan_lib.cli import main as cli
     net = feature_net(a.out)
     test, val = split("test"), split("val")
@@ -241,7 +242,7 @@ def cmd_cli(a) -> None:
 
 def cmd_featurenet(a) -> None:
     """Ship the study's FeatureNet (float16) as data/pretrained/xray32_featurenet.pt, for notebook 10."""
-    from diffgan_lib.features import save_feature_net
+    from diffgan_lib.eval.features import save_feature_net
     out = Path(__file__).resolve().parents[1] / "data" / "pretrained" / "xray32_featurenet.pt"
     print(save_feature_net(feature_net(a.out), out), f"{out.stat().st_size / 2**20:.2f} MiB")
 

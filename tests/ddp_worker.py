@@ -71,8 +71,7 @@ def main():
     seen["resumed"] = dict(G=digest(r.G_raw), steps=r.history["step"])
 
     refused = {}
-    for name, kwargs in (("unsharded", dict(dataloader=[torch.zeros(B, 1, 32, 32)], config=PURE)),
-                         ("r1", dict(dataloader=loader(), config=HYBRID.replace(r1_gamma=1.0)))):
+    for name, kwargs in (("unsharded", dict(dataloader=[torch.zeros(B, 1, 32, 32)], config=PURE)),):
         try:
             train(save_dir=OUT / name, max_steps=1, **kw, **kwargs)
         except ValueError as err:

@@ -11,8 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from diffgan_lib.data import (CT_WINDOW, PNEUMONIAMNIST_CLASSES, PNEUMONIAMNIST_PATH, ImageDataset, load_images,
-                              make_dataloader)
+from diffgan_lib.data.images import CT_WINDOW
+from diffgan_lib.data.loaders import PNEUMONIAMNIST_CLASSES, PNEUMONIAMNIST_PATH
+from diffgan_lib.data import ImageDataset
+from diffgan_lib import load_images, make_dataloader
 
 REPO = Path(__file__).resolve().parents[1]
 PNEUMONIA_SIZES = {"train": 4708, "val": 524, "test": 624}

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from diffgan_lib import DiffusionScheduler, describe_device, pick_device
+from diffgan_lib import DiffusionScheduler, pick_device
+from diffgan_lib.core import describe_device
 
 
 def test_auto_pick_is_available_device():

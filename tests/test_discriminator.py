@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from diffgan_lib import Discriminator, score_map_shape
-from diffgan_lib.discriminator import receptive_field
+from diffgan_lib import Discriminator
+from diffgan_lib.core import score_map_shape
+from diffgan_lib.core.discriminator import receptive_field
 
 
 @pytest.mark.parametrize("size, side", [(32, 1), (64, 5), (128, 13)])

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from diffgan_lib import PhantomDataset, TrainConfig, train
-from diffgan_lib.checkpoints import read_checkpoint
+from diffgan_lib.engine import read_checkpoint
 
 HERE = Path(__file__).parent
 TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
@@ -120,7 +120,6 @@ def test_resume_under_ddp_and_in_one_process(ddp, tmp_path):
 def test_what_ddp_cannot_do_is_refused_on_every_rank(ddp):
     _, (r0, r1) = ddp
     assert "dataloader is not sharded" in r0["refused"]["unsharded"] and "rank 1 of 2" in r1["refused"]["unsharded"]
-    assert "R1" in r0["refused"]["r1"] and "single process" in r1["refused"]["r1"]
 
 
 def test_the_command_line_under_torchrun(ddp):

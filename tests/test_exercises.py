@@ -1,7 +1,7 @@
 """The exercise framework: correct / incorrect / not attempted, and the test-run fill-in."""
 import pytest
 
-from diffgan_lib.exercises import CORRECT, INCORRECT, NOT_ATTEMPTED, Exercise
+from diffgan_lib.course.exercises import CORRECT, INCORRECT, NOT_ATTEMPTED, Exercise
 
 
 def _reference(a, b):

@@ -1,4 +1,4 @@
-"""The notebooks' exercises (diffgan_lib.exercises.nb01 ... nb04, nb08, nb09, nb10): every reference solution passes its
+"""The notebooks' exercises (diffgan_lib.course.exercises.nb01 ... nb04, nb08, nb09, nb10): every reference solution passes its
 own check, typical mistakes fail with a helpful message, and starters count as "not attempted"."""
 import importlib
 import inspect
@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diffgan_lib.exercises import CORRECT, INCORRECT, NOT_ATTEMPTED, Exercise
+from diffgan_lib.course.exercises import CORRECT, INCORRECT, NOT_ATTEMPTED, Exercise
 
 MODULES = ("nb01", "nb02", "nb03", "nb04", "nb08", "nb09", "nb10")
 
@@ -67,8 +67,8 @@ def _coef_ddim(ah_t, ah_n):      # DDIM's deterministic weights (eta = 0), not t
 
 
 def _chain_noisy_end(predict_x0, x, levels, noises):
-    from diffgan_lib.fewstep import posterior_sample
-    from diffgan_lib.scheduler import DiffusionScheduler
+    from diffgan_lib.core import posterior_sample
+    from diffgan_lib import DiffusionScheduler
     s = DiffusionScheduler(1000, device="cpu")
     for k, t in enumerate(levels[:-1]):
         x = posterior_sample(s, x, predict_x0(x, k), t, levels[k + 1], noises[k])
@@ -76,7 +76,7 @@ def _chain_noisy_end(predict_x0, x, levels, noises):
 
 
 def _unet_mistake(G, x, t, mistake):
-    from diffgan_lib.unet import timestep_embedding
+    from diffgan_lib.core.unet import timestep_embedding
     emb = None if mistake == "no_emb" else G.time_mlp(timestep_embedding(t, G.base))
     up = lambda h: F.interpolate(h, scale_factor=2)                                  # noqa: E731
     cat = (lambda a, b: torch.cat([b, a], 1)) if mistake == "skip_first" else (lambda a, b: torch.cat([a, b], 1))
@@ -219,7 +219,7 @@ WRONG = {
 
 def _exercises():
     for mod in MODULES:
-        m = importlib.import_module(f"diffgan_lib.exercises.{mod}")
+        m = importlib.import_module(f"diffgan_lib.course.exercises.{mod}")
         for name, obj in vars(m).items():
             if isinstance(obj, Exercise):
                 yield mod, name, obj

@@ -4,9 +4,10 @@ import math
 import pytest
 import torch
 
-from diffgan_lib import DiffusionScheduler, UNet
-from diffgan_lib.fewstep import (FewStepConfig, FewStepGenerator, PairDiscriminator, fewstep_from_teacher,
-                                 fewstep_sample, fewstep_step, level_timesteps, posterior_sample)
+from diffgan_lib import DiffusionScheduler, UNet, sample
+from diffgan_lib import FewStepConfig
+from diffgan_lib.core import FewStepGenerator, PairDiscriminator, level_timesteps, posterior_sample
+from diffgan_lib.engine.fewstep import fewstep_from_teacher, fewstep_step
 
 SCH = DiffusionScheduler(1000)
 
@@ -52,11 +53,11 @@ def test_a_fine_tune_step_changes_G_and_trains_D_only_when_adversarial(adv_weigh
     torch.manual_seed(0)
     teacher = UNet(1, 8)
     cfg = FewStepConfig(adv_weight=adv_weight, r1_every=1)
-    G, D, opt_G, opt_D, ema = fewstep_from_teacher(teacher, SCH, cfg)
-    assert (D is None) == (adv_weight == 0)
+    run = fewstep_from_teacher(teacher, SCH, cfg)
+    G = run.G
+    assert (run.D is None) == (adv_weight == 0)
     before = G.unet.final.weight.clone()
-    out = fewstep_step(G, D, opt_G, opt_D, torch.rand(4, 1, 32, 32) * 2 - 1, cfg, 0, ema,
-                       generator=torch.Generator().manual_seed(0))
+    out = fewstep_step(run, torch.rand(4, 1, 32, 32) * 2 - 1)
     assert not torch.equal(before, G.unet.final.weight)
     assert torch.equal(teacher.final.weight, before)                # the teacher is a copy, untouched
     assert math.isfinite(out["rec"]) and math.isfinite(out["D"]) == (adv_weight > 0)
@@ -67,9 +68,9 @@ def test_sampling_takes_one_evaluation_per_level_and_repeats_with_the_seed():
     G = FewStepGenerator(UNet(1, 8), SCH, level_timesteps(SCH, 4))
     calls = []
     G.unet.register_forward_hook(lambda *_: calls.append(1))
-    x = fewstep_sample(G, 3, 32, seed=7)
+    x = sample(G, SCH, n=3, image_size=32, seed=7, progress=False)
     assert len(calls) == 4 and x.shape == (3, 1, 32, 32) and x.abs().max() <= 1
-    assert torch.equal(x, fewstep_sample(G, 3, 32, seed=7))
+    assert torch.equal(x, sample(G, SCH, n=3, image_size=32, seed=7, progress=False))
 
 
 def test_bad_settings_are_refused():
@@ -84,10 +85,11 @@ def test_bad_settings_are_refused():
 # ------------------------------------------------------------------ runs, files, the command line
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
-from diffgan_lib import TrainConfig, load_checkpoint, sample, train  # noqa: E402
-from diffgan_lib.checkpoints import export_for_sampling, read_checkpoint  # noqa: E402
-from diffgan_lib.cli import main  # noqa: E402
-from diffgan_lib.fewstep import fewstep_train, weights_sha256  # noqa: E402
+from diffgan_lib import TrainConfig, load_checkpoint, sample, train# noqa: E402
+from diffgan_lib.engine import export_for_sampling, read_checkpoint# noqa: E402
+from diffgan_lib.cli import main# noqa: E402
+from diffgan_lib import fewstep_train
+from diffgan_lib.engine.fewstep import weights_sha256# noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +110,7 @@ def loader():
 def test_a_fewstep_checkpoint_names_its_teacher_loads_samples_and_resumes_exactly(teacher, tmp_path):
     full, export = teacher
     cfg = FewStepConfig(levels=2, r1_every=1)
-    straight = fewstep_train(export, loader(), cfg, 4, tmp_path / "a", progress=False)
+    straight = fewstep_train(export, loader(), cfg, 4, tmp_path / "a", progress=False).checkpoint
     ckpt = read_checkpoint(straight)
     assert ckpt["model"]["kind"] == "fewstep" and ckpt["model"]["levels"] == [49, 24]
     assert ckpt["model"]["teacher"]["sha256"] == weights_sha256(read_checkpoint(export)["G"])
@@ -122,7 +124,7 @@ def test_a_fewstep_checkpoint_names_its_teacher_loads_samples_and_resumes_exactl
         sample(G, scheduler, n=3, image_size=32, sampler="ddim", steps=50)
     fewstep_train(export, loader(), cfg, 2, tmp_path / "b", progress=False)
     resumed = fewstep_train(export, loader(), cfg, 4, tmp_path / "b", resume=tmp_path / "b" / "final_model.pth",
-                            progress=False, overwrite=True)
+                            progress=False, overwrite=True).checkpoint
     a, b = read_checkpoint(straight), read_checkpoint(resumed)
     assert all(torch.equal(a["G"][k], b["G"][k]) for k in a["G"]) and all(torch.equal(a["D"][k], b["D"][k]) for k in a["D"])
     assert a["history"]["rec"].tolist() == b["history"]["rec"].tolist()
@@ -144,12 +146,12 @@ def test_the_command_line_fine_tunes_and_sample_uses_the_levels(teacher, tmp_pat
     assert "eta=1.0 does not apply" in capsys.readouterr().err
 
 
-def test_a_conditional_teacher_gives_a_fewstep_file_that_loads(tmp_path):
-    from diffgan_lib import PHANTOM_CLASSES, make_dataloader
+def test_a_conditional_teacher_is_refused_with_the_reason(tmp_path):
+    from diffgan_lib.data import PHANTOM_CLASSES
+    from diffgan_lib import make_dataloader
     labelled = make_dataloader("phantoms", 32, 4, n=8, seed=0, return_labels=True)
     teacher = train(labelled, timesteps=50, device="cpu", epochs=1, save_dir=tmp_path / "t", progress=False,
                     config=TrainConfig(base=8, checkpoint_every=0, adv_weight=0.0, class_names=PHANTOM_CLASSES))
-    path = fewstep_train(teacher.checkpoint, loader(), FewStepConfig(levels=2), 2, tmp_path / "f", progress=False)
-    assert read_checkpoint(path)["model"]["num_classes"] == 6
-    G = load_checkpoint(path, device="cpu")[0]                  # failed before: class_emb.weight was unexpected
-    assert G.unet.num_classes == 6 and sample(G, G.scheduler, n=2, image_size=32, seed=0, progress=False).shape == (2, 1, 32, 32)
+    with pytest.raises(ValueError, match="class-conditional model.*would drop its classes"):
+        fewstep_train(teacher.checkpoint, loader(), FewStepConfig(levels=2), 2, tmp_path / "f", progress=False)
+    assert not (tmp_path / "f").exists()                        # refused before any file was touched

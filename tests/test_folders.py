@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from diffgan_lib.checkpoints import read_checkpoint
+from diffgan_lib.engine import read_checkpoint
 from diffgan_lib.cli import main
-from diffgan_lib.config import TrainConfig
-from diffgan_lib.folders import LOCK_NAME
-from diffgan_lib.training import train
+from diffgan_lib import TrainConfig
+from diffgan_lib.engine.rundir import LOCK_NAME
+from diffgan_lib import train
 
 T = 50
 CFG = TrainConfig(base=8, checkpoint_every=0)
@@ -137,7 +137,7 @@ def test_an_unusable_out_exits_2_before_anything_is_trained(tmp_path, capsys, ma
 
 
 def test_a_read_only_out_exits_2(tmp_path, capsys, monkeypatch):
-    import diffgan_lib.folders as folders
+    import diffgan_lib.data.files as folders
 
     def refuse(folder):
         raise PermissionError(13, "Permission denied")

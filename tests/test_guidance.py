@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from diffgan_lib import DiffusionScheduler, UNet, sample
-from diffgan_lib.guidance import drop_labels, guided_eps
+from diffgan_lib.core import drop_labels, guided_eps
 
 
 def conditional(K=6):
@@ -73,7 +73,8 @@ def test_a_conditional_model_round_trips_through_a_checkpoint(tmp_path):
 
 
 def test_conditional_training_takes_labels_from_the_batches_and_saves_the_class_names(tmp_path):
-    from diffgan_lib import PHANTOM_CLASSES, TrainConfig, load_checkpoint, make_dataloader, train
+    from diffgan_lib.data import PHANTOM_CLASSES
+    from diffgan_lib import TrainConfig, load_checkpoint, make_dataloader, train
     cfg = TrainConfig(base=8, checkpoint_every=0, adv_weight=0.0, class_names=PHANTOM_CLASSES)
     labelled = make_dataloader("phantoms", 32, 4, n=8, seed=0, return_labels=True)
     result = train(labelled, timesteps=50, device="cpu", epochs=1, save_dir=tmp_path / "a", config=cfg, progress=False)
@@ -88,7 +89,7 @@ def test_conditional_training_takes_labels_from_the_batches_and_saves_the_class_
 
 
 def test_training_label_dropout_is_keyed_and_near_its_rate():
-    from diffgan_lib.training import keyed_label_dropout
+    from diffgan_lib.engine.step import keyed_label_dropout
     labels = torch.zeros(4000, dtype=torch.long)
     a = keyed_label_dropout(labels, 0.1, 6, seed=0, step=3, index=range(4000))
     b = keyed_label_dropout(labels[1::2], 0.1, 6, seed=0, step=3, index=range(1, 4000, 2))   # rank 1 of 2

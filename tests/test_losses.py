@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from diffgan_lib import (D_LOSS_AT_CHANCE, DiffusionScheduler, Discriminator, UNet, diffusion_forward,
-                         diffusion_loss, fake_images, gan_losses, generator_adv_loss)
+from diffgan_lib.core import D_LOSS_AT_CHANCE, diffusion_forward, fake_images, generator_adv_loss
+from diffgan_lib import DiffusionScheduler, Discriminator, UNet, diffusion_loss, gan_losses
 
 
 class ConstD(nn.Module):

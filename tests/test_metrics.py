@@ -6,9 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diffgan_lib.features import as_images, augment, extract_features, nt_xent_loss, train_feature_net
-from diffgan_lib.metrics import (diversity, evaluate, frechet_distance, kid, laplacian_pyramid,
-                                 memorisation, real_vs_real_baseline, sliced_wasserstein)
+from diffgan_lib.eval.features import as_images, augment, nt_xent_loss
+from diffgan_lib.eval import extract_features, train_feature_net
+from diffgan_lib.eval import diversity, frechet_distance, kid, memorisation, real_vs_real_baseline, sliced_wasserstein
+from diffgan_lib import evaluate
+from diffgan_lib.eval.metrics import laplacian_pyramid
 
 
 def disks(n, seed, size=32):
@@ -202,7 +204,8 @@ def test_evaluate_and_baseline_rank_copies_fresh_and_noise(tiny_net):
 
 
 def test_a_feature_net_round_trips_through_its_file(tmp_path):
-    from diffgan_lib.features import FeatureNet, load_feature_net, save_feature_net
+    from diffgan_lib.eval import FeatureNet, load_feature_net
+    from diffgan_lib.eval.features import save_feature_net
     torch.manual_seed(0)
     net = FeatureNet(width=8, dim=32, image_size=16).eval()
     net.feat_mean += 0.5

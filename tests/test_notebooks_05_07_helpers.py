@@ -7,12 +7,11 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from diffgan_lib.exercises import CORRECT, INCORRECT, nb05, nb06, nb07
-from diffgan_lib.scheduler import DiffusionScheduler
-from diffgan_lib.unet import UNet
-from diffgan_lib.viz_training import (plot_losses, plot_metric_bars, show_grid_strip, show_pairs, show_rows,
-                                     show_trajectory, smooth)
-from diffgan_lib.widgets_sampling import draw_trajectory_step, record_trajectory, trajectory_scrubber_static
+from diffgan_lib.course.exercises import CORRECT, INCORRECT, nb05, nb06, nb07
+from diffgan_lib import DiffusionScheduler
+from diffgan_lib import UNet
+from diffgan_lib.course.viz_training import plot_losses, plot_metric_bars, show_grid_strip, show_pairs, show_rows, show_trajectory, smooth
+from diffgan_lib.course.widgets_sampling import draw_trajectory_step, record_trajectory, trajectory_scrubber_static
 
 
 def test_smooth_skips_nan():
@@ -118,7 +117,7 @@ def test_ddim_step_mistakes_get_their_message_without_the_solution(answer, fragm
 
 
 def test_ddim_step_check_compares_with_the_library_at_eta_0_and_1():
-    from diffgan_lib.exercises.nb06 import _T, _T_PREV, _ddim_state
+    from diffgan_lib.course.exercises.nb06 import _T, _T_PREV, _ddim_state
     sched = DiffusionScheduler(1000, device="cpu")
     x_t, eps, z, x0 = _ddim_state()
     assert torch.allclose(x0, sched.predict_x0(x_t, _T, eps))

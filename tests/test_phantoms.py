@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from diffgan_lib.data import load_images
-from diffgan_lib.phantoms import CONTRASTS, PhantomDataset, check_image_size, make_phantom, save_samples
+from diffgan_lib import load_images
+from diffgan_lib.data import CONTRASTS, check_image_size, make_phantom
+from diffgan_lib import PhantomDataset
+from diffgan_lib.data.phantoms import save_samples
 
 
 def _coords(size):

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from diffgan_lib.features import train_feature_net
-from diffgan_lib.privacy import (attack_timesteps, closest_training_images, denoising_losses, membership_inference,
-                                 overfit_control)
-from diffgan_lib.scheduler import DiffusionScheduler
-from diffgan_lib.unet import UNet
+from diffgan_lib.eval import train_feature_net
+from diffgan_lib.eval.privacy import attack_timesteps
+from diffgan_lib.eval import closest_training_images, denoising_losses, membership_inference, overfit_control
+from diffgan_lib import DiffusionScheduler
+from diffgan_lib import UNet
 
 
 def test_attack_timesteps_are_small_fractions_of_T():
@@ -61,7 +61,7 @@ def test_closest_training_images_in_pixels_and_features():
 
 
 def test_tpr_at_fpr_flags_the_members_below_the_non_member_quantile():
-    from diffgan_lib.privacy import tpr_at_fpr
+    from diffgan_lib.eval.privacy import tpr_at_fpr
     nonmember = np.arange(100, dtype=float)             # losses 0..99: the 10 % quantile is 9.9
     member = np.array([0.5, 5.0, 9.8, 10.0, 50.0])
     assert tpr_at_fpr(member, nonmember, 0.1) == pytest.approx(3 / 5)

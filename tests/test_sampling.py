@@ -4,9 +4,9 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from diffgan_lib.sampling import generate_and_visualize, sample, to_unit
-from diffgan_lib.scheduler import DiffusionScheduler
-from diffgan_lib.unet import UNet
+from diffgan_lib import generate_and_visualize, sample, to_unit
+from diffgan_lib import DiffusionScheduler
+from diffgan_lib import UNet
 
 T = 50
 

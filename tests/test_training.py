@@ -7,11 +7,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from diffgan_lib.config import TrainConfig, resolve_amp
-from diffgan_lib.losses import gan_losses
-from diffgan_lib.losses import discriminator_loss
-from diffgan_lib.run import build_run
-from diffgan_lib.training import HISTORY_KEYS, progress_text, train, train_step
+from diffgan_lib import TrainConfig, build_run, gan_losses, train, train_step
+from diffgan_lib.core import discriminator_loss
+from diffgan_lib.course.seed_loop import train_step_as_written
+from diffgan_lib.engine.config import resolve_amp
+from diffgan_lib.engine.run import HISTORY_KEYS
+from diffgan_lib.engine.step import progress_text
 
 T = 50
 # the adversarial term on every step and every t, so that tiny runs exercise it
@@ -33,9 +34,11 @@ def loader(n=16, batch_size=4, **kw):
     return DataLoader(TensorDataset(blobs(n, **kw)), batch_size=batch_size, shuffle=True)
 
 
-def parts(cfg=CFG, channels=1):
-    run = build_run(cfg, channels, T, "cpu")
-    return run.G, run.D, run.opt_G, run.opt_D, run.scheduler, run.ema
+def parts(cfg=CFG, channels=1, step=0):
+    """A fresh run at ``step`` (what train_step reads its step from)."""
+    r = build_run(cfg, channels, T, "cpu")
+    r.step = step
+    return r
 
 
 def run(tmp_path, cfg=CFG, **kw):
@@ -66,30 +69,28 @@ def count_forwards(G):
     return calls
 
 
-@pytest.mark.parametrize("variant,expected", [("corrected", 1), ("as_written", 2)])
-def test_generator_forwards_per_step(variant, expected):
-    cfg = CFG.replace(variant=variant)
-    G, D, opt_G, opt_D, sch, ema = parts(cfg)
-    calls = count_forwards(G)
-    out = train_step(G, D, opt_G, opt_D, blobs(4), sch, cfg, 0, ema=ema)
+@pytest.mark.parametrize("step_fn,expected", [(train_step, 1), (train_step_as_written, 2)])
+def test_generator_forwards_per_step(step_fn, expected):
+    r = parts()
+    calls = count_forwards(r.G)
+    out = step_fn(r, blobs(4))
     assert len(calls) == expected
     assert set(out) == set(HISTORY_KEYS) - {"step", "epoch"} and math.isfinite(out["D"])
 
 
-@pytest.mark.parametrize("variant", ["corrected", "as_written"])
-def test_generator_loss_gives_D_no_gradient_only_when_corrected(variant):
-    cfg = CFG.replace(variant=variant)
-    G, D, opt_G, opt_D, sch, ema = parts(cfg)
+@pytest.mark.parametrize("step_fn", [train_step, train_step_as_written])
+def test_generator_loss_gives_D_no_gradient_only_when_corrected(step_fn):
+    r = parts()
     after_D_step = {}
-    opt_D.register_step_post_hook(
-        lambda *_: after_D_step.update({n: p.grad.clone() for n, p in D.named_parameters()}))
-    train_step(G, D, opt_G, opt_D, blobs(4), sch, cfg, 0)
-    same = all(torch.equal(p.grad, after_D_step[n]) for n, p in D.named_parameters())
-    assert same == (variant == "corrected")   # the seed's G backward also fills D's .grad (ERRATA 4)
+    r.opt_D.register_step_post_hook(
+        lambda *_: after_D_step.update({n: p.grad.clone() for n, p in r.D.named_parameters()}))
+    step_fn(r, blobs(4))
+    same = all(torch.equal(p.grad, after_D_step[n]) for n, p in r.D.named_parameters())
+    assert same == (step_fn is train_step)   # the seed's G backward also fills D's .grad (ERRATA 4)
 
 
 def test_discriminator_loss_equals_gan_losses():
-    D = parts()[1]
+    D = parts().D
     real, fake = blobs(4), blobs(4, seed=1)
     loss, s_real, s_fake = discriminator_loss(D, real, fake)
     assert torch.allclose(loss, sum(gan_losses(D, real, fake)))
@@ -97,25 +98,23 @@ def test_discriminator_loss_equals_gan_losses():
 
 
 def test_adv_weight_zero_trains_no_discriminator():
-    cfg = CFG.replace(adv_weight=0.0)
-    G, D, opt_G, opt_D, sch, ema = parts(cfg)
-    before = [p.clone() for p in D.parameters()]
-    g_before = G.final.weight.clone()
-    out = train_step(G, D, opt_G, opt_D, blobs(4), sch, cfg, 0, ema=ema)
-    assert all(torch.equal(a, b) for a, b in zip(before, D.parameters()))
-    assert math.isnan(out["D"]) and not torch.equal(g_before, G.final.weight)
+    r = parts(CFG.replace(adv_weight=0.0))
+    before = [p.clone() for p in r.D.parameters()]
+    g_before = r.G.final.weight.clone()
+    out = train_step(r, blobs(4))
+    assert all(torch.equal(a, b) for a, b in zip(before, r.D.parameters()))
+    assert math.isnan(out["D"]) and not torch.equal(g_before, r.G.final.weight)
 
 
-def test_warmup_t_max_r1_and_adaptive_weight(tmp_path):
-    cfg = CFG.replace(adv_warmup_steps=2, r1_gamma=1.0, adaptive_adv_weight=True, adv_t_max=40)
+def test_warmup_and_t_max(tmp_path):
+    cfg = CFG.replace(adv_warmup_steps=2, adv_t_max=40)
     h = run(tmp_path, cfg, max_steps=4).history
     assert all(math.isnan(v) for v in h["D"][:2])             # warm-up: no D, no adversarial term
     assert any(math.isfinite(v) for v in h["D"][2:])
     assert all(w > 0 for w in h["adv_w"][2:] if math.isfinite(w))
-    cfg = CFG.replace(adv_t_max=1)                            # almost never t < 1 with 4 images
-    G, D, opt_G, opt_D, sch, ema = parts(cfg)
-    torch.manual_seed(3)
-    assert math.isnan(train_step(G, D, opt_G, opt_D, blobs(4), sch, cfg, 0)["D"])
+    r = parts(CFG.replace(adv_t_max=1))                       # almost never t < 1 with 4 images
+    t, _ = __import__("diffgan_lib.engine.step", fromlist=["x"]).keyed_t_and_noise(0, 0, range(4), T, (1, 32, 32))
+    assert (t > 0).all() and math.isnan(train_step(r, blobs(4))["D"])
 
 
 # ------------------------------------------------------------------ the loop
@@ -205,18 +204,18 @@ def test_sample_every_writes_grids(tmp_path):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_mixed_precision_step_with_grad_scaler(monkeypatch, dtype):
     """The CUDA path (autocast + GradScaler + channels_last), run here with CPU autocast."""
-    import diffgan_lib.training as training
-    monkeypatch.setattr(training, "resolve_amp", lambda amp, device: (dtype, True))
-    cfg = CFG.replace(r1_gamma=1.0, adaptive_adv_weight=True)
-    G, D, opt_G, opt_D, sch, ema = parts(cfg)
-    G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-    scaler = torch.amp.GradScaler("cpu")
-    before = G.final.weight.clone()
+    import diffgan_lib.engine.step as step_module
+    monkeypatch.setattr(step_module, "resolve_amp", lambda amp, device: (dtype, True))
+    r = parts()
+    r.G, r.D = r.G.to(memory_format=torch.channels_last), r.D.to(memory_format=torch.channels_last)
+    r.G_train, r.D_train, r.scaler = r.G, r.D, torch.amp.GradScaler("cpu")
+    before = r.G.final.weight.clone()
     x0 = blobs(4).contiguous(memory_format=torch.channels_last)
     for step in range(3):
-        out = train_step(G, D, opt_G, opt_D, x0, sch, cfg, step, ema=ema, scaler=scaler)
+        out = train_step(r, x0)
+        r.record(out, 0, False)
         assert all(math.isfinite(v) for v in out.values())
-    assert not torch.equal(before, G.final.weight) and G.final.weight.dtype == torch.float32
+    assert not torch.equal(before, r.G.final.weight) and r.G.final.weight.dtype == torch.float32
 
 
 def test_presets_take_overrides_of_their_own_fields():
@@ -228,26 +227,27 @@ def test_presets_take_overrides_of_their_own_fields():
 def test_default_is_pure_diffusion_and_never_trains_D():
     cfg = TrainConfig(base=8)
     assert cfg.adv_weight == 0.0 and TrainConfig.cpu_quick().adv_weight == 0.0
-    G, D, opt_G, opt_D, sch, ema = parts(cfg)
-    before = [p.detach().clone() for p in D.parameters()]
-    out = train_step(G, D, opt_G, opt_D, blobs(4), sch, cfg.replace(adv_t_max=None), 10_000, ema=ema)
+    r = parts(cfg.replace(adv_t_max=None), step=10_000)
+    before = [p.detach().clone() for p in r.D.parameters()]
+    out = train_step(r, blobs(4))
     assert math.isnan(out["D"]) and math.isnan(out["adv"]) and math.isfinite(out["diff"])
-    assert all(torch.equal(a, b) for a, b in zip(before, D.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, r.D.parameters()))
+    assert r.state_dict()["D"] is None and r.state_dict()["opt_D"] is None   # an untrained D is not saved
 
 
 def test_hybrid_recipe_waits_for_the_warm_up_and_keeps_to_small_t():
     cfg = TrainConfig(base=8, adv_weight=0.01)
     assert (cfg.adv_t_max, cfg.adv_warmup_steps) == (500, 500)
-    G, D, opt_G, opt_D, sch, ema = parts(cfg)
-    assert math.isnan(train_step(G, D, opt_G, opt_D, blobs(4), sch, cfg, 499, ema=ema)["D"])   # warm-up
-    assert math.isfinite(train_step(G, D, opt_G, opt_D, blobs(4), sch, cfg.replace(adv_t_max=1000), 500,
-                                    ema=ema)["D"])
-    torch.manual_seed(0)   # with adv_t_max=1 only t = 0 qualifies: none of these 4 draws
-    assert math.isnan(train_step(G, D, opt_G, opt_D, blobs(4), sch, cfg.replace(adv_t_max=1), 500, ema=ema)["D"])
+    r = parts(cfg, step=499)
+    assert math.isnan(train_step(r, blobs(4))["D"])          # warm-up
+    r.step, r.config = 500, cfg.replace(adv_t_max=1000)
+    assert math.isfinite(train_step(r, blobs(4))["D"])
+    r.config = cfg.replace(adv_t_max=1)     # with adv_t_max=1 only t = 0 qualifies: none of the keyed draws
+    assert math.isnan(train_step(r, blobs(4))["D"])
 
 
 def test_ema_follows_its_formula_and_is_what_train_returns(tmp_path):
-    from diffgan_lib.ema import EMA
+    from diffgan_lib.core import EMA
     model = torch.nn.Linear(2, 1)
     ema = EMA(model, decay=0.999)
     before = ema.module.weight.detach().clone()
@@ -287,7 +287,7 @@ def test_resume_inside_an_epoch_with_another_batch_size_is_refused(tmp_path):
 
 
 def test_keyed_noise_does_not_depend_on_how_a_batch_is_split():
-    from diffgan_lib.training import keyed_t_and_noise
+    from diffgan_lib.engine import keyed_t_and_noise
     t, eps = keyed_t_and_noise(0, 7, range(8), 1000, (1, 32, 32))
     t_odd, eps_odd = keyed_t_and_noise(0, 7, [1, 3, 5, 7], 1000, (1, 32, 32))   # rank 1 of 2
     assert torch.equal(t[1::2], t_odd) and torch.equal(eps[1::2], eps_odd)
@@ -295,7 +295,7 @@ def test_keyed_noise_does_not_depend_on_how_a_batch_is_split():
     assert not torch.equal(t, t_next) and eps.std().item() == pytest.approx(1, abs=0.05)
 
 
-@pytest.mark.parametrize("field", ["lr_G", "lr_D", "adv_weight", "r1_gamma", "ema_decay", "adaptive_max"])
+@pytest.mark.parametrize("field", ["lr_G", "lr_D", "adv_weight", "ema_decay"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
 def test_non_finite_numbers_in_the_config_are_refused(field, value):
     with pytest.raises(ValueError, match=f"{field}={value}"):

@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from diffgan_lib import DoubleConv, UNet, count_parameters
-from diffgan_lib.unet import timestep_embedding
+from diffgan_lib import DoubleConv, UNet
+from diffgan_lib.core import count_parameters
+from diffgan_lib.core.unet import timestep_embedding
 
 
 def test_as_written_unet_is_the_seed_network():

@@ -11,16 +11,16 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from diffgan_lib.checkpoints import load_checkpoint
-from diffgan_lib.config import TrainConfig
-from diffgan_lib.sampling import generate_and_visualize
-from diffgan_lib.training import train
+from diffgan_lib import load_checkpoint
+from diffgan_lib import TrainConfig
+from diffgan_lib import generate_and_visualize
+from diffgan_lib import train
 
 
 def small_dataloader():
     """16 images of 32 px in [-1, 1]: the course's phantoms when data.py is there, else smooth blobs."""
     if importlib.util.find_spec("diffgan_lib.data") is not None:
-        from diffgan_lib.data import make_dataloader
+        from diffgan_lib import make_dataloader
         return make_dataloader("phantoms", image_size=32, batch_size=8, n=16, seed=0)
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
     centres = torch.linspace(-0.5, 0.5, 16)

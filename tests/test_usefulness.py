@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from diffgan_lib.scheduler import DiffusionScheduler
-from diffgan_lib.unet import UNet
-from diffgan_lib.usefulness import (ARMS, auroc, balanced_accuracy, classifier_scores, matched_counts, synthetic_set,
-                                    tstr, tstr_table)
+from diffgan_lib import DiffusionScheduler
+from diffgan_lib import UNet
+from diffgan_lib.eval.usefulness import ARMS, classifier_scores, matched_counts
+from diffgan_lib.eval import auroc, balanced_accuracy, synthetic_set, tstr, tstr_table
 
 
 @pytest.mark.parametrize("scores,labels,expected", [

@@ -7,8 +7,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from diffgan_lib import DiffusionScheduler, Discriminator, viz, widgets  # noqa: E402
-from diffgan_lib.discriminator import receptive_field, score_map_shape  # noqa: E402
+from diffgan_lib import DiffusionScheduler, Discriminator
+from diffgan_lib.course import viz, widgets# noqa: E402
+from diffgan_lib.core.discriminator import receptive_field
+from diffgan_lib.core import score_map_shape# noqa: E402
 
 
 @pytest.fixture(autouse=True)

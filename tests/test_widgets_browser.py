@@ -52,7 +52,8 @@ sync_api = pytest.importorskip("playwright.sync_api", exc_type=ImportError,
 
 
 def test_every_widget_has_a_snippet():
-    from diffgan_lib import widgets, widgets_guidance, widgets_sampling
+    from diffgan_lib.course import widgets
+    from diffgan_lib import widgets_guidance, widgets_sampling
     exported = widgets.__all__ + widgets_sampling.__all__ + widgets_guidance.__all__
     names = {n for n in exported if not n.startswith(("draw_", "record_", "guidance_frames"))
              and not n.endswith("_static")}

@@ -26,8 +26,9 @@ from .loop import fit
 from .models import load_checkpoint, read_checkpoint
 from .run import Run, load_training_state
 from .rundir import RunDir
+from .train import TrainResult
 
-__all__ = ["FewStepConfig", "fewstep_step", "fewstep_run", "fewstep_train", "teacher_record", "weights_sha256",
+__all__ = ["FewStepConfig", "fewstep_step", "fewstep_from_teacher", "fewstep_run", "fewstep_train", "teacher_record", "weights_sha256",
            "FEWSTEP_KEYS"]
 
 FEWSTEP_KEYS = ("step", "epoch", "rec", "adv", "D", "D_real", "D_fake")
@@ -129,13 +130,12 @@ def teacher_record(path) -> dict:
             "sha256": weights_sha256(weights)}
 
 
-def fewstep_run(init, cfg: FewStepConfig, device=None, teacher: dict | None = None) -> Run:
-    """A fresh fine-tune run from the diffusion checkpoint ``init``: G a copy of the teacher UNet read at
-    ``cfg.levels`` levels, a pair discriminator of the same width (None when adv_weight = 0), Adam for
-    both (only G's UNet is optimised), the EMA of the UNet."""
+def fewstep_from_teacher(unet, scheduler, cfg: FewStepConfig, device=None, image_size: int = 32,
+                         teacher: dict | None = None) -> Run:
+    """A fresh fine-tune run from a teacher UNet: G a copy of it read at ``cfg.levels`` levels, a pair
+    discriminator of the same width (None when adv_weight = 0), Adam for both (only G's UNet is
+    optimised), the EMA of the UNet. ``teacher`` is its record in the run's checkpoints."""
     dev = pick_device(device)
-    teacher = teacher or teacher_record(init)
-    unet, _, scheduler = loaded = load_checkpoint(init, device=dev)
     torch.manual_seed(cfg.seed)
     G = FewStepGenerator(copy.deepcopy(unet).train().requires_grad_(True), scheduler,
                          level_timesteps(scheduler, cfg.levels)).to(dev)
@@ -144,8 +144,16 @@ def fewstep_run(init, cfg: FewStepConfig, device=None, teacher: dict | None = No
                opt_G=torch.optim.Adam(G.unet.parameters(), lr=cfg.lr_G, betas=cfg.adam_betas),
                opt_D=torch.optim.Adam(D.parameters(), lr=cfg.lr_D, betas=cfg.adam_betas) if D is not None else None,
                scaler=None, ema=EMA(G.unet, cfg.ema_decay) if cfg.ema_decay > 0 else None, device=dev,
-               kind="fewstep", info={"image_size": loaded.image_size or 32, "teacher": teacher},
+               kind="fewstep", info={"image_size": image_size, "teacher": teacher or {"sha256": weights_sha256(unet.state_dict())}},
                step_fn=fewstep_step, history_keys=FEWSTEP_KEYS)
+
+
+def fewstep_run(init, cfg: FewStepConfig, device=None, teacher: dict | None = None) -> Run:
+    """A fresh fine-tune run from the diffusion checkpoint ``init`` (``fewstep_from_teacher`` of its UNet)."""
+    dev = pick_device(device)
+    teacher = teacher or teacher_record(init)
+    unet, _, scheduler = loaded = load_checkpoint(init, device=dev)
+    return fewstep_from_teacher(unet, scheduler, cfg, dev, loaded.image_size or 32, teacher)
 
 
 def _resume_config(state: dict, cfg: FewStepConfig | None, resume) -> FewStepConfig:
@@ -165,9 +173,9 @@ def fewstep_train(init, dataloader, cfg: FewStepConfig | None, max_steps: int, s
     """Fine-tune a few-step generator from the diffusion checkpoint ``init`` for ``max_steps`` steps in
     total (also when resuming from ``resume``, whose config is used when ``cfg`` is None); writes
     ``save_dir/final_model.pth`` (kind "fewstep") and history.json through the training loop, with every
-    folder rule of ``train`` (``engine.rundir``). Returns (the checkpoint written, None or the reason
-    it stopped early: "SIGINT", "SIGTERM"). Every argument, the teacher and the resume file are
-    checked before any file is touched. Single process."""
+    folder rule of ``train`` (``engine.rundir``). Every argument, the teacher and the resume file are
+    checked before any file is touched. Single process. Returns a ``TrainResult``: ``G, D, scheduler``
+    (G the EMA generator), ``.checkpoint`` and ``.stopped_by``."""
     if launched():
         raise ValueError("the few-step fine-tune runs in one process; start it with python, not torchrun")
     if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
@@ -190,7 +198,8 @@ def fewstep_train(init, dataloader, cfg: FewStepConfig | None, max_steps: int, s
     rundir = RunDir(save_dir, resume, overwrite, reads=(init,), what="--out")
     rundir.open()
     try:
-        return fit(run, dataloader, rundir, max_steps=max_steps, progress=progress, resume=resume,
-                   desc="few-step fine-tune")
+        checkpoint, stopped_by = fit(run, dataloader, rundir, max_steps=max_steps, progress=progress, resume=resume,
+                                     desc="few-step fine-tune")
+        return TrainResult(run, checkpoint, stopped_by)
     finally:
         rundir.close()

@@ -1,0 +1,214 @@
+"""What each command does: train, sample, fewstep. Each takes the parsed arguments and returns an exit status."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..data.files import check_writable, local_path
+
+__all__ = ["train_command", "sample_command", "fewstep_command"]
+
+
+def _positive(**values) -> None:
+    """Refuse zero or negative counts with one line naming the option."""
+    for name, v in values.items():
+        if v is not None and v < 1:
+            flag = "-n" if name == "n" else f"--{name.replace('_', '-')}"
+            raise ValueError(f"{flag} {v}: must be at least 1")
+
+
+def _data_source(value: str) -> str:
+    """--data: a dataset name as given, or a local path (``~`` expanded; empty and URLs refused)."""
+    from ..data.loaders import SOURCES
+    return value if value.lower() in SOURCES else str(local_path(value, "--data"))
+
+
+def _class_names(data) -> tuple[str, ...]:
+    """The classes a --conditional run learns from --data."""
+    from ..data.loaders import PNEUMONIAMNIST_CLASSES
+    from ..data.phantoms import PHANTOM_CLASSES
+    name = str(data).lower()
+    if name == "phantoms":
+        return PHANTOM_CLASSES
+    if name == "pneumoniamnist":
+        return PNEUMONIAMNIST_CLASSES
+    if _is_folder(str(data)):
+        raise ValueError(f"--conditional needs labels: for a folder of your scans ({data}) put each class's images "
+                         "in a sub-folder named after it (DATA/CLASS_NAME/*.png) and add --labels folders")
+    raise ValueError(f"--conditional needs labels: it works with --data phantoms, pneumoniamnist or a folder with "
+                     f"one sub-folder per class (--labels folders), not with {data}")
+
+
+def _is_folder(data: str) -> bool:
+    """Whether --data is a folder of the user's (not a dataset name)."""
+    from ..data.loaders import SOURCES
+    return data.lower() not in SOURCES and Path(data).is_dir()
+
+
+def _folder_labels(a) -> bool:
+    """Whether train takes class labels from the sub-folders of --data (--labels folders), checked."""
+    if a.labels is None:
+        return False
+    if not _is_folder(a.data):
+        raise ValueError("--labels folders reads the classes from the sub-folders of a folder (DATA/CLASS_NAME/*.png), "
+                         f"but --data {a.data} is not a folder; phantoms and pneumoniamnist carry their own labels: "
+                         "drop --labels")
+    if not (a.conditional or a.resume):
+        raise ValueError("--labels folders gives class labels, which only a conditional model uses: add --conditional "
+                         "(or drop --labels to train an unconditional model on every image below the folder)")
+    return True
+
+
+def _folder_classes(cfg, names: tuple[str, ...], a):
+    """The config with the folder's class names; on --resume they must be the checkpoint's."""
+    if not a.resume:
+        return cfg.replace(class_names=names)
+    if tuple(names) != cfg.class_names:
+        raise ValueError(f"--resume {a.resume} learned the classes {', '.join(cfg.class_names) or '(none)'}, but the "
+                         f"sub-folders of --data {a.data} are {', '.join(names)}; resume on the same classes")
+    return cfg
+
+
+def _label_index(label: str, names) -> int:
+    """A class given by name or index -> its index; ValueError listing the known ones."""
+    if label.isdigit() and int(label) < len(names):
+        return int(label)
+    if label in names:
+        return list(names).index(label)
+    raise ValueError(f"--label {label}: this model knows {', '.join(f'{i} {n}' for i, n in enumerate(names))}")
+
+
+def train_command(a) -> int:
+    from ..engine.models import read_checkpoint
+    from ..engine.config import TrainConfig
+    from ..data.loaders import make_dataloader
+    from ..core.device import pick_device
+    from ..core.device import env_world
+    from ..engine.rundir import check_run_folder
+    from ..engine.train import train
+    _positive(epochs=a.epochs, max_steps=a.max_steps, batch_size=a.batch_size, timesteps=a.timesteps,
+              n_images=a.n_images)
+    a.data = _data_source(a.data)
+    a.resume = None if a.resume is None else str(local_path(a.resume, "--resume"))
+    out = str(local_path(a.out, "--out")) if a.out is not None else (
+        str(Path(a.resume).parent) if a.resume else "checkpoints")
+    dev = pick_device(a.device)
+    lr = {} if a.lr is None else {"lr_G": a.lr, "lr_D": a.lr}
+    changes = {k: v for k, v in dict(image_size=a.image_size, base=a.base, adv_weight=a.adv_weight,
+                                      mean_path=a.mean_path, checkpoint_every=a.checkpoint_every,
+                                      save_every=a.save_every, **lr).items()
+               if v is not None}
+    folder_labels = _folder_labels(a)
+    if a.resume:     # the run's own configuration, T and channels; command-line values override
+        saved = read_checkpoint(a.resume)
+        cfg = TrainConfig.from_dict(saved["config"])
+        if a.mean_path is not None and a.mean_path != cfg.mean_path:
+            raise ValueError(f"--{'' if a.mean_path else 'no-'}mean-path: {a.resume} was trained "
+                             f"{'without' if a.mean_path else 'with'} the mean path, which is part of its network; "
+                             "leave the flag out to resume it, or start a new run in another --out")
+        cfg = cfg.replace(**changes)
+        channels = saved["model"]["in_ch"]
+        folder_labels = folder_labels or bool(cfg.class_names) and _is_folder(a.data)
+    else:
+        classes = _class_names(a.data) if a.conditional and not folder_labels else ()
+        cfg = TrainConfig.for_device(dev).replace(seed=a.seed, class_names=classes, **changes)
+        channels = a.channels
+    if env_world()[0] == 0:          # fail fast, before any data is loaded (train() checks again, locked)
+        check_writable(out, "--out")
+        check_run_folder(out, a.resume, a.overwrite)
+    labelled = {"return_labels": True, **({"labels": "folders"} if folder_labels else {})}
+    loader = make_dataloader(a.data, cfg.image_size, a.batch_size, channels=channels, n=a.n_images,
+                             seed=cfg.seed, device=dev, **(labelled if cfg.class_names or folder_labels else {}))
+    if folder_labels:                # the classes are the folder's: new in the config, or the resumed run's
+        cfg = _folder_classes(cfg, loader.dataset.class_names, a)
+    if a.epochs is None:             # --max-steps alone means "this many steps", not "at most 10 epochs"
+        a.epochs = -(-a.max_steps // len(loader)) if a.max_steps else 10
+    result = train(loader, image_channels=channels, timesteps=a.timesteps, device=dev, epochs=a.epochs,
+                   save_dir=out, config=cfg, resume=a.resume, max_steps=a.max_steps, overwrite=a.overwrite)
+    status = 143 if result.stopped_by == "SIGTERM" else 130 if result.stopped_by else 0
+    if env_world()[0] != 0:          # under torchrun only rank 0 prints
+        return status
+    if result.stopped_by:
+        print(f"stopped by {result.stopped_by}; continue with: python -m diffgan_lib train --resume "
+              f"{result.checkpoint} --data {a.data}" + (f" --n-images {a.n_images}" if a.n_images else "")
+              + f" --batch-size {a.batch_size} --epochs {a.epochs}"
+              + (f" --max-steps {a.max_steps}" if a.max_steps else "") + f" --out {out}", file=sys.stderr)
+    else:
+        size = sum(f.stat().st_size for f in Path(out).glob("*.pth")) / 2**20
+        print(f"history: {Path(out) / 'history.json'}; checkpoints in {out}: {size:.1f} MB\n"
+              f"sample it with: python -m diffgan_lib sample --checkpoint {result.checkpoint} -n 64 "
+              f"--out {Path(out) / 'samples'}")
+    return status
+
+
+def sample_command(a) -> int:
+    import numpy as np
+    from ..engine.models import load_checkpoint
+    from ..sampling import clear_sample_outputs
+    from ..sampling import FAST_SAMPLER, sample, save_image_files, save_image_grid, to_unit
+    from ..data.phantoms import check_image_size
+    _positive(n=a.n, steps=a.steps, batch_size=a.batch_size)
+    if a.image_size is not None:
+        check_image_size(a.image_size, name="--image-size")
+    if a.eta is not None and not 0 <= a.eta <= 1:          # also refuses nan
+        raise ValueError(f"--eta {a.eta}: must lie in [0, 1] (0 deterministic DDIM, 1 DDPM-like noise)")
+    if a.sampler == "ddpm" and a.eta is not None:
+        raise ValueError(f"--eta {a.eta}: eta is DDIM's; --sampler ddpm always adds its noise (leave --eta out)")
+    out = None if a.list_labels else check_writable(a.out, "--out")          # before minutes of sampling
+    G, _, scheduler = loaded = load_checkpoint(local_path(a.checkpoint, "--checkpoint"), device=a.device,
+                                               which=a.which)
+    names = loaded.config.class_names if loaded.config is not None else ()
+    if a.list_labels:
+        print("\n".join(f"{i} {n}" for i, n in enumerate(names)) if names else "unconditional model: no labels")
+        return 0
+    if (a.label is not None or a.guidance is not None) and not names:
+        raise ValueError("--label / --guidance need a conditional model (train --conditional); this one is unconditional")
+    guided = {} if a.label is None else {"labels": _label_index(a.label, names), "guidance_scale": a.guidance}
+    size = a.image_size if a.image_size is not None else (loaded.image_size or 32)
+    if loaded.kind == "fewstep":   # its own levels; sample() names any sampler option given
+        x = sample(G, scheduler, n=a.n, image_size=size, sampler=a.sampler, steps=a.steps, eta=a.eta or 0.0,
+                   seed=a.seed, batch_size=a.batch_size)
+    else:
+        sampler = a.sampler or FAST_SAMPLER["sampler"]
+        if sampler == "ddpm" and a.steps is not None:
+            raise ValueError(f"--steps {a.steps}: DDPM walks all T={scheduler.T} steps; use --sampler ddim for fewer")
+        eta = FAST_SAMPLER["eta"] if a.eta is None else a.eta
+        x = sample(G, scheduler, n=a.n, image_size=size, sampler=sampler,
+                   steps=(a.steps or FAST_SAMPLER["steps"]) if sampler == "ddim" else None, eta=eta, seed=a.seed,
+                   batch_size=a.batch_size, clip_x0=a.clip_x0, **guided)
+    images = to_unit(x).float().cpu()
+    replaced = clear_sample_outputs(out)          # never a mix of this run's images and an earlier one's
+    if replaced:
+        print(f"replaced the earlier samples in {out} ({replaced} images)")
+    save_image_grid(images, out / "grid.png")
+    save_image_files(images, out / "images")
+    np.save(out / "samples.npy", images.numpy())
+    print(f"wrote {a.n} samples of {size} px to {out}: grid.png, images/, samples.npy (float32 in [0, 1])")
+    return 0
+
+
+def fewstep_command(a) -> int:
+    from ..data.loaders import make_dataloader
+    from ..engine.fewstep import FewStepConfig, fewstep_train, teacher_record
+    _positive(levels=a.levels, max_steps=a.max_steps, batch_size=a.batch_size, n_images=a.n_images)
+    given = {k: v for k, v in dict(levels=a.levels, adv_weight=a.adv_weight, seed=a.seed).items() if v is not None}
+    cfg = None if a.resume and not given else FewStepConfig(**given)
+    if a.resume and given:         # the run's own settings, and the ones given must agree with them
+        from ..engine.run import load_training_state
+        saved = load_training_state(local_path(a.resume, "--resume"))["config"]
+        cfg = FewStepConfig(**{**saved, "adam_betas": tuple(saved["adam_betas"]), **given})
+    teacher = teacher_record(local_path(a.init, "--init"))        # read once: its side here, its hash in the run
+    side = (teacher["config"] or {}).get("image_size") or 32
+    seed = cfg.seed if cfg is not None else 0
+    loader = make_dataloader(a.data, side, a.batch_size, n=a.n_images, seed=seed, device=a.device)
+    result = fewstep_train(a.init, loader, cfg, a.max_steps, a.out, resume=a.resume, device=a.device,
+                           overwrite=a.overwrite, teacher=teacher)
+    path, levels = result.checkpoint, result.run.G.n_levels
+    if result.stopped_by:
+        print(f"stopped by {result.stopped_by}; continue with: python -m diffgan_lib fewstep --init {a.init} "
+              f"--data {a.data}" + (f" --n-images {a.n_images}" if a.n_images else "")
+              + f" --batch-size {a.batch_size} --max-steps {a.max_steps} --resume {path} --out {a.out}", file=sys.stderr)
+        return 143 if result.stopped_by == "SIGTERM" else 130
+    print(f"few-step model: {path} ({levels} levels); sample it with: python -m diffgan_lib sample "
+          f"--checkpoint {path} -n 64 --out {Path(path).parent / 'samples'}")
+    return 0
