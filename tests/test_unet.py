@@ -80,3 +80,11 @@ def test_missing_t_and_bad_t():
 def test_base_must_be_multiple_of_8(base):
     with pytest.raises(ValueError, match=f"base={base} must be a positive multiple of 8"):
         UNet(base=base)
+
+
+def test_an_unconditional_unet_names_a_fix_that_works():
+    from diffgan_lib import TrainConfig
+    with pytest.raises(ValueError, match="class_names") as err:
+        UNet(1, 8)(torch.zeros(1, 1, 32, 32), torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long))
+    assert "TrainConfig(class_names=" in str(err.value)
+    assert TrainConfig(class_names=("a", "b")).num_classes == 2        # the fix it names is a real call

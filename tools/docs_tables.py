@@ -258,7 +258,6 @@ def pretrained():
     p = load("pretrained")
     names = {"phantoms32_pure_10k.pth": "`phantoms32_pure_10k.pth`",
              "phantoms32_hybrid_10k.pth": "`phantoms32_hybrid_10k.pth`",
-             "phantoms32_default_10k.pth": "`phantoms32_hybrid_10k.pth`",       # the key the results file has
              "the 3000-step model shipped before (phantoms32_base32.pth)":
                  "the hybrid after 3000 steps (`phantoms32_base32.pth`, not shipped)"}
     rr, rc = p["real_vs_real"], p["real_contrasts"]

@@ -114,7 +114,7 @@ def train_command(a) -> int:
         cfg = TrainConfig.for_device(dev).replace(seed=a.seed, class_names=classes, **changes)
         channels = a.channels
     if env_world()[0] == 0:          # fail fast, before any data is loaded (train() checks again, locked)
-        check_writable(out, "--out")
+        check_writable(out, "--out", create=False)      # made by train() once the data have loaded
         check_run_folder(out, a.resume, a.overwrite)
     labelled = {"return_labels": True, **({"labels": "folders"} if folder_labels else {})}
     loader = make_dataloader(a.data, cfg.image_size, a.batch_size, channels=channels, n=a.n_images,
@@ -142,10 +142,8 @@ def train_command(a) -> int:
 
 
 def sample_command(a) -> int:
-    import numpy as np
     from ..engine.models import load_checkpoint
-    from ..sampling import clear_sample_outputs
-    from ..sampling import FAST_SAMPLER, sample, save_image_files, save_image_grid, to_unit
+    from ..sampling import FAST_SAMPLER, sample, to_unit, write_sample_set
     from ..data.phantoms import check_image_size
     _positive(n=a.n, steps=a.steps, batch_size=a.batch_size)
     if a.image_size is not None:
@@ -154,7 +152,7 @@ def sample_command(a) -> int:
         raise ValueError(f"--eta {a.eta}: must lie in [0, 1] (0 deterministic DDIM, 1 DDPM-like noise)")
     if a.sampler == "ddpm" and a.eta is not None:
         raise ValueError(f"--eta {a.eta}: eta is DDIM's; --sampler ddpm always adds its noise (leave --eta out)")
-    out = None if a.list_labels else check_writable(a.out, "--out")          # before minutes of sampling
+    out = None if a.list_labels else check_writable(a.out, "--out", create=False)   # before minutes of sampling
     G, _, scheduler = loaded = load_checkpoint(local_path(a.checkpoint, "--checkpoint"), device=a.device,
                                                which=a.which)
     names = loaded.config.class_names if loaded.config is not None else ()
@@ -177,12 +175,9 @@ def sample_command(a) -> int:
                    steps=(a.steps or FAST_SAMPLER["steps"]) if sampler == "ddim" else None, eta=eta, seed=a.seed,
                    batch_size=a.batch_size, clip_x0=a.clip_x0, **guided)
     images = to_unit(x).float().cpu()
-    replaced = clear_sample_outputs(out)          # never a mix of this run's images and an earlier one's
+    _, replaced = write_sample_set(images, out)      # complete, or the earlier set stays as it was
     if replaced:
         print(f"replaced the earlier samples in {out} ({replaced} images)")
-    save_image_grid(images, out / "grid.png")
-    save_image_files(images, out / "images")
-    np.save(out / "samples.npy", images.numpy())
     print(f"wrote {a.n} samples of {size} px to {out}: grid.png, images/, samples.npy (float32 in [0, 1])")
     return 0
 

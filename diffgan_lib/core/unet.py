@@ -149,7 +149,8 @@ class UNet(nn.Module):
         if not self.num_classes:
             if labels is not None:
                 raise ValueError("this UNet is unconditional (num_classes=0) and takes no labels; train a "
-                                 "conditional model (TrainConfig(num_classes=...)) to ask for a class")
+                                 "conditional model (TrainConfig(class_names=('a', 'b', ...)), or train "
+                                 "--conditional) to ask for a class")
             return None
         if labels is None:
             return torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)

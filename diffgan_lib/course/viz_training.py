@@ -6,11 +6,9 @@ drawn with ``cmap="gray"``, a fixed window (vmin -1, vmax 1) and no axes. Figure
 """
 from __future__ import annotations
 
-import math
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
 from ..core.losses import D_LOSS_AT_CHANCE
 from ..sampling import image_grid, to_unit

@@ -191,7 +191,11 @@ class RunDir:
     def open(self) -> "RunDir":
         check_writable(self.path, self.what)
         self.lock.acquire()
-        self.old = check_run_folder(self.path, self.resume, self.overwrite, self.reads)
+        try:
+            self.old = check_run_folder(self.path, self.resume, self.overwrite, self.reads)
+        except BaseException:
+            self.lock.release()
+            raise
         return self
 
     def close(self) -> None:
