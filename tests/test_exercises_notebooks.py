@@ -237,8 +237,8 @@ def test_at_least_three_exercises_per_notebook_and_every_one_has_wrong_answers()
 @pytest.mark.parametrize("mod,name,ex", ALL, ids=[f"{m}.{n}" for m, n, _ in ALL])
 def test_reference_passes_its_own_check(mod, name, ex, capsys, monkeypatch):
     monkeypatch.delenv("DIFFGAN_FILL_SOLUTIONS", raising=False)
-    assert ex.test(ex.reference) is None
-    assert ex.check(ex.reference) == CORRECT
+    assert ex.test(ex.reference_answer()) is None
+    assert ex.check(ex.reference_answer()) == CORRECT
 
 
 @pytest.mark.parametrize("mod,name,ex", ALL, ids=[f"{m}.{n}" for m, n, _ in ALL])
@@ -251,18 +251,18 @@ def test_wrong_answers_fail_without_leaking_the_solution(mod, name, ex, capsys, 
         assert ex.check(answer) == INCORRECT, (name, fragment)
         out = capsys.readouterr().out
         assert fragment in out, (name, out)
-        if callable(ex.reference):   # no line of the reference's body appears in the message
-            body = [ln.split("#")[0].strip() for ln in inspect.getsource(ex.reference).splitlines()[1:]]
+        if callable(ex.reference_answer()):   # no line of the reference's body appears in the message
+            body = [ln.split("#")[0].strip() for ln in inspect.getsource(ex.reference_answer()).splitlines()[1:]]
             assert not [ln for ln in body if len(ln) > 8 and ln in out], (name, out)
         else:
-            assert f"{ex.reference:.3f}" not in out
+            assert f"{ex.reference_answer():.3f}" not in out
 
 
 @pytest.mark.parametrize("mod,name,ex", ALL, ids=[f"{m}.{n}" for m, n, _ in ALL])
 def test_starter_is_not_attempted_and_filled_in_test_runs(mod, name, ex, capsys, monkeypatch):
-    starter = None if not callable(ex.reference) else (lambda *args: None)
-    if callable(ex.reference):
-        assert ex.probe is not None and ex.probe(ex.reference) is not None
+    starter = None if not callable(ex.reference_answer()) else (lambda *args: None)
+    if callable(ex.reference_answer()):
+        assert ex.probe is not None and ex.probe(ex.reference_answer()) is not None
     monkeypatch.delenv("DIFFGAN_FILL_SOLUTIONS", raising=False)
     assert ex.check(starter) == NOT_ATTEMPTED
     monkeypatch.setenv("DIFFGAN_FILL_SOLUTIONS", "1")

@@ -30,6 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
                 "few-step generator with a GAN, and sample them. Images are scaled to [-1, 1] for training.",
                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
     sub = p.add_subparsers(dest="command", required=True, metavar="{train,sample,fewstep}")
+    _train_options(sub)
+    _sample_options(sub)
+    _fewstep_options(sub)
+    return p
+
+
+def _train_options(sub) -> None:
     t = sub.add_parser("train", help="train a model and write checkpoints",
                        description="Train the UNet G (and, with --adv-weight > 0, the PatchGAN D of the seed's "
                        "hybrid) and write epoch_XXXX.pth, final_model.pth and history.json into --out. Ctrl-C (or SIGTERM) stops after the "
@@ -80,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--labels", choices=("folders",), help="with --conditional and --data a folder: the classes are its "
                    "sub-folders, DATA/CLASS_NAME/*.png as torchvision's ImageFolder (names sorted; each image in "
                    "its class's folder)")
+
+
+def _sample_options(sub) -> None:
     s = sub.add_parser("sample", help="generate images from a checkpoint",
                        description="Generate images with a trained generator (the EMA weights by default) "
                        "and write grid.png, images/sample_XXX.png and samples.npy (float32 in [0, 1]) into --out.")
@@ -104,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(0 unconditional, 1 plain conditional, default 3)")
     s.add_argument("--list-labels", action="store_true", help="print the checkpoint's class names and exit")
     s.add_argument("--device", help="cpu, cuda, cuda:1 or mps (default: the best one here)")
+
+
+def _fewstep_options(sub) -> None:
     f = sub.add_parser("fewstep", help="fine-tune a few-step generator from a diffusion model",
                        description="Read a trained diffusion model (--init: a train checkpoint or a data/pretrained "
                        "export) as a generator of K big denoising jumps and fine-tune it DDGAN-style: a discriminator "
@@ -124,4 +137,3 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--overwrite", action="store_true", help="replace an earlier run's checkpoints in --out")
     f.add_argument("--seed", type=int, help="seeds D's weights, the levels and the noise (default 0)")
     f.add_argument("--device", help="cpu, cuda, cuda:1 or mps (default: the best one here)")
-    return p

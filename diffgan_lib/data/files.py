@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 __all__ = ["local_path", "check_writable", "atomic_write", "remove_stale_temporaries", "pid_alive",
-           "shipped_path", "DATA_ENV"]
+           "shipped_path", "is_shipped", "DATA_ENV"]
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _TMP = re.compile(r"\.(.+)\.(\d+)\.tmp")      # what atomic_write names its temporary files
@@ -53,6 +53,13 @@ def shipped_path(relative: str, must_exist: bool = True) -> Path:
         return roots[0] / relative
     raise FileNotFoundError(f"the course file data/{relative} was not found in {' or '.join(map(str, roots))}: "
                             f"copy the repository's data/ folder somewhere and set {DATA_ENV} to it")
+
+
+def is_shipped(path) -> bool:
+    """Whether ``path`` lies in a folder where the course's shipped files belong (the clone's data/, $DIFFGAN_DATA)."""
+    roots = ([Path(os.environ[DATA_ENV]).expanduser()] if os.environ.get(DATA_ENV) else []) + [_CLONE_DATA]
+    path = Path(path).expanduser().absolute()
+    return any(path.is_relative_to(root.absolute()) for root in roots)
 
 
 def _probe(folder: Path) -> None:

@@ -220,14 +220,15 @@ def _image_names(file: str, item: Stack) -> list[str]:
 
 def load_images(path: str | Path, image_size: int, channels: int = 1, normalize: str = "auto",
                 percentiles: tuple[float, float] = (0.5, 99.5), window: tuple[float, float] | None = None,
-                split: str = "train", axis: int = 2, return_names: bool = False):
+                split: str = "train", axis: int = 2, return_names: bool = False, warn_resize: bool = True):
     """Load every image under ``path`` as (N, channels, S, S) float32 in [-1, 1]; see the module doc.
 
     normalize: "auto" (default: the file's fixed scale where it has one, else per-image min-max),
     "dtype" (type range: uint8 0..255, uint16 0..65535), "bits" (the dataset's bit depth), "minmax"
     or "percentile" (per image; clip to ``percentiles`` first); window: (center, width) in file
     units for every image, replacing ``normalize``; split: the .npz split ("train", "val", "test");
-    axis: the NIfTI slicing axis. Images whose size is not S x S are resized, with one warning per call.
+    axis: the NIfTI slicing axis. Images whose size is not S x S are resized, with one warning per call
+    (``warn_resize=False``: none, for the course's own data, whose size is known).
     ``return_names=True`` returns ``(images, names)``: names[i] is image i's file relative to ``path``
     (folders are read in sorted order), e.g. "normal/p001.png", "scan.nii.gz[axis2=40]", "x.npz[train_images][7]".
     """
@@ -252,7 +253,7 @@ def load_images(path: str | Path, image_size: int, channels: int = 1, normalize:
             resized += shape[0]
             native[f"{shape[1]}x{shape[2]}"] += shape[0]
     images = torch.cat(out)
-    if resized:
+    if resized and warn_resize:
         sizes = ", ".join(f"{s} ({n})" for s, n in native.most_common(3)) + (", ..." if len(native) > 3 else "")
         warnings.warn(f"resized {resized} of {len(images)} images from their native size [{sizes}] to "
                       f"{image_size}x{image_size} (aspect ratio kept, short side padded with the background)",

@@ -113,7 +113,8 @@ class ImageDataset(Dataset):
             raise ValueError(f"labels={labels!r}: use None (no labels, or the .npz's own) or 'folders' (one "
                              "sub-folder per class: root/class_name/*.png)")
         self.class_names = class_folders(self.path) if labels == "folders" else None
-        self.images, self.names = load_images(self.path, image_size, channels=channels, return_names=True, **kwargs)
+        self.images, self.names = load_images(self.path, image_size, channels=channels, return_names=True,
+                                              warn_resize=self.path != PNEUMONIAMNIST_PATH, **kwargs)   # 28 px, known
         self.split = kwargs.get("split", "train") if self.path.is_file() and file_kind(self.path) == "npz" else None
         if labels == "folders":
             self.labels = _folder_labels(self.names, self.class_names, self.path)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.files import atomic_write, local_path
+from ..data.files import DATA_ENV, atomic_write, is_shipped, local_path
 from .config import RENAMED
 
 __all__ = ["CheckpointError", "write_checkpoint", "read_envelope", "FORMAT", "VERSION", "REQUIRED"]
@@ -61,6 +61,10 @@ def _folder_given(path: Path, limit: int = 5) -> FileNotFoundError:
 def _missing(path: Path) -> FileNotFoundError:
     if path.is_dir():
         return _folder_given(path)
+    if is_shipped(path) and not path.parent.exists():
+        return FileNotFoundError(f"{path} is one of the course's shipped files, and its data/ folder is not here "
+                                 f"(diffgan_lib installed without a clone?): copy the repository's data/ folder "
+                                 f"somewhere and set {DATA_ENV} to it")
     folder = path.parent
     found = sorted(p.name for p in folder.glob("*.pth")) if folder.is_dir() else []
     where = (f"; .pth files in {folder}: {', '.join(found)}" if found else

@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-__all__ = ["Exercise", "fill_solutions", "tensor_problem", "close", "CORRECT", "INCORRECT", "NOT_ATTEMPTED"]
+__all__ = ["Exercise", "Measured", "fill_solutions", "tensor_problem", "close", "CORRECT", "INCORRECT", "NOT_ATTEMPTED"]
 
 CORRECT, INCORRECT, NOT_ATTEMPTED = "correct", "incorrect", "not attempted"
 
@@ -67,6 +67,17 @@ def _returns_none(answer: Any, probe: Optional[Callable[[Callable], Any]]) -> bo
     return False
 
 
+class Measured:
+    """A reference value read from a results file when it is first needed (not at import, so the
+    exercises import anywhere, also where the results files are not)."""
+
+    def __init__(self, read: Callable[[], Any]):
+        self.read = read
+
+    def value(self) -> Any:
+        return self.read()
+
+
 @dataclass
 class Exercise:
     """One exercise.
@@ -76,7 +87,8 @@ class Exercise:
         test: ``test(answer) -> None`` when correct, else a message saying *what* is wrong
             (never the expected value).
         hint_text: a nudge towards the idea.
-        reference: the reference answer: a function (its source is the solution) or a value.
+        reference: the reference answer: a function (its source is the solution), a value, or a
+            ``Measured`` value read from a results file when it is needed.
         probe: for function answers, ``probe(fn)`` calls it on sample inputs; a None result means
             "not attempted" (the starter returns None).
         solution_note: text printed after the solution (why it works).
@@ -96,7 +108,7 @@ class Exercise:
                 print(f"○ {self.title}: not attempted yet. Replace the `None` with your answer, then run "
                       "this cell again. Stuck? Call .hint().")
                 return NOT_ATTEMPTED
-            answer, filled = self.reference, " (the reference solution, filled in by the test run)"
+            answer, filled = self.reference_answer(), " (the reference solution, filled in by the test run)"
         try:
             problem = self.test(answer)
         except Exception as err:   # the student's code raised: say so, without a wall of traceback
@@ -109,12 +121,16 @@ class Exercise:
         print(f"✗ {self.title}: incorrect. {problem}")
         return INCORRECT
 
+    def reference_answer(self) -> Any:
+        """The reference answer (a ``Measured`` one read now)."""
+        return self.reference.value() if isinstance(self.reference, Measured) else self.reference
+
     def hint(self) -> None:
         """Print a nudge towards the answer."""
         print(f"Hint ({self.title}): {self.hint_text}")
 
     def solution(self) -> None:
         """Print the reference solution (the source code of a function answer)."""
-        ref = self.reference
+        ref = self.reference_answer()
         text = textwrap.dedent(inspect.getsource(ref)) if callable(ref) else repr(ref)
         print(f"Solution ({self.title}):\n{text}{self.solution_note}")

@@ -5,7 +5,7 @@ import torch
 
 from ...core.guidance import guided_eps
 from ...core.unet import UNet
-from . import Exercise, tensor_problem
+from . import Exercise, Measured, tensor_problem
 
 __all__ = ["guided_prediction", "label_dropout", "guidance_needed"]
 
@@ -123,6 +123,6 @@ def _test_needed(answer):
 guidance_needed = Exercise(
     "guidance_needed", _test_needed,
     hint_text="Look for the first w where the lowest of the three curves is above the dashed 90 % line.",
-    reference=_measured_answer(),
+    reference=Measured(_measured_answer),
     solution_note="\n(the plain conditional model, w = 1, leaves some CT requests looking like another contrast; "
                   "guidance pushes them over)")
