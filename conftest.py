@@ -1,4 +1,4 @@
-"""Notebook test settings (nbval): fill in unattempted exercises with their reference solutions,
+"""Test settings for the notebooks (nbval): fill in unattempted exercises with their reference solutions,
 so every check_* call really runs, and keep plotting headless."""
 import os
 
