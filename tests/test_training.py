@@ -326,3 +326,21 @@ def test_a_real_ctrl_c_stops_between_steps_and_the_resume_is_exact(tmp_path):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler     # restored afterwards
     resumed = run(tmp_path / "b", epochs=2, resume=tmp_path / "b" / "interrupted.pth")
     assert_same_run(straight, resumed)
+
+
+def test_keep_last_and_no_second_copy_of_the_final_model(tmp_path):
+    import os
+    run(tmp_path, CFG.replace(keep_last=2), epochs=3)
+    names = sorted(p.name for p in tmp_path.glob("*.pth"))
+    assert names == ["epoch_0002.pth", "epoch_0003.pth", "final_model.pth"]
+    assert os.path.samefile(tmp_path / "epoch_0003.pth", tmp_path / "final_model.pth")   # one file, two names
+
+
+def test_a_pure_diffusion_checkpoint_holds_no_untrained_discriminator(tmp_path):
+    from diffgan_lib import load_checkpoint
+    from diffgan_lib.engine import read_checkpoint
+    r = run(tmp_path, CFG.replace(adv_weight=0.0), max_steps=2)
+    ckpt = read_checkpoint(r.checkpoint)
+    assert ckpt["D"] is None and ckpt["opt_D"] is None
+    G, D, scheduler = load_checkpoint(r.checkpoint, device="cpu")    # the seed's triple, with a fresh D
+    assert D(torch.zeros(1, 1, 32, 32)).shape[0] == 1

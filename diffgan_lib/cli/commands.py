@@ -87,7 +87,7 @@ def train_command(a) -> int:
     from ..engine.rundir import check_run_folder
     from ..engine.train import train
     _positive(epochs=a.epochs, max_steps=a.max_steps, batch_size=a.batch_size, timesteps=a.timesteps,
-              n_images=a.n_images)
+              n_images=a.n_images, keep_last=a.keep_last)
     a.data = _data_source(a.data)
     a.resume = None if a.resume is None else str(local_path(a.resume, "--resume"))
     out = str(local_path(a.out, "--out")) if a.out is not None else (
@@ -95,7 +95,7 @@ def train_command(a) -> int:
     dev = pick_device(a.device)
     lr = {} if a.lr is None else {"lr_G": a.lr, "lr_D": a.lr}
     changes = {k: v for k, v in dict(image_size=a.image_size, base=a.base, adv_weight=a.adv_weight,
-                                      mean_path=a.mean_path, checkpoint_every=a.checkpoint_every,
+                                      mean_path=a.mean_path, checkpoint_every=a.checkpoint_every, keep_last=a.keep_last,
                                       save_every=a.save_every, **lr).items()
                if v is not None}
     folder_labels = _folder_labels(a)
@@ -121,6 +121,9 @@ def train_command(a) -> int:
                              seed=cfg.seed, device=dev, **(labelled if cfg.class_names or folder_labels else {}))
     if folder_labels:                # the classes are the folder's: new in the config, or the resumed run's
         cfg = _folder_classes(cfg, loader.dataset.class_names, a)
+        counts = loader.dataset.labels.bincount(minlength=len(cfg.class_names)).tolist()
+        print(f"{len(counts)} classes from the sub-folders of {a.data}: "
+              + ", ".join(f"{name} ({n} image{'' if n == 1 else 's'})" for name, n in zip(cfg.class_names, counts)))
     if a.epochs is None:             # --max-steps alone means "this many steps", not "at most 10 epochs"
         a.epochs = -(-a.max_steps // len(loader)) if a.max_steps else 10
     result = train(loader, image_channels=channels, timesteps=a.timesteps, device=dev, epochs=a.epochs,

@@ -55,7 +55,8 @@ def _train_options(sub) -> None:
                    "resuming (default 10; with --max-steps alone, as many as those steps need)")
     t.add_argument("--max-steps", type=int, help="stop after this many optimisation steps in total, counted "
                    "from the start of the run")
-    t.add_argument("--batch-size", type=int, default=16, help="images per step in each process (default 16); "
+    t.add_argument("--batch-size", type=int, default=32, help="images per step in each process (default 32, "
+                   "what every measured recipe used); "
                    "under torchrun the global batch is batch-size x the number of processes")
     t.add_argument("--n-images", type=int, help="number of phantoms (default 1024), or keep only the first "
                    "N real images (yours or PneumoniaMNIST's)")
@@ -76,6 +77,7 @@ def _train_options(sub) -> None:
                    "run: not with --resume)")
     t.add_argument("--timesteps", type=int, help="diffusion steps T (default 1000; the checkpoint's when resuming)")
     t.add_argument("--checkpoint-every", type=int, help="epochs between epoch_XXXX.pth files (default 10)")
+    t.add_argument("--keep-last", type=int, help="keep only the newest N epoch_XXXX.pth files (default: all)")
     t.add_argument("--save-every", type=int, help="steps between saves of last.pth, overwritten each time: "
                    "what a long run resumes from after a crash (default: never)")
     t.add_argument("--device", help="cpu, cuda, cuda:1 or mps (default: the best one here)")

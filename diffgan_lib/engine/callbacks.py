@@ -9,6 +9,8 @@ Only rank 0 writes files (under torchrun every rank runs the callbacks).
 """
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -31,24 +33,51 @@ class ProgressBar:
 
 
 class Checkpoints:
-    """epoch_XXXX.pth at every ``checkpoint_every``-th epoch's end, last.pth every ``save_every`` steps.
+    """epoch_XXXX.pth at every ``checkpoint_every``-th epoch's end, last.pth every ``save_every`` steps;
+    only the ``keep_last`` newest epoch files stay (0: all). An epoch file due at the run's last step is
+    not written twice: ``link_final`` links it to final_model.pth once that exists.
     ``last_saved`` = (path, step) of the newest file on disk (for the divergence hint)."""
 
-    def __init__(self, rundir, checkpoint_every: int, save_every: int, last_saved=None):
+    def __init__(self, rundir, checkpoint_every: int, save_every: int, last_saved=None, last_step=None,
+                 keep_last: int = 0):
         self.rundir, self.every_epochs, self.every_steps = rundir, checkpoint_every, save_every
-        self.last_saved, self.written = last_saved, None
+        self.last_saved, self.written, self.last_step, self.keep_last = last_saved, None, last_step, keep_last
+        self.at_end = None
 
     def __call__(self, run, metrics, epoch, epoch_ends):
         names = []
         if epoch_ends and self.every_epochs and (epoch + 1) % self.every_epochs == 0:
-            names.append(f"epoch_{epoch + 1:04d}.pth")
+            if run.step == self.last_step:
+                self.at_end = f"epoch_{epoch + 1:04d}.pth"      # the final file, under a second name
+            else:
+                names.append(f"epoch_{epoch + 1:04d}.pth")
         if self.every_steps and run.step % self.every_steps == 0:
             names.append("last.pth")
         for name in names:
             path = self.rundir.path / name
             if run.ctx.is_main:
                 self.rundir.save(run, name)
+                if name.startswith("epoch_"):
+                    self._prune()
             self.written = self.last_saved = (path, run.step)
+
+    def link_final(self, final: Path) -> None:
+        """Give the final checkpoint the name of the epoch file due at the last step (a hard link, else a copy)."""
+        if self.at_end is None or not final.is_file():
+            return
+        target = self.rundir.path / self.at_end
+        target.unlink(missing_ok=True)
+        try:
+            os.link(final, target)
+        except OSError:
+            shutil.copy2(final, target)
+        self._prune()
+
+    def _prune(self) -> None:
+        """Delete all but the ``keep_last`` newest epoch files (none when keep_last is 0)."""
+        if self.keep_last:
+            for old in sorted(self.rundir.path.glob("epoch_*.pth"))[:-self.keep_last]:
+                old.unlink(missing_ok=True)
 
 
 class SampleGrid:

@@ -34,7 +34,8 @@ RENAMED = {"betas": "adam_betas"}    # old field name -> new one (checkpoint for
 # the lesson (course.seed_loop), and R1 / the adaptive weight were options of one study only
 RETIRED = ("variant", "r1_gamma", "adaptive_adv_weight", "adaptive_max")
 # the type of every field, checked first (a hand-edited checkpoint may hold "32" or null anywhere)
-_KINDS = {"int": ("base", "adv_warmup_steps", "seed", "checkpoint_every", "save_every", "sample_every", "log_every"),
+_KINDS = {"int": ("base", "adv_warmup_steps", "seed", "checkpoint_every", "keep_last", "save_every", "sample_every",
+                  "log_every"),
           "int or None": ("image_size", "adv_t_max"),
           "number": ("lr_G", "lr_D", "adv_weight", "ema_decay", "label_dropout"),
           "bool": ("time_embedding", "mean_path", "compile"), "bool or None": ("channels_last",),
@@ -116,6 +117,7 @@ class TrainConfig:
     compile: bool = False              # torch.compile the generator (CUDA, PyTorch 2)
     seed: int = 0                      # seeds the weights, the noise and the shuffling of every epoch
     checkpoint_every: int = 10         # epochs between epoch_XXXX.pth files (the seed: 10); 0 = only the final
+    keep_last: int = 0                 # keep only the newest N epoch files; 0 = keep them all
     save_every: int = 0                # steps between saves of last.pth (overwritten; for long runs); 0 = never
     sample_every: int = 0              # steps between sample grids written to save_dir/samples; 0 = never
     log_every: int = 1                 # steps between progress-bar updates
@@ -133,7 +135,7 @@ class TrainConfig:
             raise ValueError(f"ema_decay={self.ema_decay} must lie in [0, 1): 0.999 is usual, 0 turns EMA off")
         if self.adv_t_max is not None and self.adv_t_max < 1:
             raise ValueError(f"adv_t_max={self.adv_t_max} must be >= 1 (or None for every t)")
-        for name in ("adv_warmup_steps", "checkpoint_every", "save_every", "sample_every"):
+        for name in ("adv_warmup_steps", "checkpoint_every", "keep_last", "save_every", "sample_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
         if self.log_every < 1:

@@ -68,7 +68,7 @@ def fit(run, dataloader, rundir, epochs: int | None = None, max_steps: int | Non
                disable=not (progress and ctx.is_main))
     grid = SampleGrid(rundir.path, getattr(cfg, "sample_every", 0), cfg.image_size) if getattr(cfg, "sample_every", 0) else None
     saves = Checkpoints(rundir, getattr(cfg, "checkpoint_every", 0), getattr(cfg, "save_every", 0),
-                        (resume, first_step) if resume is not None else None)
+                        (resume, first_step) if resume is not None else None, last_step, getattr(cfg, "keep_last", 0))
     pure = run.kind == "diffusion" and cfg.adv_weight == 0 and run.step_fn.__name__ == "train_step"
     callbacks = [ProgressBar(bar, getattr(cfg, "log_every", 1), pure), *([grid] if grid else []), saves,
                  *([UserCallback(callback, grid)] if callback is not None else [])]
@@ -88,6 +88,8 @@ def fit(run, dataloader, rundir, epochs: int | None = None, max_steps: int | Non
     if run.step > first_step or checkpoint is None:
         checkpoint = rundir.path / ("interrupted.pth" if stopped_by else "final_model.pth")
         on_main(ctx, lambda: rundir.end(run, bool(stopped_by), say=print))
+        if not stopped_by and ctx.is_main:
+            saves.link_final(checkpoint)
     ctx.barrier()                                   # the file exists for every rank from here on
     if ctx.is_main and (progress or stopped_by):
         print(f"Interrupted at step {run.step} (epoch {run.position[0]}); saved {checkpoint}; resume from it to "

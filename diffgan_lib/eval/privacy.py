@@ -31,6 +31,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..core.device import pick_device
 from ..core.fewstep import FewStepGenerator
@@ -55,7 +56,7 @@ def attack_timesteps(T: int) -> list[int]:
 
 @torch.no_grad()
 def denoising_losses(G, scheduler, images, timesteps=None, n_noise: int = 4, seed: int = 0, labels=None,
-                     batch_size: int = 64) -> np.ndarray:
+                     batch_size: int = 64, progress: bool = True) -> np.ndarray:
     """Each image's denoising loss: (N,) float64, the mean over ``timesteps`` x ``n_noise`` noise draws of
     the per-pixel mean of (eps - G(x_t, t))^2, with x_t = sqrt(alpha_hat_t) x0 + sqrt(1 - alpha_hat_t) eps
     (Ho et al. eq. 4 and 14).
@@ -63,7 +64,8 @@ def denoising_losses(G, scheduler, images, timesteps=None, n_noise: int = 4, see
     images: (N, C, S, S) in [-1, 1]; timesteps: ints in [0, T) (default ``attack_timesteps(T)``);
     the n_noise draws eps_j (C, S, S) come from ``seed`` and are the same for every image. labels:
     (N,) classes for a class-conditional G (None: its "no class" answer). G runs in eval mode (its
-    mode is restored), on its own device; N x len(timesteps) x n_noise network evaluations.
+    mode is restored), on its own device; N x len(timesteps) x n_noise network evaluations (a progress
+    bar from 2000 of them, unless ``progress=False``).
     """
     if isinstance(G, FewStepGenerator):
         raise ValueError("a few-step generator predicts x0 at its own levels, not the noise; attack the "
@@ -80,8 +82,11 @@ def denoising_losses(G, scheduler, images, timesteps=None, n_noise: int = 4, see
     was_training = G.training
     G.eval()
     total = torch.zeros(len(x), dtype=torch.float64)
+    starts = range(0, len(x), batch_size)
+    bar = tqdm(starts, desc="denoising losses", unit="batch", leave=False,
+               disable=not progress or len(x) * len(ts) * n_noise < 2000)
     try:
-        for start in range(0, len(x), batch_size):
+        for start in bar:
             x0 = x[start:start + batch_size].to(dev)
             extra = () if y is None else (y[start:start + batch_size].to(dev),)
             for t in ts:
@@ -96,7 +101,7 @@ def denoising_losses(G, scheduler, images, timesteps=None, n_noise: int = 4, see
 
 
 def membership_inference(G, scheduler, members, nonmembers, timesteps=None, n_noise: int = 4, seed: int = 0,
-                         member_labels=None, nonmember_labels=None, batch_size: int = 64) -> dict:
+                         member_labels=None, nonmember_labels=None, batch_size: int = 64, progress: bool = True) -> dict:
     """The loss attack: score = - denoising loss, members (training images) the positives.
 
     members (N, C, S, S), nonmembers (M, C, S, S) in [-1, 1]: images the model was / was not trained
@@ -108,7 +113,7 @@ def membership_inference(G, scheduler, members, nonmembers, timesteps=None, n_no
     if (member_labels is None) != (nonmember_labels is None):
         raise ValueError("give labels for both members and nonmembers, or for neither")
     ts = attack_timesteps(scheduler.T) if timesteps is None else [int(t) for t in timesteps]
-    kw = dict(timesteps=ts, n_noise=n_noise, seed=seed, batch_size=batch_size)
+    kw = dict(timesteps=ts, n_noise=n_noise, seed=seed, batch_size=batch_size, progress=progress)
     loss_in = denoising_losses(G, scheduler, members, labels=member_labels, **kw)
     loss_out = denoising_losses(G, scheduler, nonmembers, labels=nonmember_labels, **kw)
     is_member = np.r_[np.ones(len(loss_in), bool), np.zeros(len(loss_out), bool)]

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from ..core.device import pick_device
 from ..sampling import sample
@@ -170,7 +171,7 @@ def matched_counts(real_y, n: int, num_classes: int | None = None) -> list[int]:
 
 def synthetic_set(G, scheduler, real_y, n: int, image_size: int, guidance_scale: float = 3.0, seed: int = 0,
                   steps: int = 50, eta: float = 1.0, batch_size: int | None = 64, device=None,
-                  progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                  progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """n images from a class-conditional G with the class balance of ``real_y``: (x, y).
 
     x: (n, C, S, S) in [-1, 1] (clamped), y: (n,) int64, class k repeated ``matched_counts(real_y, n)[k]``
@@ -197,7 +198,7 @@ def _summary(values: list[float]) -> dict:
 
 
 def tstr(real_train, real_train_y, synth, synth_y, real_test, real_test_y, seeds=(0, 1, 2), epochs: int = 20,
-         batch_size: int = 32, lr: float = 2e-3, device=None) -> dict:
+         batch_size: int = 32, lr: float = 2e-3, device=None, progress: bool = True) -> dict:
     """Train on real / synthetic / both, test on real: the usefulness of synthetic images for a classifier.
 
     Images (N, C, S, S) in [-1, 1], one shape for all three sets; labels (N,) int64 in [0, K),
@@ -221,12 +222,15 @@ def tstr(real_train, real_train_y, synth, synth_y, real_test, real_test_y, seeds
     data = {"real": (x["real_train"], y["real_train"]), "synthetic": (x["synth"], y["synth"]),
             "real+synthetic": (torch.cat([x["real_train"], x["synth"]]), torch.cat([y["real_train"], y["synth"]]))}
     out = {"n_test": len(x["real_test"]), "num_classes": K, "seeds": list(seeds), "epochs": epochs}
+    bar = tqdm(total=len(ARMS) * len(seeds), desc="TSTR classifiers", unit="net", leave=False, disable=not progress)
     for arm in ARMS:
         runs = []
         for seed in seeds:
+            bar.update(1)
             net = train_classifier(*data[arm], K, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
             runs.append(classifier_scores(predict_proba(net, x["real_test"]), y["real_test"].numpy()))
         out[arm] = {s: _summary([r[s] for r in runs]) for s in SCORES} | {"n_train": len(data[arm][0])}
+    bar.close()
     return out
 
 
