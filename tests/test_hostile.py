@@ -135,3 +135,38 @@ def test_non_finite_weights_are_refused_at_load(teacher, tmp_path, capsys):
     torch.save(ckpt, tmp_path / "nan.pth")
     assert main(["sample", "--checkpoint", str(tmp_path / "nan.pth"), "--out", str(tmp_path / "s")]) == 2
     assert "NaN or inf" in capsys.readouterr().err
+
+
+def test_labels_are_names_first_and_nfc(tmp_path):
+    from diffgan_lib.cli.commands import label_index
+    assert label_index("1", ("x", "1")) == 1 and label_index("0", ("x", "1")) == 0
+    assert label_index("cafe\u0301", ("caf\u00e9", "b")) == 0              # NFD typed, NFC stored
+    with pytest.raises(ValueError, match="this model knows"):
+        label_index("\u00b2", ("a", "b"))                                   # a superscript two is no index
+
+
+def test_guidance_without_a_label_is_refused(tmp_path, capsys):
+    from diffgan_lib.course import PRETRAINED_COND_PHANTOMS
+    assert main(["sample", "--checkpoint", str(PRETRAINED_COND_PHANTOMS), "--guidance", "5", "-n", "2",
+                 "--out", str(tmp_path / "s")]) == 2
+    assert "needs --label" in capsys.readouterr().err and not (tmp_path / "s").exists()
+
+
+def test_sizes_are_bounded_before_anything_is_allocated(tmp_path, capsys):
+    from diffgan_lib.course import PRETRAINED_PURE
+    assert main(["sample", "--checkpoint", str(PRETRAINED_PURE), "-n", "1000000000", "--out", str(tmp_path / "s")]) == 2
+    assert "GiB" in capsys.readouterr().err
+    assert main(["train", "--image-size", "8192", "--out", str(tmp_path / "t")]) == 2
+    assert "above 1024" in capsys.readouterr().err
+    assert main(["train", "--base", "4096", "--out", str(tmp_path / "t")]) == 2
+    assert "from 8 to 256" in capsys.readouterr().err
+    assert main(["train", "--timesteps", "1000000000", "--max-steps", "1", "--n-images", "8",
+                 "--out", str(tmp_path / "t")]) == 2
+    assert "timesteps" in capsys.readouterr().err
+
+
+def test_a_fewstep_file_is_not_resumed_by_train(teacher, tmp_path, capsys):
+    out = tmp_path / "fs"
+    assert fewstep("--init", str(teacher), "--out", str(out), "--max-steps", "1", "--adv-weight", "0") == 0
+    assert main(["train", *TINY, "--resume", str(out / "final_model.pth"), "--max-steps", "2"]) == 2
+    assert "fewstep --resume" in capsys.readouterr().err

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import sys
+import unicodedata
 from pathlib import Path
 
 from ..data.files import check_writable, local_path
 
 __all__ = ["train_command", "sample_command", "fewstep_command"]
+
+DEFAULT_BATCH = 256      # sample: images per network call unless --batch-size says otherwise (bounds memory)
 
 
 def _positive(**values) -> None:
@@ -69,30 +72,45 @@ def _folder_classes(cfg, names: tuple[str, ...], a):
     return cfg
 
 
-def _label_index(label: str, names) -> int:
-    """A class given by name or index -> its index; ValueError listing the known ones."""
-    if label.isdigit() and int(label) < len(names):
-        return int(label)
-    if label in names:
-        return list(names).index(label)
+def label_index(label: str, names) -> int:
+    """A class given by name (first: a class called "1" is the class "1") or by index -> its index,
+    names compared in Unicode NFC form; ValueError listing the known ones."""
+    nfc = [unicodedata.normalize("NFC", n) for n in names]
+    wanted = unicodedata.normalize("NFC", label.strip())
+    if wanted in nfc:
+        return nfc.index(wanted)
+    if wanted.isascii() and wanted.isdigit() and int(wanted) < len(names):
+        return int(wanted)
     raise ValueError(f"--label {label}: this model knows {', '.join(f'{i} {n}' for i, n in enumerate(names))}")
 
 
-def train_command(a) -> int:
-    from ..engine.models import read_checkpoint
+def _resumed_config(a, changes: dict, folder_labels: bool):
+    """(config, channels, folder_labels) of the run ``--resume`` continues, command-line values applied."""
     from ..engine.config import TrainConfig
-    from ..data.loaders import make_dataloader
-    from ..core.device import pick_device
-    from ..core.device import env_world
-    from ..engine.rundir import check_run_folder
-    from ..engine.train import train
-    _positive(epochs=a.epochs, max_steps=a.max_steps, batch_size=a.batch_size, timesteps=a.timesteps,
-              n_images=a.n_images, keep_last=a.keep_last)
-    a.data = _data_source(a.data)
-    a.resume = None if a.resume is None else str(local_path(a.resume, "--resume"))
-    out = str(local_path(a.out, "--out")) if a.out is not None else (
-        str(Path(a.resume).parent) if a.resume else "checkpoints")
-    dev = pick_device(a.device)
+    from ..engine.models import read_checkpoint
+    saved = read_checkpoint(a.resume)
+    if saved["model"]["kind"] != "diffusion":
+        raise ValueError(f"--resume {a.resume} is a {saved['model']['kind']} model, not a diffusion training run; "
+                         "continue it with the command that made it (python -m diffgan_lib fewstep --resume ...)")
+    if saved["config"] is None:
+        raise ValueError(f"--resume {a.resume} holds no training configuration (a file of the seed's "
+                         "save_checkpoint); resume it from Python with train(..., resume=..., config=...)")
+    cfg = TrainConfig.from_dict(saved["config"])
+    if a.mean_path is not None and a.mean_path != cfg.mean_path:
+        raise ValueError(f"--{'' if a.mean_path else 'no-'}mean-path: {a.resume} was trained "
+                         f"{'without' if a.mean_path else 'with'} the mean path, which is part of its network; "
+                         "leave the flag out to resume it, or start a new run in another --out")
+    cfg = cfg.replace(**changes)
+    folder_labels = folder_labels or bool(cfg.class_names) and _is_folder(a.data)
+    if cfg.class_names and not folder_labels and tuple(cfg.class_names) != _class_names(a.data):
+        raise ValueError(f"--resume {a.resume} learned the classes {', '.join(cfg.class_names)}, but --data "
+                         f"{a.data} has the classes {', '.join(_class_names(a.data))}; resume on the same data")
+    return cfg, saved["model"]["in_ch"], folder_labels
+
+
+def _train_config(a, dev):
+    """(config, channels, folder_labels) of the run the arguments ask for (new, or resumed)."""
+    from ..engine.config import TrainConfig
     lr = {} if a.lr is None else {"lr_G": a.lr, "lr_D": a.lr}
     changes = {k: v for k, v in dict(image_size=a.image_size, base=a.base, adv_weight=a.adv_weight,
                                       mean_path=a.mean_path, checkpoint_every=a.checkpoint_every, keep_last=a.keep_last,
@@ -100,19 +118,33 @@ def train_command(a) -> int:
                if v is not None}
     folder_labels = _folder_labels(a)
     if a.resume:     # the run's own configuration, T and channels; command-line values override
-        saved = read_checkpoint(a.resume)
-        cfg = TrainConfig.from_dict(saved["config"])
-        if a.mean_path is not None and a.mean_path != cfg.mean_path:
-            raise ValueError(f"--{'' if a.mean_path else 'no-'}mean-path: {a.resume} was trained "
-                             f"{'without' if a.mean_path else 'with'} the mean path, which is part of its network; "
-                             "leave the flag out to resume it, or start a new run in another --out")
-        cfg = cfg.replace(**changes)
-        channels = saved["model"]["in_ch"]
-        folder_labels = folder_labels or bool(cfg.class_names) and _is_folder(a.data)
-    else:
-        classes = _class_names(a.data) if a.conditional and not folder_labels else ()
-        cfg = TrainConfig.for_device(dev).replace(seed=a.seed, class_names=classes, **changes)
-        channels = a.channels
+        return _resumed_config(a, changes, folder_labels)
+    classes = _class_names(a.data) if a.conditional and not folder_labels else ()
+    return TrainConfig.for_device(dev).replace(seed=a.seed, class_names=classes, **changes), a.channels, folder_labels
+
+
+def _print_classes(cfg, dataset, data) -> None:
+    counts = dataset.labels.bincount(minlength=len(cfg.class_names)).tolist()
+    print(f"{len(counts)} classes from the sub-folders of {data}: "
+          + ", ".join(f"{name} ({n} image{'' if n == 1 else 's'})" for name, n in zip(cfg.class_names, counts)))
+
+
+def train_command(a) -> int:
+    from ..core.device import env_world, pick_device
+    from ..data.loaders import make_dataloader
+    from ..engine.models import MAX_T
+    from ..engine.rundir import check_run_folder
+    from ..engine.train import train
+    _positive(epochs=a.epochs, max_steps=a.max_steps, batch_size=a.batch_size, timesteps=a.timesteps,
+              n_images=a.n_images, keep_last=a.keep_last)
+    if a.timesteps is not None and a.timesteps > MAX_T:
+        raise ValueError(f"--timesteps {a.timesteps}: at most {MAX_T} (the seed's T is 1000)")
+    a.data = _data_source(a.data)
+    a.resume = None if a.resume is None else str(local_path(a.resume, "--resume"))
+    out = str(local_path(a.out, "--out")) if a.out is not None else (
+        str(Path(a.resume).parent) if a.resume else "checkpoints")
+    dev = pick_device(a.device)
+    cfg, channels, folder_labels = _train_config(a, dev)
     if env_world()[0] == 0:          # fail fast, before any data is loaded (train() checks again, locked)
         check_writable(out, "--out", create=False)      # made by train() once the data have loaded
         check_run_folder(out, a.resume, a.overwrite)
@@ -121,12 +153,9 @@ def train_command(a) -> int:
                              seed=cfg.seed, device=dev, **(labelled if cfg.class_names or folder_labels else {}))
     if folder_labels:                # the classes are the folder's: new in the config, or the resumed run's
         cfg = _folder_classes(cfg, loader.dataset.class_names, a)
-        counts = loader.dataset.labels.bincount(minlength=len(cfg.class_names)).tolist()
-        print(f"{len(counts)} classes from the sub-folders of {a.data}: "
-              + ", ".join(f"{name} ({n} image{'' if n == 1 else 's'})" for name, n in zip(cfg.class_names, counts)))
-    if a.epochs is None:             # --max-steps alone means "this many steps", not "at most 10 epochs"
-        a.epochs = -(-a.max_steps // len(loader)) if a.max_steps else 10
-    result = train(loader, image_channels=channels, timesteps=a.timesteps, device=dev, epochs=a.epochs,
+        _print_classes(cfg, loader.dataset, a.data)
+    epochs = a.epochs if a.epochs is not None else 10**9 if a.max_steps else 10   # --max-steps alone: that many steps
+    result = train(loader, image_channels=channels, timesteps=a.timesteps, device=dev, epochs=epochs,
                    save_dir=out, config=cfg, resume=a.resume, max_steps=a.max_steps, overwrite=a.overwrite)
     status = 143 if result.stopped_by == "SIGTERM" else 130 if result.stopped_by else 0
     if env_world()[0] != 0:          # under torchrun only rank 0 prints
@@ -134,7 +163,7 @@ def train_command(a) -> int:
     if result.stopped_by:
         print(f"stopped by {result.stopped_by}; continue with: python -m diffgan_lib train --resume "
               f"{result.checkpoint} --data {a.data}" + (f" --n-images {a.n_images}" if a.n_images else "")
-              + f" --batch-size {a.batch_size} --epochs {a.epochs}"
+              + f" --batch-size {a.batch_size}" + (f" --epochs {a.epochs}" if a.epochs is not None else "")
               + (f" --max-steps {a.max_steps}" if a.max_steps else "") + f" --out {out}", file=sys.stderr)
     else:
         size = sum(f.stat().st_size for f in Path(out).glob("*.pth")) / 2**20
@@ -164,11 +193,17 @@ def sample_command(a) -> int:
         return 0
     if (a.label is not None or a.guidance is not None) and not names:
         raise ValueError("--label / --guidance need a conditional model (train --conditional); this one is unconditional")
-    guided = {} if a.label is None else {"labels": _label_index(a.label, names), "guidance_scale": a.guidance}
+    if a.guidance is not None and a.label is None:
+        raise ValueError(f"--guidance {a.guidance} needs --label, the class to guide towards (see --list-labels)")
+    if a.guidance is not None and not 0 <= a.guidance < 100:          # also refuses nan
+        raise ValueError(f"--guidance {a.guidance}: use a number in [0, 100): 0 unconditional, 1 conditional, 3 usual")
+    if loaded.kind == "fewstep" and not a.clip_x0:
+        raise ValueError("--no-clip-x0: a few-step generator always clamps its x̂0 to [-1, 1]; leave the flag out")
+    guided = {} if a.label is None else {"labels": label_index(a.label, names), "guidance_scale": a.guidance}
     size = a.image_size if a.image_size is not None else (loaded.image_size or 32)
     if loaded.kind == "fewstep":   # its own levels; sample() names any sampler option given
         x = sample(G, scheduler, n=a.n, image_size=size, sampler=a.sampler, steps=a.steps, eta=a.eta or 0.0,
-                   seed=a.seed, batch_size=a.batch_size)
+                   seed=a.seed, batch_size=a.batch_size or DEFAULT_BATCH)
     else:
         sampler = a.sampler or FAST_SAMPLER["sampler"]
         if sampler == "ddpm" and a.steps is not None:
@@ -176,7 +211,7 @@ def sample_command(a) -> int:
         eta = FAST_SAMPLER["eta"] if a.eta is None else a.eta
         x = sample(G, scheduler, n=a.n, image_size=size, sampler=sampler,
                    steps=(a.steps or FAST_SAMPLER["steps"]) if sampler == "ddim" else None, eta=eta, seed=a.seed,
-                   batch_size=a.batch_size, clip_x0=a.clip_x0, **guided)
+                   batch_size=a.batch_size or DEFAULT_BATCH, clip_x0=a.clip_x0, **guided)
     images = to_unit(x).float().cpu()
     _, replaced = write_sample_set(images, out)      # complete, or the earlier set stays as it was
     if replaced:
@@ -187,14 +222,15 @@ def sample_command(a) -> int:
 
 def fewstep_command(a) -> int:
     from ..data.loaders import make_dataloader
-    from ..engine.fewstep import FewStepConfig, fewstep_train, teacher_record
+    from ..engine.config import FewStepConfig
+    from ..engine.fewstep import fewstep_train, teacher_record
     _positive(levels=a.levels, max_steps=a.max_steps, batch_size=a.batch_size, n_images=a.n_images)
     given = {k: v for k, v in dict(levels=a.levels, adv_weight=a.adv_weight, seed=a.seed).items() if v is not None}
     cfg = None if a.resume and not given else FewStepConfig(**given)
     if a.resume and given:         # the run's own settings, and the ones given must agree with them
         from ..engine.run import load_training_state
         saved = load_training_state(local_path(a.resume, "--resume"))["config"]
-        cfg = FewStepConfig(**{**saved, "adam_betas": tuple(saved["adam_betas"]), **given})
+        cfg = FewStepConfig.from_dict({**saved, **given})
     teacher = teacher_record(local_path(a.init, "--init"))        # read once: its side here, its hash in the run
     side = (teacher["config"] or {}).get("image_size") or 32
     seed = cfg.seed if cfg is not None else 0

@@ -106,7 +106,7 @@ def _sample_options(sub) -> None:
                    help="clamp each step's predicted clean image to [-1, 1] (default on; --no-clip-x0 "
                    "is the original unclipped update)")
     s.add_argument("--image-size", type=int, help="side of the samples (default: the training size)")
-    s.add_argument("--batch-size", type=int, help="images per network call (default: all n at once)")
+    s.add_argument("--batch-size", type=int, help="images per network call (default 256, which bounds memory)")
     s.add_argument("--which", default="ema", choices=("ema", "raw"), help="generator weights: ema (default) or raw")
     s.add_argument("--out", default="samples", help="output folder (default ./samples); the grid.png, "
                    "samples.npy and images/sample_*.png of an earlier sample run there are replaced")

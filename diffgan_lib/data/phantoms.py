@@ -29,6 +29,7 @@ __all__ = ["CONTRASTS", "PHANTOM_CLASSES", "phantom_class", "PhantomDataset", "m
            "save_samples", "save_grid"]
 
 CONTRASTS = ("ct", "t1", "t2")
+MAX_SIDE = 1024          # the largest image side anything in the library accepts, checked before allocating
 PHANTOM_CLASSES = ("ct", "ct+lesion", "t1", "t1+lesion", "t2", "t2+lesion")   # index = 2 * contrast + lesion
 
 
@@ -58,6 +59,9 @@ def check_image_size(image_size: int, minimum: int = 8, name: str = "image_size"
         why = " (the discriminator needs 32 px)" if minimum >= 32 else ""
         raise ValueError(f"{name}={image_size} is too small{why}: use {minimum} or more, a multiple of 8 "
                          "(e.g. 32, 64 or 128)")
+    if image_size > MAX_SIDE:
+        raise ValueError(f"{name}={image_size} is above {MAX_SIDE}, the largest side this course trains or samples "
+                         "(a 1024 px image already needs gigabytes per batch); use 32 to 256")
     if image_size % 8:
         lo, hi = image_size // 8 * 8, image_size // 8 * 8 + 8
         raise ValueError(f"{name}={image_size} is not a multiple of 8 (the UNet halves it three times); "

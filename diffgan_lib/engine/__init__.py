@@ -1,8 +1,8 @@
 """Training: the configuration, the run, the step, the one loop, checkpoints (the envelope and the
 registry of model kinds), the run folder, torchrun. Imports ``core``, ``data`` and ``sampling``."""
 from .checkpoints import CheckpointError
-from .config import TrainConfig
-from .fewstep import FewStepConfig, fewstep_run, fewstep_step, fewstep_train, teacher_record
+from .config import FewStepConfig, TrainConfig
+from .fewstep import fewstep_run, fewstep_step, fewstep_train, teacher_record
 from .loop import fit, loop
 from .models import export_for_sampling, load_checkpoint, read_checkpoint, training_members
 from .run import Run, build_run, load_training_state, resume_run, save_checkpoint

@@ -26,9 +26,10 @@ import torch
 
 from ..data.phantoms import check_image_size
 
-__all__ = ["TrainConfig", "AMP_MODES", "resolve_amp"]
+__all__ = ["TrainConfig", "FewStepConfig", "AMP_MODES", "resolve_amp"]
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+MAX_BASE = 256           # the widest UNet accepted (the seed's is 64): base 256 is already 120 M parameters
 RENAMED = {"betas": "adam_betas"}    # old field name -> new one (checkpoint format 1 -> 2)
 # fields of older files that are no longer settings: the seed's loop as written is a step function of
 # the lesson (course.seed_loop), and R1 / the adaptive weight were options of one study only
@@ -127,8 +128,9 @@ class TrainConfig:
         _check_numbers(self)
         if self.image_size is not None:
             check_image_size(self.image_size, minimum=32)
-        if self.base < 8 or self.base % 8:
-            raise ValueError(f"base={self.base} must be a positive multiple of 8 (GroupNorm(8)); try 32 or 64")
+        if self.base < 8 or self.base % 8 or self.base > MAX_BASE:
+            raise ValueError(f"base={self.base} must be a multiple of 8 (GroupNorm(8)) from 8 to {MAX_BASE}; try 32 "
+                             "or 64 (the seed's)")
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp={self.amp!r}: choose one of {', '.join(AMP_MODES)}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -229,3 +231,45 @@ def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, boo
             raise ValueError("amp='bf16' but this GPU does not support bfloat16; use amp='fp16' or 'auto'")
         return torch.bfloat16, False
     return torch.float16, True
+
+
+@dataclass(frozen=True)
+class FewStepConfig:
+    """The fine-tune's knobs (DDGAN's Adam betas; a smaller G learning rate, since G starts trained)."""
+    levels: int = 4
+    adv_weight: float = 1.0        # 0 = the regression-only control (no D at all)
+    rec_weight: float = 1.0        # weight of ᾱ_t ||x̂0 - x0||², which anchors the low-noise levels
+    lr_G: float = 5e-5
+    lr_D: float = 1e-4
+    adam_betas: tuple[float, float] = (0.5, 0.9)
+    r1_gamma: float = 0.05
+    r1_every: int = 4              # lazy R1: every r1_every steps, scaled by r1_every
+    ema_decay: float = 0.999
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("adv_weight", "rec_weight", "lr_G", "lr_D", "r1_gamma"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name}={v!r} must be a finite number >= 0")
+        if not (isinstance(self.levels, int) and 1 <= self.levels <= 8):
+            raise ValueError(f"levels={self.levels!r}: use 1 to 8 levels (4 is DDGAN's choice)")
+        if self.adv_weight == 0 and self.rec_weight == 0:
+            raise ValueError("adv_weight and rec_weight are both 0: nothing would be trained")
+        if not 0 <= self.ema_decay < 1 or self.r1_every < 1:
+            raise ValueError("ema_decay must lie in [0, 1) and r1_every be >= 1")
+        object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["adam_betas"] = list(self.adam_betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FewStepConfig":
+        """Inverse of ``to_dict``; unknown keys raise ValueError naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown FewStepConfig field(s) {', '.join(unknown)}")
+        return cls(**{**d, **({"adam_betas": tuple(d["adam_betas"])} if "adam_betas" in d else {})})

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 
@@ -22,6 +21,7 @@ from ..core.fewstep import FewStepGenerator, PairDiscriminator, level_timesteps,
 from ..core.losses import discriminator_loss, generator_adv_loss
 from ..data.files import local_path
 from .batches import mix
+from .config import FewStepConfig
 from .loop import fit
 from .models import load_checkpoint, read_checkpoint
 from .run import Run, load_training_state
@@ -32,39 +32,6 @@ __all__ = ["FewStepConfig", "fewstep_step", "fewstep_from_teacher", "fewstep_run
            "FEWSTEP_KEYS"]
 
 FEWSTEP_KEYS = ("step", "epoch", "rec", "adv", "D", "D_real", "D_fake")
-
-
-@dataclass(frozen=True)
-class FewStepConfig:
-    """The fine-tune's knobs (DDGAN's Adam betas; a smaller G learning rate, since G starts trained)."""
-    levels: int = 4
-    adv_weight: float = 1.0        # 0 = the regression-only control (no D at all)
-    rec_weight: float = 1.0        # weight of ᾱ_t ||x̂0 - x0||², which anchors the low-noise levels
-    lr_G: float = 5e-5
-    lr_D: float = 1e-4
-    adam_betas: tuple[float, float] = (0.5, 0.9)
-    r1_gamma: float = 0.05
-    r1_every: int = 4              # lazy R1: every r1_every steps, scaled by r1_every
-    ema_decay: float = 0.999
-    seed: int = 0
-
-    def __post_init__(self):
-        for name in ("adv_weight", "rec_weight", "lr_G", "lr_D", "r1_gamma"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise ValueError(f"{name}={v!r} must be a finite number >= 0")
-        if not (isinstance(self.levels, int) and 1 <= self.levels <= 8):
-            raise ValueError(f"levels={self.levels!r}: use 1 to 8 levels (4 is DDGAN's choice)")
-        if self.adv_weight == 0 and self.rec_weight == 0:
-            raise ValueError("adv_weight and rec_weight are both 0: nothing would be trained")
-        if not 0 <= self.ema_decay < 1 or self.r1_every < 1:
-            raise ValueError("ema_decay must lie in [0, 1) and r1_every be >= 1")
-        object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["adam_betas"] = list(self.adam_betas)
-        return d
 
 
 def fewstep_step(run: Run, x0: torch.Tensor, labels=None) -> dict:
@@ -158,7 +125,7 @@ def fewstep_run(init, cfg: FewStepConfig, device=None, teacher: dict | None = No
 
 def _resume_config(state: dict, cfg: FewStepConfig | None, resume) -> FewStepConfig:
     """The saved run's config; one given must agree with it on what shapes the run."""
-    saved = FewStepConfig(**{**state["config"], "adam_betas": tuple(state["config"]["adam_betas"])})
+    saved = FewStepConfig.from_dict(state["config"])
     if cfg is None:
         return saved
     differ = [k for k in ("levels", "adv_weight", "rec_weight", "seed") if getattr(cfg, k) != getattr(saved, k)]

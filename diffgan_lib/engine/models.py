@@ -17,12 +17,13 @@ from ..core.fewstep import FewStepGenerator, PairDiscriminator
 from ..core.scheduler import DiffusionScheduler
 from ..core.unet import UNet
 from .checkpoints import CheckpointError, read_envelope, write_checkpoint
-from .config import TrainConfig
+from ..data.phantoms import MAX_SIDE
+from .config import MAX_BASE, FewStepConfig, TrainConfig
 
 __all__ = ["KINDS", "read_checkpoint", "load_checkpoint", "LoadedCheckpoint", "build_models", "load_state",
            "unet_fields", "training_members", "export_for_sampling", "MAX_BASE", "MAX_T", "MAX_SIDE"]
 
-MAX_BASE, MAX_T, MAX_SIDE = 1024, 100_000, 1024    # bounds checked before any network is built
+MAX_T = 100_000          # bounds checked before any network is built (with MAX_BASE and MAX_SIDE)
 _POSITIVE_EVEN = lambda v: isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= MAX_BASE and v % 8 == 0  # noqa: E731
 _UNET_CHECKS = {"in_ch": lambda v: v in (1, 3) and not isinstance(v, bool), "base": _POSITIVE_EVEN,
                 "D_base": _POSITIVE_EVEN, "time_embedding": lambda v: isinstance(v, bool),
@@ -132,8 +133,13 @@ class _FewStep:
             bad.append("teacher (the record of the model it was fine-tuned from)")
 
     def check_config(self, config, path) -> None:
-        if not isinstance(config, dict):
-            raise CheckpointError(f"{path} has no few-step configuration (config={config!r}); it is damaged")
+        try:
+            if not isinstance(config, dict):
+                raise ValueError(f"config={config!r} is not a dict")
+            FewStepConfig.from_dict(config)
+        except (ValueError, TypeError, KeyError) as err:
+            raise CheckpointError(f"{path} has an unusable few-step configuration ({' '.join(str(err).split())}); "
+                                  "it is damaged or was edited by hand; use another checkpoint") from None
 
     def load(self, ckpt: dict, which: str, path, dev) -> "LoadedCheckpoint":
         m = ckpt["model"]

@@ -19,6 +19,8 @@ worse (benchmarks/results/xray_sampling.json, written by benchmarks/xray_study.p
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from tqdm.auto import tqdm
 
@@ -30,6 +32,7 @@ from .images import image_grid, save_image_files, save_image_grid, to_unit
 
 FAST_SAMPLER = dict(sampler="ddim", steps=50, eta=1.0)   # the measured fast default (module docstring)
 PROGRESS_MIN_WORK = 500     # a bar from this many image-evaluations of the network (a few seconds on a CPU)
+MAX_SAMPLE_BYTES = 2**31    # the largest set of samples one call returns (float32): 2 GiB
 
 __all__ = ["FAST_SAMPLER", "DDPM", "DDIM", "FewStep", "sample", "generate_and_visualize", "sample_grid"]
 
@@ -216,6 +219,10 @@ def sample(G, scheduler, n: int = 8, image_size: int = 128, device=None, sampler
     if isinstance(G, FewStepGenerator) and device is not None:
         G = G.to(pick_device(device))
     channels, dev = _model_info(G, device, scheduler)
+    if n * channels * image_size ** 2 * 4 > MAX_SAMPLE_BYTES:
+        raise ValueError(f"n={n} images of {channels} x {image_size} x {image_size} would need "
+                         f"{n * channels * image_size ** 2 * 4 / 2**30:.0f} GiB at once (at most 2); sample in "
+                         "several calls with different seeds")
     chunks = [min(batch_size or n, n - i) for i in range(0, n, batch_size or n)]
     models = _guided_models(G, labels, guidance_scale, n, chunks)
     x_T = draw_noise((n, channels, image_size, image_size), generator, dev)   # all initial noise first
@@ -255,6 +262,9 @@ def generate_and_visualize(G, scheduler, n: int = 16, image_size: int = 128, sav
     each step's predicted x0 to [-1, 1] (diffusers' DDIM default): early in training, unclipped DDIM
     samples saturate. Returns images in [0, 1], (n, C, S, S), on the CPU.
     """
+    if save_grid is not None and Path(save_grid).is_dir():
+        raise ValueError(f"save_grid={str(save_grid)!r} is a folder; give the grid's file name, e.g. "
+                         f"{str(Path(save_grid) / 'grid.png')!r}")
     fewstep = isinstance(G, FewStepGenerator)
     if not fewstep:
         sampler = sampler or FAST_SAMPLER["sampler"]
