@@ -89,13 +89,16 @@ def _resumed_config(a, changes: dict, folder_labels: bool):
     from ..engine.config import TrainConfig
     from ..engine.models import read_checkpoint
     saved = read_checkpoint(a.resume)
-    if saved["model"]["kind"] != "diffusion":
+    if saved["model"]["kind"] not in ("diffusion", "flow"):
         raise ValueError(f"--resume {a.resume} is a {saved['model']['kind']} model, not a diffusion training run; "
                          "continue it with the command that made it (python -m diffgan_lib fewstep --resume ...)")
     if saved["config"] is None:
         raise ValueError(f"--resume {a.resume} holds no training configuration (a file of the seed's "
                          "save_checkpoint); resume it from Python with train(..., resume=..., config=...)")
     cfg = TrainConfig.from_dict(saved["config"])
+    if a.objective is not None and a.objective != cfg.objective:
+        raise ValueError(f"--objective {a.objective}: {a.resume} was trained with objective {cfg.objective}, "
+                         "which a resumed run keeps; leave the flag out, or start a new run in another --out")
     if a.mean_path is not None and a.mean_path != cfg.mean_path:
         raise ValueError(f"--{'' if a.mean_path else 'no-'}mean-path: {a.resume} was trained "
                          f"{'without' if a.mean_path else 'with'} the mean path, which is part of its network; "
@@ -113,6 +116,7 @@ def _train_config(a, dev):
     from ..engine.config import TrainConfig
     lr = {} if a.lr is None else {"lr_G": a.lr, "lr_D": a.lr}
     changes = {k: v for k, v in dict(image_size=a.image_size, base=a.base, adv_weight=a.adv_weight,
+                                      objective=None if a.resume else a.objective,
                                       mean_path=a.mean_path, checkpoint_every=a.checkpoint_every, keep_last=a.keep_last,
                                       save_every=a.save_every, **lr).items()
                if v is not None}
@@ -166,7 +170,7 @@ def train_command(a) -> int:
               + f" --batch-size {a.batch_size}" + (f" --epochs {a.epochs}" if a.epochs is not None else "")
               + (f" --max-steps {a.max_steps}" if a.max_steps else "") + f" --out {out}", file=sys.stderr)
     else:
-        size = sum(f.stat().st_size for f in Path(out).glob("*.pth")) / 2**20
+        size = sum({f.stat().st_ino: f.stat().st_size for f in Path(out).glob("*.pth")}.values()) / 2**20  # links once
         print(f"history: {Path(out) / 'history.json'}; checkpoints in {out}: {size:.1f} MB\n"
               f"sample it with: python -m diffgan_lib sample --checkpoint {result.checkpoint} -n 64 "
               f"--out {Path(out) / 'samples'}")
@@ -201,7 +205,15 @@ def sample_command(a) -> int:
         raise ValueError("--no-clip-x0: a few-step generator always clamps its x̂0 to [-1, 1]; leave the flag out")
     guided = {} if a.label is None else {"labels": label_index(a.label, names), "guidance_scale": a.guidance}
     size = a.image_size if a.image_size is not None else (loaded.image_size or 32)
-    if loaded.kind == "fewstep":   # its own levels; sample() names any sampler option given
+    if a.solver is not None and loaded.kind != "flow":
+        raise ValueError(f"--solver {a.solver}: ODE solvers sample flow models (train --objective flow); this is a "
+                         f"{loaded.kind} model (use --sampler)")
+    if loaded.kind == "flow":      # an ODE solver; sample() names any DDPM/DDIM option given
+        if a.sampler is not None:
+            raise ValueError(f"--sampler {a.sampler}: a flow model is sampled by an ODE solver (--solver euler|heun)")
+        x = sample(G, scheduler, n=a.n, image_size=size, sampler=a.solver, steps=a.steps, eta=a.eta or 0.0,
+                   seed=a.seed, batch_size=a.batch_size or DEFAULT_BATCH, **guided)
+    elif loaded.kind == "fewstep":   # its own levels; sample() names any sampler option given
         x = sample(G, scheduler, n=a.n, image_size=size, sampler=a.sampler, steps=a.steps, eta=a.eta or 0.0,
                    seed=a.seed, batch_size=a.batch_size or DEFAULT_BATCH)
     else:

@@ -75,6 +75,9 @@ def _train_options(sub) -> None:
                    help="give the UNet a path for each image's mean brightness past its GroupNorms "
                    "(UNet(mean_path=True); on by default, --no-mean-path for the seed's plain UNet; fixed for a "
                    "run: not with --resume)")
+    t.add_argument("--objective", choices=("diffusion", "flow"), help="what the network learns: diffusion "
+                   "(predict the noise, the default) or flow (rectified flow: the velocity of straight paths from "
+                   "images to noise; sample it with --solver euler|heun)")
     t.add_argument("--timesteps", type=int, help="diffusion steps T (default 1000; the checkpoint's when resuming)")
     t.add_argument("--checkpoint-every", type=int, help="epochs between epoch_XXXX.pth files (default 10)")
     t.add_argument("--keep-last", type=int, help="keep only the newest N epoch_XXXX.pth files (default: all)")
@@ -99,7 +102,10 @@ def _sample_options(sub) -> None:
     s.add_argument("-n", type=int, default=64, help="number of images (default 64)")
     s.add_argument("--sampler", choices=("ddim", "ddpm"), help="ddim: --steps steps (fast, the default); ddpm: "
                    "all T steps, the original sampler. A few-step model uses its own levels: leave it out")
-    s.add_argument("--steps", type=int, help="DDIM steps (default 50; not for ddpm or a few-step model)")
+    s.add_argument("--steps", type=int, help="DDIM steps, or a flow model's ODE steps (default 50; not for ddpm or "
+                   "a few-step model)")
+    s.add_argument("--solver", choices=("euler", "heun"), help="a flow model's ODE solver: euler (one network call a "
+                   "step, the default) or heun (second order, two calls a step)")
     s.add_argument("--eta", type=float, help="DDIM noise: 1 fresh noise each step, like DDPM (default: measured "
                    "far better on young models), 0 deterministic (not for a few-step model)")
     s.add_argument("--clip-x0", action=argparse.BooleanOptionalAction, default=True,

@@ -29,6 +29,7 @@ from ..data.phantoms import check_image_size
 __all__ = ["TrainConfig", "FewStepConfig", "AMP_MODES", "resolve_amp"]
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+OBJECTIVES = ("diffusion", "flow")
 MAX_BASE = 256           # the widest UNet accepted (the seed's is 64): base 256 is already 120 M parameters
 RENAMED = {"betas": "adam_betas"}    # old field name -> new one (checkpoint format 1 -> 2)
 # fields of older files that are no longer settings: the seed's loop as written is a step function of
@@ -40,7 +41,7 @@ _KINDS = {"int": ("base", "adv_warmup_steps", "seed", "checkpoint_every", "keep_
           "int or None": ("image_size", "adv_t_max"),
           "number": ("lr_G", "lr_D", "adv_weight", "ema_decay", "label_dropout"),
           "bool": ("time_embedding", "mean_path", "compile"), "bool or None": ("channels_last",),
-          "str": ("schedule", "amp")}
+          "str": ("schedule", "amp", "objective")}
 _IS = {"int": lambda v: isinstance(v, Integral) and not isinstance(v, bool),
        "number": lambda v: isinstance(v, Real) and not isinstance(v, bool),
        "bool": lambda v: isinstance(v, bool), "str": lambda v: isinstance(v, str)}
@@ -95,6 +96,8 @@ class TrainConfig:
                                        # False = the seed's UNet, blind to it; forced to False when
                                        # time_embedding is False (the path's gain depends on t)
     schedule: str = "linear"           # beta schedule of the DiffusionScheduler (the seed's is linear)
+    objective: str = "diffusion"       # "diffusion": predict the noise (DDPM); "flow": rectified flow, predict
+                                       # the velocity eps - x0 of a straight path (core/flow.py)
     class_names: tuple[str, ...] = ()  # () = unconditional; names = a class-conditional G (guidance.py)
     label_dropout: float = 0.1         # conditional only: share of labels dropped to "no class" (CFG)
     # --- optimisers (Adam, as the seed)
@@ -131,6 +134,11 @@ class TrainConfig:
         if self.base < 8 or self.base % 8 or self.base > MAX_BASE:
             raise ValueError(f"base={self.base} must be a multiple of 8 (GroupNorm(8)) from 8 to {MAX_BASE}; try 32 "
                              "or 64 (the seed's)")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective={self.objective!r}: choose one of {', '.join(OBJECTIVES)}")
+        if self.objective == "flow" and (self.adv_weight or not self.time_embedding):
+            raise ValueError("objective='flow' trains the velocity alone on a UNet with the time embedding: "
+                             "set adv_weight=0 (the GAN term is the diffusion hybrid's) and time_embedding=True")
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp={self.amp!r}: choose one of {', '.join(AMP_MODES)}")
         if not 0.0 <= self.ema_decay < 1.0:

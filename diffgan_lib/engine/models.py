@@ -4,7 +4,9 @@ Each kind knows its fields, checks them before anything is built, and rebuilds i
 - "diffusion": {in_ch, base, time_embedding, D_base, num_classes?, mean_path?}: the UNet G and
   the PatchGAN D (``train``);
 - "fewstep": the UNet's fields plus {levels, image_size, teacher, D_base}: a ``FewStepGenerator``
-  and its pair discriminator, or None (``fewstep_train``).
+  and its pair discriminator, or None (``fewstep_train``);
+- "flow": the UNet's fields: a velocity network of rectified flow (``TrainConfig(objective="flow")``),
+  whose "scheduler" is a ``RectifiedFlow``.
 A new kind is one more entry in ``KINDS``; the envelope (``engine.checkpoints``) never changes for it.
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 from ..core.device import pick_device
 from ..core.discriminator import Discriminator
 from ..core.fewstep import FewStepGenerator, PairDiscriminator
+from ..core.flow import RectifiedFlow
 from ..core.scheduler import DiffusionScheduler
 from ..core.unet import UNet
 from .checkpoints import CheckpointError, read_envelope, write_checkpoint
@@ -75,14 +78,25 @@ def load_state(module, state: dict, what: str, path) -> None:
                               f"({detail}); use the configuration the checkpoint was trained with") from None
 
 
+def _check_ddpm_scheduler(sched, bad: list) -> None:
+    T = sched.get("timesteps", 1000) if isinstance(sched, dict) else None
+    if not (isinstance(sched, dict) and isinstance(T, int) and 1 <= T <= MAX_T
+            and set(sched) <= {"timesteps", "schedule", "beta_start", "beta_end"}):
+        bad.append(f"scheduler={sched!r}"[:120])
+
+
 class _Diffusion:
     """A diffusion model: the UNet G (noise predictor) and the PatchGAN D."""
+    name = "diffusion"
 
     def fields(self, run) -> dict:
-        return {"kind": "diffusion", **unet_fields(run.G), "D_base": unwrap(run.D).base}
+        return {"kind": self.name, **unet_fields(run.G), "D_base": unwrap(run.D).base}
 
     def check(self, ckpt: dict, bad: list) -> None:
-        pass
+        _check_ddpm_scheduler(ckpt["scheduler"] if ckpt["scheduler"] is not None else {}, bad)
+
+    def scheduler(self, ckpt: dict, dev):
+        return DiffusionScheduler(**(ckpt["scheduler"] or {}), device=dev)
 
     def check_config(self, config, path) -> None:
         """The saved TrainConfig must rebuild: a dict of known fields with values of the right type."""
@@ -105,11 +119,11 @@ class _Diffusion:
         load_state(G, ckpt["G_ema"] if which == "ema" and ckpt.get("G_ema") is not None else ckpt["G"], "G", path)
         if ckpt.get("D") is not None:
             load_state(D, ckpt["D"], "D", path)
-        scheduler = DiffusionScheduler(**(ckpt["scheduler"] or {}), device=dev)
+        scheduler = self.scheduler(ckpt, dev)
         config = TrainConfig.from_dict(ckpt["config"]) if ckpt["config"] else None
         return LoadedCheckpoint(G.to(dev).eval(), D.to(dev).eval(), scheduler, config=config,
                                 image_size=config.image_size if config else None, step=ckpt["step"],
-                                epoch=ckpt.get("epoch", 0), path=str(path), kind="diffusion",
+                                epoch=ckpt.get("epoch", 0), path=str(path), kind=self.name,
                                 history=_history(ckpt), members=training_members(ckpt))
 
 
@@ -122,6 +136,7 @@ class _FewStep:
                 "levels": G.levels.tolist(), "image_size": run.info["image_size"], "teacher": run.info["teacher"]}
 
     def check(self, ckpt: dict, bad: list) -> None:
+        _check_ddpm_scheduler(ckpt["scheduler"] if ckpt["scheduler"] is not None else {}, bad)
         m, sched = ckpt["model"], ckpt["scheduler"] if isinstance(ckpt["scheduler"], dict) else {}
         T, levels = sched.get("timesteps", 1000), m.get("levels")
         if not (isinstance(levels, list) and 1 <= len(levels) <= 8 and all(isinstance(t, int) for t in levels)
@@ -157,7 +172,21 @@ class _FewStep:
                                 history=_history(ckpt))
 
 
-KINDS = {"diffusion": _Diffusion(), "fewstep": _FewStep()}
+class _Flow(_Diffusion):
+    """A flow model: the UNet read as a velocity network; its "scheduler" is the straight path."""
+    name = "flow"
+
+    def check(self, ckpt: dict, bad: list) -> None:
+        sched = ckpt["scheduler"]
+        if not (isinstance(sched, dict) and sched.get("path") == "rectified"
+                and isinstance(sched.get("time_scale"), (int, float)) and 0 < sched["time_scale"] <= MAX_T):
+            bad.append(f"scheduler={sched!r}"[:120])
+
+    def scheduler(self, ckpt: dict, dev):
+        return RectifiedFlow(ckpt["scheduler"]["time_scale"], device=dev)
+
+
+KINDS = {"diffusion": _Diffusion(), "fewstep": _FewStep(), "flow": _Flow()}
 
 
 def _history(ckpt: dict) -> dict:
@@ -174,11 +203,6 @@ def read_checkpoint(path) -> dict:
         raise CheckpointError(f"{path} holds a model of kind {kind!r}, which this diffgan_lib does not know "
                               f"(known: {', '.join(KINDS)}); upgrade diffgan_lib")
     bad = [f"{k}={m.get(k)!r}" for k, ok in _UNET_CHECKS.items() if not ok(m.get(k))]
-    sched = ckpt["scheduler"] if ckpt["scheduler"] is not None else {}
-    T = sched.get("timesteps", 1000) if isinstance(sched, dict) else None
-    if not (isinstance(sched, dict) and isinstance(T, int) and 1 <= T <= MAX_T
-            and set(sched) <= {"timesteps", "schedule", "beta_start", "beta_end"}):
-        bad.append(f"scheduler={sched!r}"[:120])
     if not isinstance(ckpt["history"], dict):
         bad.append(f"history={type(ckpt['history']).__name__}")
     if not (isinstance(ckpt["step"], int) and ckpt["step"] >= 0):

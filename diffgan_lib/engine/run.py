@@ -17,11 +17,13 @@ import torch
 
 from ..core.device import pick_device
 from ..core.ema import EMA
+from ..core.flow import RectifiedFlow
 from ..core.scheduler import DiffusionScheduler
 from .checkpoints import CheckpointError, write_checkpoint
 from .config import TrainConfig, resolve_amp
 from .distributed import DistContext
 from .models import KINDS, build_models, load_state, read_checkpoint, unwrap
+from .flow import FLOW_KEYS, flow_step
 from .step import train_step
 
 __all__ = ["Run", "build_run", "resume_run", "load_training_state", "save_checkpoint", "HISTORY_KEYS"]
@@ -165,8 +167,9 @@ class Run:
 
 def build_run(config: TrainConfig | None = None, image_channels: int = 1, timesteps: int = 1000,
               device=None, ema: bool = True, step_fn: Callable | None = None) -> Run:
-    """A fresh diffusion run: G (UNet), D, the scheduler with T = ``timesteps``, Adam for both, the
-    GradScaler (fp16 only) and the EMA (``ema=False`` or ``config.ema_decay == 0``: none), on ``device``.
+    """A fresh run: G (UNet), D, the scheduler with T = ``timesteps`` (a ``RectifiedFlow`` when
+    ``config.objective == "flow"``), Adam for both, the GradScaler (fp16 only) and the EMA
+    (``ema=False`` or ``config.ema_decay == 0``: none), on ``device``.
 
     ``config=None`` takes ``TrainConfig.for_device(device)``. Weights are seeded by ``config.seed``.
     ``step_fn`` is the step the loop runs (default ``engine.step.train_step``, the corrected step).
@@ -184,11 +187,14 @@ def build_run(config: TrainConfig | None = None, image_channels: int = 1, timest
     G, D = build_models({"in_ch": image_channels, "base": cfg.base, "time_embedding": cfg.time_embedding,
                          "D_base": cfg.base, "num_classes": cfg.num_classes, "mean_path": cfg.mean_path})
     G, D = G.to(dev), D.to(dev)
-    run = Run(config=cfg, G=G, D=D, scheduler=DiffusionScheduler(timesteps, schedule=cfg.schedule, device=dev),
+    flow = cfg.objective == "flow"
+    scheduler = RectifiedFlow(device=dev) if flow else DiffusionScheduler(timesteps, schedule=cfg.schedule, device=dev)
+    run = Run(config=cfg, G=G, D=D, scheduler=scheduler, kind="flow" if flow else "diffusion",
+              history_keys=("step", "epoch", *FLOW_KEYS) if flow else HISTORY_KEYS,
               opt_G=torch.optim.Adam(G.parameters(), lr=cfg.lr_G, betas=cfg.adam_betas),
               opt_D=torch.optim.Adam(D.parameters(), lr=cfg.lr_D, betas=cfg.adam_betas),
               scaler=torch.amp.GradScaler(dev.type) if resolve_amp(cfg.amp, dev)[1] else None,
-              ema=None, device=dev, step_fn=step_fn or train_step)
+              ema=None, device=dev, step_fn=step_fn or (flow_step if flow else train_step))
     if run.channels_last:
         run.G, run.D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
         run.G_train, run.D_train = run.G, run.D
@@ -217,8 +223,8 @@ def resume_run(path, config: TrainConfig | None = None, image_channels: int | No
     (learning rates, adversarial weight...) replace the saved ones.
     """
     state = load_training_state(path)
-    if state["model"]["kind"] != "diffusion":
-        raise CheckpointError(f"{path} holds a {state['model']['kind']} model, not a diffusion training run; "
+    if state["model"]["kind"] not in ("diffusion", "flow"):
+        raise CheckpointError(f"{path} holds a {state['model']['kind']} model, not a diffusion or flow training run; "
                               "continue it with the command that made it (few-step: fewstep --resume)")
     saved = TrainConfig.from_dict(state["config"]) if state["config"] else None
     if config is None:

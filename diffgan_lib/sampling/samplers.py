@@ -26,9 +26,11 @@ from tqdm.auto import tqdm
 
 from ..core.device import pick_device
 from ..core.fewstep import FewStepGenerator, posterior_sample
+from ..core.flow import RectifiedFlow
 from ..core.guidance import GuidedModel
 from ..data.phantoms import check_image_size
 from .images import image_grid, save_image_files, save_image_grid, to_unit
+from .ode import SOLVERS, Euler, Heun
 
 FAST_SAMPLER = dict(sampler="ddim", steps=50, eta=1.0)   # the measured fast default (module docstring)
 PROGRESS_MIN_WORK = 500     # a bar from this many image-evaluations of the network (a few seconds on a CPU)
@@ -173,6 +175,8 @@ def _pick_sampler(G, scheduler, sampler, steps, eta, variance, clip_x0, trajecto
                              f"{G.levels.tolist()} in {G.n_levels} network evaluations, so "
                              f"{', '.join(f'{k}={v!r}' for k, v in given.items())} does not apply; leave it out")
         return FewStep(G)
+    if isinstance(scheduler, RectifiedFlow):
+        return _flow_solver(sampler, steps, eta, variance, clip_x0, trajectory_at, scheduler)
     sampler = "ddpm" if sampler is None else sampler
     if sampler == "ddpm":
         if steps not in (None, scheduler.T):
@@ -182,6 +186,19 @@ def _pick_sampler(G, scheduler, sampler, steps, eta, variance, clip_x0, trajecto
     if sampler == "ddim":
         return DDIM(scheduler, steps if steps is not None else min(50, scheduler.T), eta, clip_x0)
     raise ValueError(f"sampler={sampler!r}: choose 'ddpm' (the seed's, T steps) or 'ddim' (few steps)")
+
+
+def _flow_solver(sampler, steps, eta, variance, clip_x0, trajectory_at, flow):
+    """Euler or Heun for a flow model (its scheduler is a RectifiedFlow); DDPM/DDIM options are refused."""
+    given = {k: v for k, v in dict(eta=eta or None, trajectory_at=trajectory_at, clip_x0=clip_x0 or None,
+                                   variance=None if variance == "fixed_large" else variance).items() if v is not None}
+    if given:
+        raise ValueError(f"this is a flow model, sampled by an ODE solver (euler or heun), so "
+                         f"{', '.join(f'{k}={v!r}' for k, v in given.items())} does not apply; leave it out")
+    sampler = "euler" if sampler is None else sampler
+    if sampler not in SOLVERS:
+        raise ValueError(f"sampler={sampler!r}: a flow model takes 'euler' or 'heun' (ODE solvers)")
+    return (Euler if sampler == "euler" else Heun)(flow, steps if steps is not None else 50)
 
 
 def _check_counts(n, batch_size) -> None:
@@ -229,7 +246,7 @@ def sample(G, scheduler, n: int = 8, image_size: int = 128, device=None, sampler
     record = {t: [] for t in trajectory_at}
     was_training = G.training
     G.eval()
-    name = type(chain).__name__ + (f"-{chain.steps}" if isinstance(chain, DDIM) else "")
+    name = type(chain).__name__ + (f"-{chain.steps}" if isinstance(chain, (DDIM, Euler)) else "")
     bar = tqdm(total=chain.evaluations() * len(chunks), desc=f"{name} sampling", unit="call", leave=False,
                disable=not progress or chain.evaluations() * n < PROGRESS_MIN_WORK)
     try:
@@ -243,9 +260,11 @@ def sample(G, scheduler, n: int = 8, image_size: int = 128, device=None, sampler
 
 
 def sample_grid(G, scheduler, image_size: int, path, n: int = 16, steps: int = 25) -> torch.Tensor:
-    """n fixed-seed DDIM samples (x0 clipped, eta of ``FAST_SAMPLER``) saved as a PNG grid at ``path`` (for watching training)."""
-    x = sample(G, scheduler, n=n, image_size=image_size, sampler="ddim", steps=min(steps, scheduler.T),
-               eta=FAST_SAMPLER["eta"], seed=0, progress=False, clip_x0=True)
+    """n fixed-seed samples saved as a PNG grid at ``path``, for watching training: DDIM (x0 clipped, eta of
+    ``FAST_SAMPLER``), or Euler for a flow model."""
+    how = (dict(sampler="euler", steps=steps) if isinstance(scheduler, RectifiedFlow) else
+           dict(sampler="ddim", steps=min(steps, scheduler.T), eta=FAST_SAMPLER["eta"], clip_x0=True))
+    x = sample(G, scheduler, n=n, image_size=image_size, seed=0, progress=False, **how)
     save_image_grid(to_unit(x), path)
     return x
 
@@ -265,8 +284,10 @@ def generate_and_visualize(G, scheduler, n: int = 16, image_size: int = 128, sav
     if save_grid is not None and Path(save_grid).is_dir():
         raise ValueError(f"save_grid={str(save_grid)!r} is a folder; give the grid's file name, e.g. "
                          f"{str(Path(save_grid) / 'grid.png')!r}")
-    fewstep = isinstance(G, FewStepGenerator)
-    if not fewstep:
+    fewstep, flow = isinstance(G, FewStepGenerator), isinstance(scheduler, RectifiedFlow)
+    if flow:
+        clip_x0, how = False, f"{sampler or 'euler'}-{steps or 50}, flow"
+    elif not fewstep:
         sampler = sampler or FAST_SAMPLER["sampler"]
         steps = steps if steps is not None or sampler == "ddpm" else FAST_SAMPLER["steps"]
         eta = FAST_SAMPLER["eta"] if eta is None and sampler == "ddim" else eta
@@ -278,7 +299,7 @@ def generate_and_visualize(G, scheduler, n: int = 16, image_size: int = 128, sav
     if save_individual is not None:
         save_image_files(images, save_individual)
     if show:
-        _show_grid(images, nrow, f"few-step, {G.n_levels} levels" if fewstep else
+        _show_grid(images, nrow, how if flow else f"few-step, {G.n_levels} levels" if fewstep else
                    sampler.upper() + (f"-{steps}, η={eta:g}" if sampler == "ddim" else ""))
     return images
 
