@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from diffgan_lib.course.exercises import CORRECT, INCORRECT, NOT_ATTEMPTED, Exercise
 
-MODULES = ("nb01", "nb02", "nb03", "nb04", "nb08", "nb09", "nb10")
+MODULES = ("nb01", "nb02", "nb03", "nb04", "nb08", "nb09", "nb10", "nb11")
 
 
 def _sqrt_free_add_noise(x0, t, eps, alpha_hat):
@@ -90,6 +90,13 @@ def _unet_mistake(G, x, t, mistake):
 
 
 # (module, exercise) -> [(wrong answer, a fragment of the message it must get)]
+def _euler_forward(v, x, steps):
+    """Euler's steps taken towards the noise (+dt v): the usual slip."""
+    for t in torch.linspace(1.0, 0.0, steps + 1)[:-1]:
+        x = x + v(x, float(t)) / steps
+    return x
+
+
 WRONG = {
     ("nb01", "add_noise"): [
         (_sqrt_free_add_noise, "square roots"),
@@ -208,6 +215,24 @@ WRONG = {
         (lambda y, n: [int(c) for c in np.floor(np.bincount(y) / len(y) * n)], "add up to"),
         (_equal_split, "wrong counts"),
         (lambda y, n: 3, "as a list"),
+    ],
+    ("nb11", "flow_matching_loss"): [
+        (lambda m, x0, t, e: ((m((1 - t.view(-1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1) * e, 1000 * t) - (x0 - e)) ** 2)
+         .mean(), "wrong way"),
+        (lambda m, x0, t, e: ((m(t.view(-1, 1, 1, 1) * x0 + (1 - t.view(-1, 1, 1, 1)) * e, 1000 * t) - (e - x0)) ** 2)
+         .mean(), "t = 0 must be the image"),
+        (lambda m, x0, t, e: ((m((1 - t.view(-1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1) * e, t) - (e - x0)) ** 2)
+         .mean(), "TIME_SCALE"),
+        (lambda m, x0, t, e: (m((1 - t.view(-1, 1, 1, 1)) * x0 + t.view(-1, 1, 1, 1) * e, 1000 * t) - (e - x0)) ** 2,
+         "one number"),
+    ],
+    ("nb11", "euler_sample"): [
+        (lambda v, x, n: x, "wrong values"),
+        (_euler_forward, "moved towards the noise"),
+    ],
+    ("nb11", "eps_to_velocity"): [
+        (lambda e, x, t: e - x, "divide by 1 - t"),
+        (lambda e, x, t: -(e - (x - t.view(-1, 1, 1, 1) * e) / (1 - t.view(-1, 1, 1, 1))), "not x0 - eps"),
     ],
     ("nb01", "iterate_forward"): [
         (lambda x0, b, e: x0.clone(), "did not change"),
