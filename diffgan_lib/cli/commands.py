@@ -5,6 +5,8 @@ import sys
 import unicodedata
 from pathlib import Path
 
+import torch
+
 from ..data.files import check_writable, local_path
 
 __all__ = ["train_command", "sample_command", "fewstep_command"]
@@ -201,7 +203,7 @@ def sample_command(a) -> int:
         raise ValueError(f"--guidance {a.guidance} needs --label, the class to guide towards (see --list-labels)")
     if a.guidance is not None and not 0 <= a.guidance < 100:          # also refuses nan
         raise ValueError(f"--guidance {a.guidance}: use a number in [0, 100): 0 unconditional, 1 conditional, 3 usual")
-    if loaded.kind == "fewstep" and not a.clip_x0:
+    if loaded.kind in ("fewstep", "onecall") and not a.clip_x0:
         raise ValueError("--no-clip-x0: a few-step generator always clamps its x̂0 to [-1, 1]; leave the flag out")
     guided = {} if a.label is None else {"labels": label_index(a.label, names), "guidance_scale": a.guidance}
     size = a.image_size if a.image_size is not None else (loaded.image_size or 32)
@@ -213,7 +215,7 @@ def sample_command(a) -> int:
             raise ValueError(f"--sampler {a.sampler}: a flow model is sampled by an ODE solver (--solver euler|heun)")
         x = sample(G, scheduler, n=a.n, image_size=size, sampler=a.solver, steps=a.steps, eta=a.eta or 0.0,
                    seed=a.seed, batch_size=a.batch_size or DEFAULT_BATCH, **guided)
-    elif loaded.kind == "fewstep":   # its own levels; sample() names any sampler option given
+    elif loaded.kind in ("fewstep", "onecall"):   # its own levels; sample() names any sampler option given
         x = sample(G, scheduler, n=a.n, image_size=size, sampler=a.sampler, steps=a.steps, eta=a.eta or 0.0,
                    seed=a.seed, batch_size=a.batch_size or DEFAULT_BATCH)
     else:
@@ -232,29 +234,69 @@ def sample_command(a) -> int:
     return 0
 
 
+def _heldout(data: str, side: int, seed: int, loader):
+    """256 real images the fine-tune never trains on, for D's AUROC: PneumoniaMNIST's val split, phantoms of
+    another seed, else (with a warning) the first training images."""
+    import warnings
+    from ..data.loaders import ImageDataset
+    from ..data.phantoms import PhantomDataset
+    if data.lower() == "pneumoniamnist":
+        return ImageDataset("pneumoniamnist", side, split="val").images[:256]
+    if data.lower() == "phantoms":
+        ds = PhantomDataset(n=256, image_size=side, seed=seed + 1)
+        return torch.stack([ds[i] for i in range(256)])
+    warnings.warn("D's AUROC is measured on training images (no held-out split is known for this data): it says "
+                  "less about what D has learned", stacklevel=2)
+    return loader.dataset.images[:256] if hasattr(loader.dataset, "images") else next(iter(loader))[:256]
+
+
+def _onecall(a, teacher, loader, side) -> int:
+    """fewstep --levels 1: the one-call generator with the teacher-feature discriminator."""
+    from ..engine.config import OneCallConfig
+    from ..engine.onecall import CHANCE_BAND, onecall_train
+    given = {k: v for k, v in dict(adv_weight=a.adv_weight, seed=a.seed).items() if v is not None}
+    cfg = None if a.resume and not given else OneCallConfig(**given)
+    result = onecall_train(a.init, loader, cfg, a.max_steps, a.out, _heldout(a.data, side, cfg.seed if cfg else 0, loader),
+                           resume=a.resume, device=a.device, overwrite=a.overwrite, teacher=teacher)
+    scores = [v for v in result.history["auroc"] if v == v]
+    if scores:
+        best = max(scores)
+        verdict = ("D learned" if best >= CHANCE_BAND else
+                   f"D never left chance (below {CHANCE_BAND}): a failed run, whatever its samples look like")
+        print(f"D's held-out AUROC: first {scores[0]:.3f}, best {best:.3f}, last {scores[-1]:.3f}: {verdict}")
+    return _fewstep_done(a, result, 1)
+
+
+def _fewstep_done(a, result, levels: int) -> int:
+    path = result.checkpoint
+    if result.stopped_by:
+        print(f"stopped by {result.stopped_by}; continue with: python -m diffgan_lib fewstep --init {a.init} "
+              f"--data {a.data}" + (f" --n-images {a.n_images}" if a.n_images else "") + f" --levels {levels}"
+              + f" --batch-size {a.batch_size} --max-steps {a.max_steps} --resume {path} --out {a.out}", file=sys.stderr)
+        return 143 if result.stopped_by == "SIGTERM" else 130
+    print(f"{'one-call' if levels == 1 else 'few-step'} model: {path} ({levels} network call{'s' * (levels > 1)} "
+          f"per image); sample it with: python -m diffgan_lib sample --checkpoint {path} -n 64 "
+          f"--out {Path(path).parent / 'samples'}")
+    return 0
+
+
 def fewstep_command(a) -> int:
     from ..data.loaders import make_dataloader
     from ..engine.config import FewStepConfig
     from ..engine.fewstep import fewstep_train, teacher_record
     _positive(levels=a.levels, max_steps=a.max_steps, batch_size=a.batch_size, n_images=a.n_images)
+    teacher = teacher_record(local_path(a.init, "--init"))        # read once: its side here, its hash in the run
+    side = (teacher["config"] or {}).get("image_size") or 32
+    seed = a.seed if a.seed is not None else 0
+    loader = make_dataloader(a.data, side, a.batch_size, n=a.n_images, seed=seed, device=a.device)
+    if a.levels == 1:
+        return _onecall(a, teacher, loader, side)
     given = {k: v for k, v in dict(levels=a.levels, adv_weight=a.adv_weight, seed=a.seed).items() if v is not None}
     cfg = None if a.resume and not given else FewStepConfig(**given)
     if a.resume and given:         # the run's own settings, and the ones given must agree with them
         from ..engine.run import load_training_state
         saved = load_training_state(local_path(a.resume, "--resume"))["config"]
         cfg = FewStepConfig.from_dict({**saved, **given})
-    teacher = teacher_record(local_path(a.init, "--init"))        # read once: its side here, its hash in the run
-    side = (teacher["config"] or {}).get("image_size") or 32
-    seed = cfg.seed if cfg is not None else 0
-    loader = make_dataloader(a.data, side, a.batch_size, n=a.n_images, seed=seed, device=a.device)
     result = fewstep_train(a.init, loader, cfg, a.max_steps, a.out, resume=a.resume, device=a.device,
                            overwrite=a.overwrite, teacher=teacher)
-    path, levels = result.checkpoint, result.run.G.n_levels
-    if result.stopped_by:
-        print(f"stopped by {result.stopped_by}; continue with: python -m diffgan_lib fewstep --init {a.init} "
-              f"--data {a.data}" + (f" --n-images {a.n_images}" if a.n_images else "")
-              + f" --batch-size {a.batch_size} --max-steps {a.max_steps} --resume {path} --out {a.out}", file=sys.stderr)
-        return 143 if result.stopped_by == "SIGTERM" else 130
-    print(f"few-step model: {path} ({levels} levels); sample it with: python -m diffgan_lib sample "
-          f"--checkpoint {path} -n 64 --out {Path(path).parent / 'samples'}")
-    return 0
+    return _fewstep_done(a, result, result.run.G.n_levels)

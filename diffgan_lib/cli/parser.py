@@ -133,8 +133,9 @@ def _fewstep_options(sub) -> None:
     f.add_argument("--init", required=True, metavar="CKPT", help="the teacher: a diffusion checkpoint")
     f.add_argument("--data", default="phantoms", help="'phantoms', 'pneumoniamnist' or a path, as for train "
                    "(the images are resized to the teacher's side)")
-    f.add_argument("--levels", type=int, help="K, the number of jumps and network evaluations "
-                   "(default 4: t = 999, 749, 499, 249; a resumed run keeps its own)")
+    f.add_argument("--levels", type=int, help="K, the number of network calls per image: 1 = the one-call "
+                   "generator, fine-tuned against a discriminator on the teacher's own features; 2-8 = DDGAN-style "
+                   "jumps (default 4: t = 999, 749, 499, 249); a resumed run keeps its own")
     f.add_argument("--max-steps", type=int, default=300, help="fine-tune steps in total (default 300)")
     f.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
     f.add_argument("--adv-weight", type=float, help="weight of the adversarial term (default 1; "

@@ -160,9 +160,10 @@ class UNet(nn.Module):
                              f"no class), got shape {tuple(labels.shape)}")
         return labels
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | int | None = None, labels=None) -> torch.Tensor:
-        """x: (B, in_ch, H, W); t: (B,) int64 or int (ignored when time_embedding=False); labels: (B,)
-        class indices (conditional UNets only; None = unconditional) -> eps_pred like x."""
+    def encode(self, x: torch.Tensor, t: torch.Tensor | int | None = None, labels=None):
+        """The encoder half: ([d1, d2, d3, mid] feature maps of sides S, S/2, S/4, S/8 and widths base .. 8 base,
+        the time (and class) embedding). A discriminator built on the network's own features reads these
+        (``core.feature_disc``)."""
         t = self._check(x, t)
         labels = self._labels(labels, x)
         emb = self.time_mlp(timestep_embedding(t, self.base).to(x.dtype)) if t is not None else None
@@ -171,7 +172,12 @@ class UNet(nn.Module):
         d1 = self.down1(x, emb)
         d2 = self.down2(self.pool(d1), emb)
         d3 = self.down3(self.pool(d2), emb)
-        mid = self.mid(self.pool(d3), emb)
+        return [d1, d2, d3, self.mid(self.pool(d3), emb)], emb
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | int | None = None, labels=None) -> torch.Tensor:
+        """x: (B, in_ch, H, W); t: (B,) int64 or int (ignored when time_embedding=False); labels: (B,)
+        class indices (conditional UNets only; None = unconditional) -> eps_pred like x."""
+        (d1, d2, d3, mid), emb = self.encode(x, t, labels)
         u3 = self.up3(torch.cat([F.interpolate(mid, scale_factor=2), d3], dim=1), emb)
         u2 = self.up2(torch.cat([F.interpolate(u3, scale_factor=2), d2], dim=1), emb)
         u1 = self.up1(torch.cat([F.interpolate(u2, scale_factor=2), d1], dim=1), emb)

@@ -26,7 +26,7 @@ import torch
 
 from ..data.phantoms import check_image_size
 
-__all__ = ["TrainConfig", "FewStepConfig", "AMP_MODES", "resolve_amp"]
+__all__ = ["TrainConfig", "FewStepConfig", "OneCallConfig", "AMP_MODES", "resolve_amp"]
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 OBJECTIVES = ("diffusion", "flow")
@@ -280,4 +280,51 @@ class FewStepConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown FewStepConfig field(s) {', '.join(unknown)}")
+        return cls(**{**d, **({"adam_betas": tuple(d["adam_betas"])} if "adam_betas" in d else {})})
+
+
+@dataclass(frozen=True)
+class OneCallConfig:
+    """The one-call fine-tune's knobs (``engine.onecall``; the values measured in ``benchmarks/onecall_study.py``).
+
+    G reads z at ``t_star``; D's heads re-noise images to s in [0, ``s_max``); ``d_steps`` D updates per G
+    update; G's loss = ``adv_weight`` * softplus(-D(G(z))) + ``range_weight`` * mean(relu(|raw x̂0| - 1)^2)
+    (keeps pixels where the soft clamp still passes a gradient). ``adv_weight = 0`` is the control without
+    the GAN term: D still trains and is measured, but gives G no gradient (nothing then moves G but the
+    range term)."""
+    t_star: int = 400
+    adv_weight: float = 1.0
+    range_weight: float = 1.0
+    lr_G: float = 5e-6
+    lr_D: float = 1e-3
+    adam_betas: tuple[float, float] = (0.5, 0.99)
+    d_steps: int = 2
+    s_max: int = 350
+    head_width: int = 64
+    ema_decay: float = 0.99
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("adv_weight", "range_weight", "lr_G", "lr_D"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name}={v!r} must be a finite number >= 0")
+        for name, low in (("t_star", 1), ("d_steps", 1), ("s_max", 1), ("head_width", 8)):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= low):
+                raise ValueError(f"{name}={v!r} must be an int >= {low}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay={self.ema_decay!r} must lie in [0, 1)")
+        object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["adam_betas"] = list(self.adam_betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "OneCallConfig":
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown OneCallConfig field(s) {', '.join(unknown)}")
         return cls(**{**d, **({"adam_betas": tuple(d["adam_betas"])} if "adam_betas" in d else {})})

@@ -53,10 +53,11 @@ def _prepare(run, batch, warn: bool):
 
 
 def fit(run, dataloader, rundir, epochs: int | None = None, max_steps: int | None = None, callback=None,
-        progress: bool = True, resume=None, desc: str | None = None):
+        progress: bool = True, resume=None, desc: str | None = None, extra_callbacks=()):
     """Run ``loop`` from ``run.step`` to the last step (``epochs`` counted from the start of the run, or
     ``max_steps`` in total, whichever comes first), in ``rundir`` (opened and locked by the caller).
-    Returns (the checkpoint written last, None or the reason it stopped early)."""
+    ``extra_callbacks`` run after each step before the checkpoints are written (a measurement that fills the
+    step's history row). Returns (the checkpoint written last, None or the reason it stopped early)."""
     ctx, cfg, started, first_step = run.ctx, run.config, time.time(), run.step
     per_epoch = _check_loader(dataloader, run)
     run.data = {**(run.data or {}), "batches_per_epoch": per_epoch}
@@ -70,7 +71,7 @@ def fit(run, dataloader, rundir, epochs: int | None = None, max_steps: int | Non
     saves = Checkpoints(rundir, getattr(cfg, "checkpoint_every", 0), getattr(cfg, "save_every", 0),
                         (resume, first_step) if resume is not None else None, last_step, getattr(cfg, "keep_last", 0))
     pure = run.kind == "diffusion" and cfg.adv_weight == 0 and run.step_fn.__name__ == "train_step"
-    callbacks = [ProgressBar(bar, getattr(cfg, "log_every", 1), pure), *([grid] if grid else []), saves,
+    callbacks = [ProgressBar(bar, getattr(cfg, "log_every", 1), pure), *([grid] if grid else []), *extra_callbacks, saves,
                  *([UserCallback(callback, grid)] if callback is not None else [])]
     try:
         with StopSignals(ctx, say=bar.write) as stop:

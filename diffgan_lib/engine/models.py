@@ -6,7 +6,9 @@ Each kind knows its fields, checks them before anything is built, and rebuilds i
 - "fewstep": the UNet's fields plus {levels, image_size, teacher, D_base}: a ``FewStepGenerator``
   and its pair discriminator, or None (``fewstep_train``);
 - "flow": the UNet's fields: a velocity network of rectified flow (``TrainConfig(objective="flow")``),
-  whose "scheduler" is a ``RectifiedFlow``.
+  whose "scheduler" is a ``RectifiedFlow``;
+- "onecall": the UNet's fields plus {t_star, image_size, teacher, D}: a ``OneCallGenerator``
+  (``onecall_train``); the file keeps D's trainable heads, not the teacher's encoder they read.
 A new kind is one more entry in ``KINDS``; the envelope (``engine.checkpoints``) never changes for it.
 """
 from __future__ import annotations
@@ -17,11 +19,12 @@ from ..core.device import pick_device
 from ..core.discriminator import Discriminator
 from ..core.fewstep import FewStepGenerator, PairDiscriminator
 from ..core.flow import RectifiedFlow
+from ..core.onecall import OneCallGenerator
 from ..core.scheduler import DiffusionScheduler
 from ..core.unet import UNet
 from .checkpoints import CheckpointError, read_envelope, write_checkpoint
 from ..data.phantoms import MAX_SIDE
-from .config import MAX_BASE, FewStepConfig, TrainConfig
+from .config import MAX_BASE, FewStepConfig, OneCallConfig, TrainConfig
 
 __all__ = ["KINDS", "read_checkpoint", "load_checkpoint", "LoadedCheckpoint", "build_models", "load_state",
            "unet_fields", "training_members", "export_for_sampling", "MAX_BASE", "MAX_T", "MAX_SIDE"]
@@ -186,7 +189,45 @@ class _Flow(_Diffusion):
         return RectifiedFlow(ckpt["scheduler"]["time_scale"], device=dev)
 
 
-KINDS = {"diffusion": _Diffusion(), "fewstep": _FewStep(), "flow": _Flow()}
+class _OneCall:
+    """A one-call generator: the UNet read once at t_star (``core.onecall``); its D's heads need the teacher, so
+    a loaded file gives D = None (sampling needs none; ``onecall_train(resume=...)`` rebuilds D)."""
+
+    def fields(self, run) -> dict:
+        return {"kind": "onecall", **unet_fields(run.G.unet), "D_base": run.G.unet.base, "t_star": run.G.t_star,
+                "image_size": run.info["image_size"], "teacher": run.info["teacher"],
+                "D": {"width": run.D.width, "s_max": run.D.s_max} if run.D is not None else None}
+
+    def check(self, ckpt: dict, bad: list) -> None:
+        _check_ddpm_scheduler(ckpt["scheduler"] if ckpt["scheduler"] is not None else {}, bad)
+        m = ckpt["model"]
+        T = (ckpt["scheduler"] or {}).get("timesteps", 1000) if isinstance(ckpt["scheduler"], dict) else 1000
+        if not (isinstance(m.get("t_star"), int) and 0 < m["t_star"] < T):
+            bad.append(f"t_star={m.get('t_star')!r}")
+        if not (isinstance(m.get("image_size"), int) and 32 <= m["image_size"] <= MAX_SIDE):
+            bad.append(f"image_size={m.get('image_size')!r}")
+        if not (isinstance(m.get("teacher"), dict) and isinstance(m["teacher"].get("sha256"), str)):
+            bad.append("teacher (the record of the model it was fine-tuned from)")
+
+    def check_config(self, config, path) -> None:
+        try:
+            OneCallConfig.from_dict(config if isinstance(config, dict) else {"config": config})
+        except (ValueError, TypeError) as err:
+            raise CheckpointError(f"{path} has an unusable one-call configuration ({' '.join(str(err).split())}); "
+                                  "it is damaged or was edited by hand; use another checkpoint") from None
+
+    def load(self, ckpt: dict, which: str, path, dev) -> "LoadedCheckpoint":
+        m = ckpt["model"]
+        unet, _ = build_models(m)
+        load_state(unet, ckpt["G_ema"] if which == "ema" and ckpt.get("G_ema") is not None else ckpt["G"], "G", path)
+        G = OneCallGenerator(unet, DiffusionScheduler(**(ckpt["scheduler"] or {}), device=dev), m["t_star"])
+        return LoadedCheckpoint(G.to(dev).eval(), None, G.scheduler, config=None, onecall_config=ckpt["config"],
+                                image_size=m["image_size"], step=ckpt["step"], epoch=0, path=str(path),
+                                kind="onecall", teacher=m["teacher"], members=training_members(ckpt),
+                                history=_history(ckpt))
+
+
+KINDS = {"diffusion": _Diffusion(), "fewstep": _FewStep(), "flow": _Flow(), "onecall": _OneCall()}
 
 
 def _history(ckpt: dict) -> dict:
@@ -284,12 +325,16 @@ def load_checkpoint(path, device=None, which: str = "ema") -> LoadedCheckpoint:
 def export_for_sampling(path, out, half: bool = True):
     """Write a small copy of checkpoint ``path`` at ``out`` holding what sampling needs.
 
-    The generator (its EMA weights when there are some), D, the configuration and the history stay;
+    The generator (its EMA weights when there are some), D (unless it never trained), the configuration and
+    the history stay;
     optimiser and scaler states go, and weights become float16 when ``half`` (the loader casts them
     back to float32). About a quarter of the full file. Such a file cannot be resumed from.
     """
     ckpt = read_checkpoint(path)
     cast = (lambda sd: {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}) if half else dict
+    d_hist = ckpt["history"].get("D")
+    if d_hist is not None and not torch.isfinite(d_hist).any():      # D never trained (pure diffusion): not kept
+        ckpt["D"] = None
     slim = {**ckpt, "G": cast(ckpt["G_ema"] if ckpt["G_ema"] is not None else ckpt["G"]), "G_ema": None,
             "D": cast(ckpt["D"]) if ckpt["D"] is not None else None, "opt_G": None, "opt_D": None, "scaler": None,
             "sampling_only": True,

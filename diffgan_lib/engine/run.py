@@ -88,7 +88,7 @@ class Run:
         """The generator to sample from: the EMA copy when there is one."""
         if self.ema is None:
             return self.G
-        return self.G.with_unet(self.ema.module) if self.kind == "fewstep" else self.ema.module
+        return self.G.with_unet(self.ema.module) if hasattr(self.G, "with_unet") else self.ema.module
 
     @property
     def channels_last(self) -> bool:
@@ -111,17 +111,26 @@ class Run:
     def state_dict(self) -> dict:
         """Plain values for a checkpoint (``engine.checkpoints`` describes the format). D and its optimiser
         are left out while D has never trained (pure diffusion): the loader builds a fresh one."""
-        net = self.G.unet if self.kind == "fewstep" else unwrap(self.G)
-        with_D = self.D_trained
+        net, with_D = self._saved_G(), self.D_trained
         return {"model": KINDS[self.kind].fields(self), "scheduler": self.scheduler.config(),
                 "config": self.config.to_dict(),
                 "G": net.state_dict(), "G_ema": self.ema.state_dict() if self.ema is not None else None,
-                "D": unwrap(self.D).state_dict() if with_D else None,
+                "D": self._saved_D().state_dict() if with_D else None,
                 "opt_G": self.opt_G.state_dict() if self.opt_G is not None else None,
                 "opt_D": self.opt_D.state_dict() if with_D and self.opt_D is not None else None,
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "step": self.step, "epoch": self.position[0], "position": list(self.position),
                 "data": self.data, "members": self.members, "history": history_to_tensors(self.history)}
+
+    def _saved_G(self) -> torch.nn.Module:
+        """What a checkpoint keeps of G: the UNet (inside a few-step or one-call generator, or a wrapper)."""
+        G = unwrap(self.G)
+        return getattr(G, "unet", G)
+
+    def _saved_D(self) -> torch.nn.Module:
+        """What a checkpoint keeps of D: its trainable heads when it reads a frozen teacher, else all of it."""
+        D = unwrap(self.D)
+        return getattr(D, "heads", D)
 
     def save(self, path) -> Path:
         """Write this run's checkpoint at ``path`` (atomically)."""
@@ -141,9 +150,9 @@ class Run:
                 f"{', '.join(f'{k}={ours[k]!r}' for k in diff)}; resume with the same values (leave them "
                 "unset and the checkpoint's are used) or start a new run without resume")
         path = state.get("path", "checkpoint")
-        load_state(self.G.unet if self.kind == "fewstep" else self.G, state["G"], "G", path)
+        load_state(self._saved_G(), state["G"], "G", path)
         if self.D is not None and state.get("D") is not None:
-            load_state(self.D, state["D"], "D", path)
+            load_state(self._saved_D(), state["D"], "D", path)
         cfg = self.config
         for opt, key, lr in ((self.opt_G, "opt_G", cfg.lr_G), (self.opt_D, "opt_D", cfg.lr_D)):
             if opt is None:

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from ..core.device import pick_device
 from ..core.fewstep import FewStepGenerator, posterior_sample
 from ..core.flow import RectifiedFlow
+from ..core.onecall import OneCallGenerator
 from ..core.guidance import GuidedModel
 from ..data.phantoms import check_image_size
 from .images import image_grid, save_image_files, save_image_grid, to_unit
@@ -36,7 +37,7 @@ FAST_SAMPLER = dict(sampler="ddim", steps=50, eta=1.0)   # the measured fast def
 PROGRESS_MIN_WORK = 500     # a bar from this many image-evaluations of the network (a few seconds on a CPU)
 MAX_SAMPLE_BYTES = 2**31    # the largest set of samples one call returns (float32): 2 GiB
 
-__all__ = ["FAST_SAMPLER", "DDPM", "DDIM", "FewStep", "sample", "generate_and_visualize", "sample_grid"]
+__all__ = ["FAST_SAMPLER", "DDPM", "DDIM", "FewStep", "OneCall", "sample", "generate_and_visualize", "sample_grid"]
 
 
 def draw_noise(shape, generator, device) -> torch.Tensor:
@@ -127,6 +128,23 @@ class FewStep:
         return x
 
 
+class OneCall:
+    """A one-call generator: G(x_T), x_T the latent z ~ N(0, I); one network call."""
+
+    def __init__(self, G):
+        self.G = G
+
+    def evaluations(self) -> int:
+        return 1
+
+    @torch.inference_mode()
+    def sample(self, model, x_T: torch.Tensor, generator=None, record=None, bar=None) -> torch.Tensor:
+        x = model(x_T)
+        if bar is not None:
+            bar.update(1)
+        return x
+
+
 def _model_info(G, device, scheduler) -> tuple[int, torch.device]:
     core = getattr(G, "_orig_mod", G)
     if not hasattr(core, "in_ch"):
@@ -166,6 +184,13 @@ def _guided_models(G, labels, guidance_scale, n: int, chunks: list[int]) -> list
 
 def _pick_sampler(G, scheduler, sampler, steps, eta, variance, clip_x0, trajectory_at):
     """The sampler object for these arguments (ValueError naming what does not apply)."""
+    if isinstance(G, OneCallGenerator):
+        given = {k: v for k, v in dict(sampler=sampler, steps=steps if steps != 1 else None, trajectory_at=trajectory_at,
+                                       eta=eta or None).items() if v is not None}
+        if given:
+            raise ValueError(f"this is a one-call generator: it makes each image in one network call, so "
+                             f"{', '.join(f'{k}={v!r}' for k, v in given.items())} does not apply; leave it out")
+        return OneCall(G)
     if isinstance(G, FewStepGenerator):
         given = {k: v for k, v in dict(sampler=sampler, steps=steps, trajectory_at=trajectory_at).items() if v is not None}
         given.update({"eta": eta} if eta else {})
@@ -233,7 +258,7 @@ def sample(G, scheduler, n: int = 8, image_size: int = 128, device=None, sampler
     if seed is not None and generator is not None:
         raise ValueError("pass either seed or generator, not both")
     generator = torch.Generator().manual_seed(seed) if seed is not None else generator
-    if isinstance(G, FewStepGenerator) and device is not None:
+    if isinstance(G, (FewStepGenerator, OneCallGenerator)) and device is not None:
         G = G.to(pick_device(device))
     channels, dev = _model_info(G, device, scheduler)
     if n * channels * image_size ** 2 * 4 > MAX_SAMPLE_BYTES:
@@ -284,7 +309,7 @@ def generate_and_visualize(G, scheduler, n: int = 16, image_size: int = 128, sav
     if save_grid is not None and Path(save_grid).is_dir():
         raise ValueError(f"save_grid={str(save_grid)!r} is a folder; give the grid's file name, e.g. "
                          f"{str(Path(save_grid) / 'grid.png')!r}")
-    fewstep, flow = isinstance(G, FewStepGenerator), isinstance(scheduler, RectifiedFlow)
+    fewstep, flow = isinstance(G, (FewStepGenerator, OneCallGenerator)), isinstance(scheduler, RectifiedFlow)
     if flow:
         clip_x0, how = False, f"{sampler or 'euler'}-{steps or 50}, flow"
     elif not fewstep:
@@ -299,7 +324,7 @@ def generate_and_visualize(G, scheduler, n: int = 16, image_size: int = 128, sav
     if save_individual is not None:
         save_image_files(images, save_individual)
     if show:
-        _show_grid(images, nrow, how if flow else f"few-step, {G.n_levels} levels" if fewstep else
+        _show_grid(images, nrow, how if flow else f"{G.n_levels} network call(s), its own levels" if fewstep else
                    sampler.upper() + (f"-{steps}, η={eta:g}" if sampler == "ddim" else ""))
     return images
 

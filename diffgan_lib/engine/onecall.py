@@ -1,0 +1,154 @@
+"""The one-call fine-tune: a diffusion model's UNet taught to make an image in one call, by a GAN whose
+discriminator learns (``core.onecall``, ``core.feature_disc``). It runs through the same loop as training.
+
+Per step, on real images x0 (B, C, S, S) in [-1, 1] and latents z ~ N(0, I) drawn from (seed, step):
+1. ``d_steps`` times: re-noise x0 and G(z) (detached) to levels s in [0, s_max), D on both, the
+   non-saturating losses softplus(-D(real)) + softplus(D(fake)), a D step (heads only);
+2. G's step on adv_weight * softplus(-D(G(z))) (D's heads frozen; the gradient flows through the frozen
+   encoder into G) + range_weight * mean(relu(|raw x̂0| - 1)^2); then the EMA.
+``HeldOutAUROC`` measures what D has learned on images it never trained on, every ``every`` steps, into the
+history's "auroc" column: a run whose D stays near 0.5 is a failed run, whatever its samples score.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..core.device import launched, pick_device
+from ..core.ema import EMA
+from ..core.feature_disc import FeatureDiscriminator
+from ..core.losses import frozen
+from ..core.onecall import OneCallGenerator, softclamp
+from ..data.files import local_path
+from .batches import mix
+from .config import OneCallConfig
+from .fewstep import teacher_record
+from .loop import fit
+from .models import load_checkpoint
+from .run import Run, load_training_state
+from .rundir import RunDir
+from .train import TrainResult
+
+__all__ = ["onecall_step", "onecall_run", "onecall_train", "HeldOutAUROC", "ONECALL_KEYS", "CHANCE_BAND"]
+
+ONECALL_KEYS = ("step", "epoch", "adv", "range", "D", "D_real", "D_fake", "auroc")
+CHANCE_BAND = 0.6        # a D whose held-out AUROC never reaches this has not learned: the run failed
+
+
+def onecall_step(run: Run, x0: torch.Tensor, labels=None) -> dict:
+    """One fine-tune step at ``run.step`` (module docstring); returns floats adv, range, D, D_real, D_fake, auroc (nan)."""
+    G, D, cfg = run.G, run.D, run.config
+    g = torch.Generator().manual_seed(mix(7, cfg.seed, run.step))
+    draw = lambda: torch.randn(x0.shape, generator=g).to(x0.device)                      # noqa: E731
+    level = lambda: torch.randint(0, cfg.s_max, (len(x0),), generator=g).to(x0.device)   # noqa: E731
+    raw = G.raw(draw())
+    fake = softclamp(raw)
+    for _ in range(cfg.d_steps):
+        s = level()
+        real_logit, fake_logit = D(x0, s, draw()), D(fake.detach(), s, draw())
+        D_loss = F.softplus(-real_logit).mean() + F.softplus(fake_logit).mean()
+        run.opt_D.zero_grad(set_to_none=True)
+        D_loss.backward()
+        run.opt_D.step()
+    with frozen(D.heads):
+        adv = F.softplus(-D(fake, level(), draw())).mean()
+    out_of_range = F.relu(raw.abs() - 1).pow(2).mean()
+    G_loss = cfg.adv_weight * adv + cfg.range_weight * out_of_range
+    run.opt_G.zero_grad(set_to_none=True)
+    G_loss.backward()
+    run.opt_G.step()
+    if run.ema is not None:
+        run.ema.update(G.unet, run.step)
+    values = dict(zip(ONECALL_KEYS[2:7], torch.stack([v.detach().float() for v in (
+        adv, out_of_range, D_loss, real_logit.mean(), fake_logit.mean())]).tolist()), auroc=float("nan"))
+    if not all(math.isfinite(values[k]) for k in ("adv", "D")):
+        raise FloatingPointError(f"one-call fine-tune step {run.step + 1}: a loss is not finite ({values}); "
+                                 f"lower lr_G={cfg.lr_G} / lr_D={cfg.lr_D}")
+    return values
+
+
+def auroc(positive: torch.Tensor, negative: torch.Tensor) -> float:
+    """P(a positive scores above a negative), ties counting one half (the Mann-Whitney form of the AUROC)."""
+    diff = positive[:, None] - negative[None, :]
+    return float((diff > 0).float().mean() + 0.5 * (diff == 0).float().mean())
+
+
+class HeldOutAUROC:
+    """Every ``every`` steps, D's AUROC of held-out real images (never trained on) against G's samples of
+    fixed latents, with the same fixed levels and noises for both; written into the step's "auroc" entry."""
+
+    def __init__(self, real: torch.Tensor, every: int = 50, seed: int = 1):
+        g = torch.Generator().manual_seed(seed)
+        self.real, self.every = real, every
+        self.z, self.noise = torch.randn(real.shape, generator=g), torch.randn(real.shape, generator=g)
+
+    @torch.no_grad()
+    def measure(self, run: Run) -> float:
+        dev = run.device
+        s = torch.randint(0, run.config.s_max, (len(self.real),), generator=torch.Generator().manual_seed(2)).to(dev)
+        fake = run.G(self.z.to(dev))
+        real_logit = run.D(self.real.to(dev), s, self.noise.to(dev))
+        fake_logit = run.D(fake, s, self.noise.to(dev))
+        return auroc(real_logit.cpu(), fake_logit.cpu())
+
+    def __call__(self, run, metrics, epoch, epoch_ends):
+        if run.step % self.every == 0 or run.step == 1:
+            run.history["auroc"][-1] = metrics["auroc"] = self.measure(run)
+
+
+def onecall_run(init, cfg: OneCallConfig, device=None, teacher: dict | None = None) -> Run:
+    """A fresh one-call run from the diffusion checkpoint ``init``: G a trainable copy of the teacher UNet read
+    at ``cfg.t_star``, D trainable heads on a frozen copy of the teacher's encoder, Adam for both, the EMA."""
+    dev = pick_device(device)
+    teacher = teacher or teacher_record(init)
+    unet, _, scheduler = loaded = load_checkpoint(init, device=dev)
+    size = loaded.image_size or 32
+    torch.manual_seed(cfg.seed)
+    G = OneCallGenerator(copy.deepcopy(unet).train().requires_grad_(True), scheduler, cfg.t_star).to(dev)
+    D = FeatureDiscriminator(unet, scheduler, size, cfg.head_width, cfg.s_max).to(dev)
+    return Run(config=cfg, G=G, D=D, scheduler=scheduler,
+               opt_G=torch.optim.Adam(G.unet.parameters(), lr=cfg.lr_G, betas=cfg.adam_betas),
+               opt_D=torch.optim.Adam(D.heads.parameters(), lr=cfg.lr_D, betas=cfg.adam_betas),
+               scaler=None, ema=EMA(G.unet, cfg.ema_decay) if cfg.ema_decay > 0 else None, device=dev,
+               kind="onecall", info={"image_size": size, "teacher": teacher}, step_fn=onecall_step,
+               history_keys=ONECALL_KEYS)
+
+
+def onecall_train(init, dataloader, cfg: OneCallConfig | None, max_steps: int, save_dir, heldout: torch.Tensor,
+                  resume=None, device=None, progress: bool = True, overwrite: bool = False,
+                  teacher: dict | None = None, auroc_every: int = 50) -> TrainResult:
+    """Fine-tune a one-call generator from the diffusion checkpoint ``init`` for ``max_steps`` steps in total,
+    with every folder rule of ``train``; ``heldout`` (N, C, S, S) real images never trained on measure D's
+    AUROC every ``auroc_every`` steps. Returns a ``TrainResult`` (G the EMA generator). Everything is
+    checked before a file is touched. Single process."""
+    if launched():
+        raise ValueError("the one-call fine-tune runs in one process; start it with python, not torchrun")
+    if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
+        raise ValueError(f"max_steps={max_steps!r} must be a positive int")
+    init = local_path(init, "--init")
+    teacher = teacher or teacher_record(init)
+    state = None
+    if resume is not None:
+        resume = local_path(resume, "--resume")
+        state = load_training_state(resume)
+        if state["model"]["kind"] != "onecall" or state["model"]["teacher"]["sha256"] != teacher["sha256"]:
+            raise ValueError(f"{resume} is not a one-call run of the teacher {init}; resume with the --init it was made from")
+        saved = OneCallConfig.from_dict(state["config"])
+        if cfg is not None and cfg != saved:
+            raise ValueError(f"{resume} was fine-tuned with other settings ({saved}); a resumed run keeps them: "
+                             "leave the options out, or start a new run")
+        cfg = saved
+    run = onecall_run(init, cfg or OneCallConfig(), device, teacher)
+    if state is not None:
+        run.load_state_dict(state)
+    rundir = RunDir(save_dir, resume, overwrite, reads=(init,), what="--out")
+    rundir.open()
+    try:
+        checkpoint, stopped_by = fit(run, dataloader, rundir, max_steps=max_steps, progress=progress, resume=resume,
+                                     desc="one-call fine-tune", extra_callbacks=[HeldOutAUROC(heldout, auroc_every)])
+        return TrainResult(run, checkpoint, stopped_by)
+    finally:
+        rundir.close()

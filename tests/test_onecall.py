@@ -1,0 +1,90 @@
+"""The one-call generator and the discriminator on the teacher's features: shapes, what trains, files, resume."""
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from diffgan_lib import DiffusionScheduler, TrainConfig, UNet, load_checkpoint, sample, train
+from diffgan_lib.cli import main
+from diffgan_lib.core.feature_disc import FeatureDiscriminator
+from diffgan_lib.core.onecall import OneCallGenerator, softclamp
+from diffgan_lib.engine import OneCallConfig, onecall_train, read_checkpoint
+
+SCH = DiffusionScheduler(1000)
+
+
+def test_softclamp_is_the_identity_inside_and_smooth_at_the_edge():
+    x = torch.tensor([-1.05, -0.5, 0.0, 0.9, 1.02], requires_grad=True)
+    y = softclamp(x)
+    assert torch.equal(y[1:4], x[1:4]) and y.abs().max() < 1 and softclamp(torch.tensor([-50.0, 50.0])).abs().max() <= 1
+    y.sum().backward()
+    assert (x.grad > 0).all()                            # a gradient everywhere, unlike a hard clamp
+
+
+def test_the_generator_reads_noise_at_t_star_in_one_call():
+    unet = UNet(1, 8)
+    calls = []
+    unet.register_forward_hook(lambda m, args, out: calls.append(args[1].unique().tolist()))
+    G = OneCallGenerator(unet, SCH, t_star=400)
+    x = G(torch.randn(3, 1, 32, 32))
+    assert x.shape == (3, 1, 32, 32) and x.abs().max() <= 1 and calls == [[400]]
+    with pytest.raises(ValueError, match="t_star"):
+        OneCallGenerator(unet, SCH, t_star=1000)
+
+
+def test_only_the_heads_train_and_the_gradient_reaches_the_image():
+    teacher = UNet(1, 8)
+    D = FeatureDiscriminator(teacher, SCH, 32, width=16, s_max=350)
+    trainable = {n for n, p in D.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("heads.") for n in trainable)
+    x = torch.rand(2, 1, 32, 32, requires_grad=True)
+    logits = D(x, torch.tensor([0, 300]), torch.randn(2, 1, 32, 32), per_scale=True)
+    assert logits.shape == (2, 5)
+    logits.sum().backward()
+    assert x.grad.abs().sum() > 0 and all(p.grad is None for p in D.encoder.parameters())
+    assert D.train().encoder.training is False               # frozen, always in eval mode
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("teacher")
+    result = train(DataLoader(TensorDataset(torch.rand(8, 1, 32, 32) * 2 - 1), batch_size=4), device="cpu", epochs=1,
+                   save_dir=folder, config=TrainConfig(base=8, checkpoint_every=0), progress=False)
+    return result.checkpoint
+
+
+def loader():
+    images = torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    return DataLoader(TensorDataset(images), batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0))
+
+
+HELD = torch.rand(6, 1, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1
+CFG = OneCallConfig(head_width=16, d_steps=1)
+
+
+def test_a_run_writes_heads_not_the_encoder_loads_samples_and_resumes_exactly(teacher, tmp_path):
+    straight = onecall_train(teacher, loader(), CFG, 4, tmp_path / "a", HELD, progress=False, auroc_every=2)
+    ckpt = read_checkpoint(straight.checkpoint)
+    assert ckpt["model"]["kind"] == "onecall" and ckpt["model"]["t_star"] == 400
+    assert all(k.startswith(("s_mlp", "scales", "stats")) for k in ckpt["D"])      # heads only
+    auroc = ckpt["history"]["auroc"].tolist()
+    assert [a == a for a in auroc] == [True, True, False, True] and all(0 <= a <= 1 for a in auroc if a == a)
+    G, D, scheduler = loaded = load_checkpoint(straight.checkpoint, device="cpu")
+    assert isinstance(G, OneCallGenerator) and D is None and loaded.kind == "onecall"
+    x = sample(G, scheduler, n=3, image_size=32, seed=0, progress=False)
+    assert x.shape == (3, 1, 32, 32)
+    with pytest.raises(ValueError, match="one-call generator.*steps=50"):
+        sample(G, scheduler, n=3, image_size=32, sampler="ddim", steps=50)
+    onecall_train(teacher, loader(), CFG, 2, tmp_path / "b", HELD, progress=False, auroc_every=2)
+    resumed = onecall_train(teacher, loader(), None, 4, tmp_path / "b", HELD, resume=tmp_path / "b" / "final_model.pth",
+                            progress=False, overwrite=True, auroc_every=2)
+    a, b = read_checkpoint(straight.checkpoint), read_checkpoint(resumed.checkpoint)
+    assert all(torch.equal(a["G"][k], b["G"][k]) for k in a["G"]) and all(torch.equal(a["D"][k], b["D"][k]) for k in a["D"])
+
+
+def test_the_command_line_makes_a_one_call_model_and_says_whether_D_learned(teacher, tmp_path, capsys):
+    assert main(["fewstep", "--init", str(teacher), "--data", "phantoms", "--n-images", "8", "--levels", "1",
+                 "--max-steps", "2", "--batch-size", "4", "--out", str(tmp_path / "oc"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "D's held-out AUROC" in out and "1 network call per image" in out
+    assert main(["sample", "--checkpoint", str(tmp_path / "oc" / "final_model.pth"), "-n", "2", "--out",
+                 str(tmp_path / "s"), "--device", "cpu"]) == 0
