@@ -1,0 +1,143 @@
+"""The one-call generator against the teacher's own samplers and against the same fine-tune without its GAN term.
+
+Protocol (the yardstick of benchmarks/flow_study.py, whose diffusion runs are the teachers): 32 px
+PneumoniaMNIST; the teacher of seed S is ``runs/flow_study/diffusion_seed{S}/final_model.pth``, the course's
+default recipe trained 4 epochs through the command line. For each seed, through the command line:
+  * **one-call**: ``fewstep --init TEACHER --data pneumoniamnist --levels 1 --max-steps N --batch-size 32``,
+    continued in chunks of 250 steps to 1500 (a resume is exact), scored after every chunk: the FD curve;
+  * **control**: the same with ``--adv-weight 0`` for 1500 steps (D still trains and is measured, but
+    gives G no gradient): what the GAN term adds;
+the teacher's own samplers at 1, 4 and 50 calls (DDIM at eta 0 and 1, DPM-Solver++(2M)) come from
+``runs/flow_study/scores.json`` (same feature net, test split and noise seed). 256 samples (noise seed 1000),
+EMA weights; FD and KID in data/pretrained/xray32_featurenet.pt against the 624 test X-rays, diversity in
+those features (real test images for scale) and the memorisation ratio (median distance of each sample to
+its nearest training image over the same for the val images: about 1 = no copying); D's held-out AUROC
+(the run's history) beside every score.
+
+    python benchmarks/onecall_study.py run --seeds 0 1 2
+    python benchmarks/onecall_study.py table              # -> benchmarks/results/onecall_study.json
+
+Every step skips what is on disk (``runs/onecall_study/``), so a stopped study continues.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from diffgan_lib import load_checkpoint, sample
+from diffgan_lib.cli import main as cli
+from diffgan_lib.course import PRETRAINED_XRAY_FEATURES
+from diffgan_lib.data import ImageDataset
+from diffgan_lib.eval import diversity, extract_features, frechet_distance, kid, load_feature_net, memorisation
+
+OUT, TEACHERS = Path("runs/onecall_study"), Path("runs/flow_study")
+RESULTS = Path(__file__).resolve().parent / "results" / "onecall_study.json"
+CHUNK, STEPS = 250, 1500
+FT = ["--data", "pneumoniamnist", "--levels", "1", "--batch-size", "32"]
+
+
+class Yardstick:
+    def __init__(self):
+        self.net = load_feature_net(PRETRAINED_XRAY_FEATURES)
+        split = lambda s: ImageDataset("pneumoniamnist", 32, split=s).images          # noqa: E731
+        self.test, self.train, self.val = split("test"), split("train"), split("val")
+        self.f_test = extract_features(self.net, self.test)
+
+    def score(self, x: torch.Tensor) -> dict:
+        f = extract_features(self.net, x)
+        mem = memorisation(x, self.train, self.val)
+        return {"fd": frechet_distance(f, self.f_test), "kid": kid(f, self.f_test, seed=0)[0],
+                "diversity": diversity(f), "nn_ratio": mem["nn_ratio"]}
+
+
+def scored(ys, cache: dict, key: str, ckpt: Path) -> None:
+    if key in cache:
+        return
+    loaded = load_checkpoint(ckpt, device="cpu")
+    G, _, sched = loaded
+    t0 = time.time()
+    x = sample(G, sched, n=256, image_size=32, seed=1000, progress=False).clamp(-1, 1)
+    auc = [v for v in loaded.history.get("auroc", []) if v == v]
+    cache[key] = {**ys.score(x), "step": loaded.step, "sample_s": round(time.time() - t0, 2),
+                  "auroc_max": max(auc) if auc else None, "auroc_last": auc[-1] if auc else None}
+    print(key, cache[key], flush=True)
+
+
+def finetune(folder: Path, teacher: Path, steps: int, extra=()) -> float:
+    """Run (or continue) the fine-tune in ``folder`` to ``steps`` in total; returns its wall time."""
+    final = folder / "final_model.pth"
+    resume = ["--resume", str(final)] if final.exists() else []
+    t0 = time.time()
+    status = cli(["fewstep", "--init", str(teacher), *FT, "--max-steps", str(steps), "--out", str(folder),
+                  *resume, *extra])
+    if status:
+        raise SystemExit(f"fewstep exited {status} in {folder}")
+    return time.time() - t0
+
+
+def cmd_run(a) -> None:
+    ys, cache_path = Yardstick(), OUT / "scores.json"
+    OUT.mkdir(parents=True, exist_ok=True)
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    cache.setdefault("real_test_diversity", diversity(ys.f_test))
+    walls = cache.setdefault("wall_s", {})
+    for seed in a.seeds:
+        teacher = TEACHERS / f"diffusion_seed{seed}" / "final_model.pth"
+        for arm, extra, steps in (("onecall", [], range(CHUNK, STEPS + 1, CHUNK)), ("control", ["--adv-weight", "0"], [STEPS])):
+            folder = OUT / f"{arm}_seed{seed}"
+            for n in steps:
+                key = f"{arm}_seed{seed}/{n}"
+                if key not in cache:
+                    walls[key] = round(finetune(folder, teacher, n, extra), 1)
+                    scored(ys, cache, key, folder / "final_model.pth")
+                    cache_path.write_text(json.dumps(cache, indent=1))
+    cache_path.write_text(json.dumps(cache, indent=1))
+
+
+def _ms(values):
+    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else None,
+            "values": values}
+
+
+def cmd_table(a) -> None:
+    cache = json.loads((OUT / "scores.json").read_text())
+    teacher = json.loads((TEACHERS / "scores.json").read_text())
+    seeds = sorted({int(k.split("_seed")[1].split("/")[0]) for k in cache if k.startswith("onecall_seed")})
+    rows = {}
+    for label, key in [(f"one-call, {n} steps", f"onecall_seed{{s}}/{n}") for n in range(CHUNK, STEPS + 1, CHUNK)] + [
+            (f"control (--adv-weight 0), {STEPS} steps", f"control_seed{{s}}/{STEPS}")]:
+        got = [cache[key.format(s=s)] for s in seeds if key.format(s=s) in cache]
+        if got:
+            rows[label] = {m: _ms([g[m] for g in got]) for m in ("fd", "kid", "diversity", "nn_ratio", "auroc_max")
+                           if all(g.get(m) is not None for g in got)} | {"calls": 1, "seeds": len(got)}
+    for how in ("ddim_eta0", "ddim_eta1", "dpm++2m"):
+        for n in (1, 4, 50):
+            got = [teacher[f"diffusion_seed{s}/{how}/{n}"] for s in seeds if f"diffusion_seed{s}/{how}/{n}" in teacher]
+            if got:
+                rows[f"teacher, {how}, {n} calls"] = {"fd": _ms([g["fd"] for g in got]), "kid": _ms([g["kid"] for g in got]),
+                                                      "calls": n, "seeds": len(got)}
+    RESULTS.write_text(json.dumps({
+        "protocol": __doc__.split("\n\n")[1], "seeds": seeds, "rows": rows, "real_vs_real": teacher["real_vs_real"],
+        "real_test_diversity": cache["real_test_diversity"], "wall_s": cache.get("wall_s", {}),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}"}, indent=1))
+    print(f"wrote {RESULTS}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("command", choices=("run", "table"))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    {"run": cmd_run, "table": cmd_table}[a.command](a)
+
+
+if __name__ == "__main__":
+    main()
