@@ -88,3 +88,24 @@ def test_the_command_line_makes_a_one_call_model_and_says_whether_D_learned(teac
     assert "D's held-out AUROC" in out and "1 network call per image" in out
     assert main(["sample", "--checkpoint", str(tmp_path / "oc" / "final_model.pth"), "-n", "2", "--out",
                  str(tmp_path / "s"), "--device", "cpu"]) == 0
+
+
+def test_a_frozen_encoder_exports_only_the_decoder_and_finds_its_teacher(teacher, tmp_path):
+    import shutil
+    from diffgan_lib.engine import export_for_sampling
+    run = onecall_train(teacher, loader(), OneCallConfig(head_width=16, d_steps=1, freeze="encoder"), 2,
+                        tmp_path / "f", HELD, progress=False)
+    full = read_checkpoint(run.checkpoint)
+    t = read_checkpoint(teacher)
+    assert all(torch.equal(full["G"][k], t["G_ema"][k]) for k in full["G"] if k.startswith("down1"))   # frozen
+    assert not all(torch.equal(full["G"][k], t["G_ema"][k]) for k in full["G"] if k.startswith("up1"))
+    small = export_for_sampling(run.checkpoint, tmp_path / "ship" / "small.pth")
+    kept = read_checkpoint(small)["G"]
+    assert kept and not any(k.startswith(("down", "mid", "time_mlp")) for k in kept)
+    with pytest.raises(Exception, match="beside it"):
+        load_checkpoint(small, device="cpu")                  # the teacher is not beside it (yet)
+    shutil.copy(teacher, tmp_path / "ship" / teacher.name)
+    G = load_checkpoint(small, device="cpu")[0]
+    ref = load_checkpoint(run.checkpoint, device="cpu")[0]
+    z = torch.randn(2, 1, 32, 32)
+    assert torch.allclose(G(z), ref(z), atol=2e-2)            # the same generator, decoder in float16

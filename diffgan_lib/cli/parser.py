@@ -137,6 +137,9 @@ def _fewstep_options(sub) -> None:
                    "generator, fine-tuned against a discriminator on the teacher's own features; 2-8 = DDGAN-style "
                    "jumps (default 4: t = 999, 749, 499, 249); a resumed run keeps its own")
     f.add_argument("--max-steps", type=int, default=300, help="fine-tune steps in total (default 300)")
+    f.add_argument("--freeze", choices=("none", "encoder"), help="--levels 1: keep G's encoder as the teacher's "
+                   "(only the decoder trains; an export then stores only the decoder and finds the teacher by its "
+                   "hash); default none")
     f.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
     f.add_argument("--adv-weight", type=float, help="weight of the adversarial term (default 1; "
                    "0 = the regression-only control, no discriminator; a resumed run keeps its own)")

@@ -55,6 +55,16 @@ class OneCallGenerator(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return softclamp(self.raw(z))
 
+    ENCODER = ("time_mlp", "class_emb", "down1", "down2", "down3", "mid")
+
+    def freeze_encoder(self) -> "OneCallGenerator":
+        """Keep the encoder's weights (the time MLP, the down blocks, the bottleneck) as they are: only the
+        decoder trains. Returns self."""
+        for name in self.ENCODER:
+            if hasattr(self.unet, name):
+                getattr(self.unet, name).requires_grad_(False)
+        return self
+
     def with_unet(self, unet: nn.Module) -> "OneCallGenerator":
         """The same read through another UNet (e.g. the EMA copy)."""
         return OneCallGenerator(unet, self.scheduler, self.t_star)

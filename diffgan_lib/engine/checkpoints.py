@@ -2,13 +2,13 @@
 
 This module owns only the envelope: the format tag, the version, the migrations of older layouts,
 the atomic write and the weights-only read. What a file holds is built by ``Run.state_dict()``
-(``engine.run``) and rebuilt into networks by the registry of model kinds (``engine.models``).
+(``engine.run``) and rebuilt into networks by the registry of model kinds (``engine.kinds``).
 
 A checkpoint is a dict of plain values only -- tensors, dicts, lists, numbers, strings -- so it
 loads with ``torch.load(path, weights_only=True)``, which never runs code hidden in a file.
 Format version 2:
 - ``format`` = "diffgan_lib/checkpoint", ``version`` = 2, ``torch_version``;
-- ``model``: {kind, ...}: what network to rebuild (``engine.models.KINDS`` lists the kinds and
+- ``model``: {kind, ...}: what network to rebuild (``engine.kinds.KINDS`` lists the kinds and
   their fields); ``scheduler``: DiffusionScheduler.config(); ``config``: the run's configuration;
 - ``G`` (raw weights), ``G_ema`` (averaged weights or None), ``D`` (or None), ``opt_G``, ``opt_D``,
   ``scaler``; ``step``, ``epoch``, ``position`` = [epoch, batches of it done]; ``data``; ``history``:

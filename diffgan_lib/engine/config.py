@@ -302,9 +302,13 @@ class OneCallConfig:
     s_max: int = 350
     head_width: int = 64
     ema_decay: float = 0.99
+    freeze: str = "none"                # "encoder": G's encoder (time MLP, down blocks, bottleneck) stays the
+                                        # teacher's (D2O freezes most of G); an export then stores only the rest
     seed: int = 0
 
     def __post_init__(self):
+        if self.freeze not in ("none", "encoder"):
+            raise ValueError(f"freeze={self.freeze!r}: choose 'none' or 'encoder'")
         for name in ("adv_weight", "range_weight", "lr_G", "lr_D"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0):

@@ -10,8 +10,8 @@ R1); G minimises adv_weight * softplus(-D(fake)) with D frozen plus rec_weight *
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
+from pathlib import Path
 
 import torch
 
@@ -23,7 +23,7 @@ from ..data.files import local_path
 from .batches import mix
 from .config import FewStepConfig
 from .loop import fit
-from .models import load_checkpoint, read_checkpoint
+from .models import load_checkpoint, read_checkpoint, weights_sha256
 from .run import Run, load_training_state
 from .rundir import RunDir
 from .train import TrainResult
@@ -73,15 +73,6 @@ def fewstep_step(run: Run, x0: torch.Tensor, labels=None) -> dict:
     return values
 
 
-def weights_sha256(state_dict: dict) -> str:
-    """SHA-256 of a network's weights as float32, in key order: names a teacher by what it is, not by a path."""
-    h = hashlib.sha256()
-    for key in sorted(state_dict):
-        h.update(key.encode())
-        h.update(state_dict[key].detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def teacher_record(path) -> dict:
     """What a few-step checkpoint keeps of its teacher: its model and scheduler fields, config and weight hash.
     ValueError when ``path`` is not an unconditional diffusion model."""
@@ -94,7 +85,7 @@ def teacher_record(path) -> dict:
                          "generators and would drop its classes: use an unconditional teacher")
     weights = ckpt["G_ema"] if ckpt.get("G_ema") is not None else ckpt["G"]
     return {"model": ckpt["model"], "scheduler": ckpt["scheduler"], "config": ckpt["config"],
-            "sha256": weights_sha256(weights)}
+            "sha256": weights_sha256(weights), "file": Path(path).name}
 
 
 def fewstep_from_teacher(unet, scheduler, cfg: FewStepConfig, device=None, image_size: int = 32,

@@ -108,9 +108,12 @@ def onecall_run(init, cfg: OneCallConfig, device=None, teacher: dict | None = No
     size = loaded.image_size or 32
     torch.manual_seed(cfg.seed)
     G = OneCallGenerator(copy.deepcopy(unet).train().requires_grad_(True), scheduler, cfg.t_star).to(dev)
+    if cfg.freeze == "encoder":
+        G.freeze_encoder()
     D = FeatureDiscriminator(unet, scheduler, size, cfg.head_width, cfg.s_max).to(dev)
     return Run(config=cfg, G=G, D=D, scheduler=scheduler,
-               opt_G=torch.optim.Adam(G.unet.parameters(), lr=cfg.lr_G, betas=cfg.adam_betas),
+               opt_G=torch.optim.Adam([p for p in G.unet.parameters() if p.requires_grad], lr=cfg.lr_G,
+                                      betas=cfg.adam_betas),
                opt_D=torch.optim.Adam(D.heads.parameters(), lr=cfg.lr_D, betas=cfg.adam_betas),
                scaler=None, ema=EMA(G.unet, cfg.ema_decay) if cfg.ema_decay > 0 else None, device=dev,
                kind="onecall", info={"image_size": size, "teacher": teacher}, step_fn=onecall_step,
