@@ -315,6 +315,39 @@ def privacy():
               f"{pct(m['feature_fraction_close'])}.")
 
 
+def flow():
+    """Flow matching against diffusion at equal training, by network calls (flow_study.json)."""
+    f = load("flow_study")
+    t, calls = f["table"], (1, 2, 4, 10, 50)
+    names = {"flow/euler": "flow, Euler", "flow/heun": "flow, Heun (2 steps - 1 calls)",
+             "diffusion/ddim_eta0": "diffusion, DDIM η = 0", "diffusion/ddim_eta1": "diffusion, DDIM η = 1",
+             "diffusion/dpm++2m": "diffusion, DPM-Solver++(2M)"}
+    rows = []
+    for key, label in names.items():
+        cells = []
+        for n in calls:
+            r = t.get(f"{key}/{n}")
+            cells.append("—" if r is None else ms(r["fd"]["values"]) + (f" ({r['calls']})" if r["calls"] != n else ""))
+        rows.append((label, *cells))
+    note = (f"FD ↓ against the 624 test X-rays, 256 samples, mean ± sd over {len(f['seeds'])} training seeds; "
+            f"real vs real {f['real_vs_real']['fd']:.1f}; {f['machine']}. Heun's cells give the calls it used in "
+            "brackets where fewer than the column's.")
+    return table(("sampler", *(f"{n} call{'s' * (n > 1)}" for n in calls)), rows) + "\n\n" + note
+
+
+def onecall():
+    """The one-call generator against its control and the teachers' samplers (onecall_study.json)."""
+    f = load("onecall_study")
+    rows = []
+    for label, r in f["rows"].items():
+        g = lambda m, d=2: ms(r[m]["values"], d) if m in r else "—"       # noqa: E731
+        rows.append((label, str(r["calls"]), g("fd", 1), g("kid"), g("diversity"), g("nn_ratio"), g("auroc_max")))
+    note = (f"X-rays, 256 samples, {len(f['seeds'])} training seeds (teachers: flow_study's diffusion runs); real vs real "
+            f"FD {f['real_vs_real']['fd']:.1f}, real diversity {f['real_test_diversity']:.2f}; memorisation ratio about "
+            f"1 = no copying; AUROC = D's best held-out AUROC in the run; {f['machine']}.")
+    return table(("arm", "calls", "FD ↓", "KID ↓", "diversity", "memorisation", "D's AUROC"), rows) + "\n\n" + note
+
+
 TABLES = {   # name: (function, the file that quotes it)
     "xray": (xray, "docs/results.md"),
     "mean-path": (mean_path, "docs/results.md"),
@@ -327,6 +360,8 @@ TABLES = {   # name: (function, the file that quotes it)
     "pretrained": (pretrained, "data/pretrained/README.md"),
     "guidance": (guidance, "docs/results.md"),
     "tstr": (tstr, "docs/results.md"),
+    "flow": (flow, "docs/results.md"),
+    "onecall": (onecall, "docs/results.md"),
     "privacy": (privacy, "docs/results.md"),
 }
 
