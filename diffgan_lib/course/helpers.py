@@ -131,12 +131,13 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", help="pretrain: folder of the full checkpoints (last.pth, final_model.pth)")
     p.add_argument("--out", required=True, help="the exported float16 sampling-only file")
+    p.add_argument("--keep-d", action="store_true", help="export: keep the discriminator too (sampling needs none)")
     a = p.parse_args(argv)
     if a.command == "export":
         if not a.checkpoint:
             p.error("export needs the checkpoint to export: python -m diffgan_lib.course export CKPT --out FILE")
         try:
-            print(export_for_sampling(a.checkpoint, a.out))
+            print(export_for_sampling(a.checkpoint, a.out, keep_D=a.keep_d))
         except (OSError, ValueError) as err:
             p.exit(2, f"{p.prog} export: error: {err}\n")
         return

@@ -90,18 +90,18 @@ def load_checkpoint(path, device=None, which: str = "ema") -> LoadedCheckpoint:
     return KINDS[ckpt["model"]["kind"]].load(ckpt, which, path, pick_device(device), read=read_checkpoint)
 
 
-def export_for_sampling(path, out, half: bool = True):
+def export_for_sampling(path, out, half: bool = True, keep_D: bool = False):
     """Write a small copy of checkpoint ``path`` at ``out`` holding what sampling needs.
 
-    The generator (its EMA weights when there are some), D (unless it never trained), the configuration and
-    the history stay;
-    optimiser and scaler states go, and weights become float16 when ``half`` (the loader casts them
-    back to float32). About a quarter of the full file. Such a file cannot be resumed from.
+    The generator (its EMA weights when there are some), the configuration and the history stay; optimiser
+    and scaler states go, and so does D unless ``keep_D`` (sampling needs none; a D that never trained is
+    never kept). Weights become float16 when ``half`` (the loader casts them back to float32). About a
+    quarter of the full file. Such a file cannot be resumed from.
     """
     ckpt = read_checkpoint(path)
     cast = (lambda sd: {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}) if half else dict
     d_hist = ckpt["history"].get("D")
-    if d_hist is not None and not torch.isfinite(d_hist).any():      # D never trained (pure diffusion): not kept
+    if not keep_D or d_hist is not None and not torch.isfinite(d_hist).any():   # unasked for, or never trained
         ckpt["D"] = None
     if ckpt["model"]["kind"] == "onecall":       # D's heads read the teacher: no use for sampling
         ckpt["D"] = None
