@@ -241,8 +241,25 @@ def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, boo
     return torch.float16, True
 
 
+class _FineTuneConfig:
+    """Plain values for a checkpoint, and back: what the fine-tunes' configs share."""
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["adam_betas"] = list(self.adam_betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        """Inverse of ``to_dict``; unknown keys raise ValueError naming them."""
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s) {', '.join(unknown)}")
+        return cls(**{**d, **({"adam_betas": tuple(d["adam_betas"])} if "adam_betas" in d else {})})
+
+
 @dataclass(frozen=True)
-class FewStepConfig:
+class FewStepConfig(_FineTuneConfig):
     """The fine-tune's knobs (DDGAN's Adam betas; a smaller G learning rate, since G starts trained)."""
     levels: int = 4
     adv_weight: float = 1.0        # 0 = the regression-only control (no D at all)
@@ -268,23 +285,10 @@ class FewStepConfig:
             raise ValueError("ema_decay must lie in [0, 1) and r1_every be >= 1")
         object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
 
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["adam_betas"] = list(self.adam_betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "FewStepConfig":
-        """Inverse of ``to_dict``; unknown keys raise ValueError naming them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown FewStepConfig field(s) {', '.join(unknown)}")
-        return cls(**{**d, **({"adam_betas": tuple(d["adam_betas"])} if "adam_betas" in d else {})})
 
 
 @dataclass(frozen=True)
-class OneCallConfig:
+class OneCallConfig(_FineTuneConfig):
     """The one-call fine-tune's knobs (``engine.onecall``; the values measured in ``benchmarks/onecall_study.py``).
 
     G reads z at ``t_star``; D's heads re-noise images to s in [0, ``s_max``); ``d_steps`` D updates per G
@@ -320,15 +324,3 @@ class OneCallConfig:
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay={self.ema_decay!r} must lie in [0, 1)")
         object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["adam_betas"] = list(self.adam_betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "OneCallConfig":
-        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown OneCallConfig field(s) {', '.join(unknown)}")
-        return cls(**{**d, **({"adam_betas": tuple(d["adam_betas"])} if "adam_betas" in d else {})})

@@ -11,22 +11,18 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 
 import torch
 
-from ..core.device import launched, pick_device
+from ..core.device import pick_device
 from ..core.ema import EMA
 from ..core.fewstep import FewStepGenerator, PairDiscriminator, level_timesteps, next_timestep, posterior_sample
 from ..core.losses import discriminator_loss, generator_adv_loss
-from ..data.files import local_path
 from .batches import mix
 from .config import FewStepConfig
-from .loop import fit
-from .models import load_checkpoint, read_checkpoint, weights_sha256
-from .run import Run, load_training_state
-from .rundir import RunDir
-from .train import TrainResult
+from .finetune import check_fine_tune, fine_tune_in_folder, teacher_record
+from .models import load_checkpoint, weights_sha256
+from .run import Run
 
 __all__ = ["FewStepConfig", "fewstep_step", "fewstep_from_teacher", "fewstep_run", "fewstep_train", "teacher_record", "weights_sha256",
            "FEWSTEP_KEYS"]
@@ -71,21 +67,6 @@ def fewstep_step(run: Run, x0: torch.Tensor, labels=None) -> dict:
         raise FloatingPointError(f"few-step fine-tune step {step + 1}: a loss is not finite ({values}); "
                                  f"lower lr_G={cfg.lr_G} / lr_D={cfg.lr_D} or adv_weight={cfg.adv_weight}")
     return values
-
-
-def teacher_record(path) -> dict:
-    """What a few-step checkpoint keeps of its teacher: its model and scheduler fields, config and weight hash.
-    ValueError when ``path`` is not an unconditional diffusion model."""
-    ckpt = read_checkpoint(path)
-    if ckpt["model"]["kind"] != "diffusion":
-        raise ValueError(f"{path} holds a {ckpt['model']['kind']!r} model; --init needs a diffusion model "
-                         "(a train checkpoint or a data/pretrained export)")
-    if ckpt["model"].get("num_classes"):
-        raise ValueError(f"{path} is a class-conditional model; the few-step fine-tune makes unconditional "
-                         "generators and would drop its classes: use an unconditional teacher")
-    weights = ckpt["G_ema"] if ckpt.get("G_ema") is not None else ckpt["G"]
-    return {"model": ckpt["model"], "scheduler": ckpt["scheduler"], "config": ckpt["config"],
-            "sha256": weights_sha256(weights), "file": Path(path).name}
 
 
 def fewstep_from_teacher(unet, scheduler, cfg: FewStepConfig, device=None, image_size: int = 32,
@@ -134,30 +115,9 @@ def fewstep_train(init, dataloader, cfg: FewStepConfig | None, max_steps: int, s
     folder rule of ``train`` (``engine.rundir``). Every argument, the teacher and the resume file are
     checked before any file is touched. Single process. Returns a ``TrainResult``: ``G, D, scheduler``
     (G the EMA generator), ``.checkpoint`` and ``.stopped_by``."""
-    if launched():
-        raise ValueError("the few-step fine-tune runs in one process; start it with python, not torchrun")
-    if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
-        raise ValueError(f"max_steps={max_steps!r} must be a positive int")
-    init = local_path(init, "--init")
-    teacher = teacher or teacher_record(init)
-    state = None
-    if resume is not None:
-        resume = local_path(resume, "--resume")
-        state = load_training_state(resume)
-        if state["model"]["kind"] != "fewstep" or state["model"]["teacher"]["sha256"] != teacher["sha256"]:
-            raise ValueError(f"{resume} is not a few-step run of the teacher {init} (its kind or the "
-                             "teacher's weights differ); resume with the --init it was made from")
-        cfg = _resume_config(state, cfg, resume)
-        if state["step"] > max_steps:
-            raise ValueError(f"{resume} is at step {state['step']}, past --max-steps {max_steps}; raise --max-steps")
-    run = fewstep_run(init, cfg or FewStepConfig(), device, teacher)
+    init, teacher, resume, state = check_fine_tune(init, max_steps, resume, teacher, "fewstep")
     if state is not None:
-        run.load_state_dict(state)
-    rundir = RunDir(save_dir, resume, overwrite, reads=(init,), what="--out")
-    rundir.open()
-    try:
-        checkpoint, stopped_by = fit(run, dataloader, rundir, max_steps=max_steps, progress=progress, resume=resume,
-                                     desc="few-step fine-tune")
-        return TrainResult(run, checkpoint, stopped_by)
-    finally:
-        rundir.close()
+        cfg = _resume_config(state, cfg, resume)
+    run = fewstep_run(init, cfg or FewStepConfig(), device, teacher)
+    return fine_tune_in_folder(run, state, dataloader, save_dir, max_steps, resume, overwrite, init, progress,
+                               "few-step fine-tune")

@@ -36,6 +36,14 @@ def _check_ddpm_scheduler(sched, bad: list) -> None:
         bad.append(f"scheduler={sched!r}"[:120])
 
 
+def _check_fine_tuned(m: dict, bad: list) -> None:
+    """The fields every fine-tuned generator's model section has: its image side and its teacher's record."""
+    if not (isinstance(m.get("image_size"), int) and 32 <= m["image_size"] <= MAX_SIDE):
+        bad.append(f"image_size={m.get('image_size')!r}")
+    if not (isinstance(m.get("teacher"), dict) and isinstance(m["teacher"].get("sha256"), str)):
+        bad.append("teacher (the record of the model it was fine-tuned from)")
+
+
 class _Diffusion:
     """A diffusion model: the UNet G (noise predictor) and the PatchGAN D."""
     name = "diffusion"
@@ -93,10 +101,7 @@ class _FewStep:
         if not (isinstance(levels, list) and 1 <= len(levels) <= 8 and all(isinstance(t, int) for t in levels)
                 and all(a > b for a, b in zip(levels, levels[1:])) and levels[-1] >= 0 and levels[0] < T):
             bad.append(f"levels={levels!r}")
-        if not (isinstance(m.get("image_size"), int) and 32 <= m["image_size"] <= MAX_SIDE):
-            bad.append(f"image_size={m.get('image_size')!r}")
-        if not (isinstance(m.get("teacher"), dict) and isinstance(m["teacher"].get("sha256"), str)):
-            bad.append("teacher (the record of the model it was fine-tuned from)")
+        _check_fine_tuned(m, bad)
 
     def check_config(self, config, path) -> None:
         try:
@@ -152,10 +157,7 @@ class _OneCall:
         T = (ckpt["scheduler"] or {}).get("timesteps", 1000) if isinstance(ckpt["scheduler"], dict) else 1000
         if not (isinstance(m.get("t_star"), int) and 0 < m["t_star"] < T):
             bad.append(f"t_star={m.get('t_star')!r}")
-        if not (isinstance(m.get("image_size"), int) and 32 <= m["image_size"] <= MAX_SIDE):
-            bad.append(f"image_size={m.get('image_size')!r}")
-        if not (isinstance(m.get("teacher"), dict) and isinstance(m["teacher"].get("sha256"), str)):
-            bad.append("teacher (the record of the model it was fine-tuned from)")
+        _check_fine_tuned(m, bad)
 
     def check_config(self, config, path) -> None:
         try:

@@ -17,19 +17,16 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..core.device import launched, pick_device
+from ..core.device import pick_device
 from ..core.ema import EMA
 from ..core.feature_disc import FeatureDiscriminator
 from ..core.losses import frozen
 from ..core.onecall import OneCallGenerator, softclamp
-from ..data.files import local_path
 from .batches import mix
 from .config import OneCallConfig
-from .fewstep import teacher_record
-from .loop import fit
+from .finetune import check_fine_tune, fine_tune_in_folder, teacher_record
 from .models import load_checkpoint
-from .run import Run, load_training_state
-from .rundir import RunDir
+from .run import Run
 from .train import TrainResult
 
 __all__ = ["onecall_step", "onecall_run", "onecall_train", "HeldOutAUROC", "ONECALL_KEYS", "CHANCE_BAND"]
@@ -127,31 +124,13 @@ def onecall_train(init, dataloader, cfg: OneCallConfig | None, max_steps: int, s
     with every folder rule of ``train``; ``heldout`` (N, C, S, S) real images never trained on measure D's
     AUROC every ``auroc_every`` steps. Returns a ``TrainResult`` (G the EMA generator). Everything is
     checked before a file is touched. Single process."""
-    if launched():
-        raise ValueError("the one-call fine-tune runs in one process; start it with python, not torchrun")
-    if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
-        raise ValueError(f"max_steps={max_steps!r} must be a positive int")
-    init = local_path(init, "--init")
-    teacher = teacher or teacher_record(init)
-    state = None
-    if resume is not None:
-        resume = local_path(resume, "--resume")
-        state = load_training_state(resume)
-        if state["model"]["kind"] != "onecall" or state["model"]["teacher"]["sha256"] != teacher["sha256"]:
-            raise ValueError(f"{resume} is not a one-call run of the teacher {init}; resume with the --init it was made from")
+    init, teacher, resume, state = check_fine_tune(init, max_steps, resume, teacher, "onecall")
+    if state is not None:
         saved = OneCallConfig.from_dict(state["config"])
         if cfg is not None and cfg != saved:
             raise ValueError(f"{resume} was fine-tuned with other settings ({saved}); a resumed run keeps them: "
                              "leave the options out, or start a new run")
         cfg = saved
     run = onecall_run(init, cfg or OneCallConfig(), device, teacher)
-    if state is not None:
-        run.load_state_dict(state)
-    rundir = RunDir(save_dir, resume, overwrite, reads=(init,), what="--out")
-    rundir.open()
-    try:
-        checkpoint, stopped_by = fit(run, dataloader, rundir, max_steps=max_steps, progress=progress, resume=resume,
-                                     desc="one-call fine-tune", extra_callbacks=[HeldOutAUROC(heldout, auroc_every)])
-        return TrainResult(run, checkpoint, stopped_by)
-    finally:
-        rundir.close()
+    return fine_tune_in_folder(run, state, dataloader, save_dir, max_steps, resume, overwrite, init, progress,
+                               "one-call fine-tune", [HeldOutAUROC(heldout, auroc_every)])
