@@ -52,6 +52,10 @@ def train(dataloader, image_channels: int | None = None, timesteps: int | None =
     it trains (``engine.rundir``: the folder rules; docs/cli.md).
     """
     ctx = distributed.setup(device)
+    if ctx.distributed and step is not None:
+        ctx.close()
+        raise ValueError("under torchrun (DDP) train() runs its own corrected step; a step function of your own "
+                         "(such as the seed's loop as written) runs in a single process")
     rundir = RunDir(save_dir, resume, overwrite)
     try:
         on_main(ctx, rundir.open)
