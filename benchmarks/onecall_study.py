@@ -15,6 +15,7 @@ its nearest training image over the same for the val images: about 1 = no copyin
 (the run's history) beside every score.
 
     python benchmarks/onecall_study.py run --seeds 0 1 2
+    python benchmarks/onecall_study.py shipped            # the shipped xray32_onecall.pth (--freeze encoder) and its teacher
     python benchmarks/onecall_study.py table              # -> benchmarks/results/onecall_study.json
 
 Every step skips what is on disk (``runs/onecall_study/``), so a stopped study continues.
@@ -100,6 +101,23 @@ def cmd_run(a) -> None:
     cache_path.write_text(json.dumps(cache, indent=1))
 
 
+def cmd_shipped(a) -> None:
+    """Score the shipped one-call X-ray model (made from the shipped teacher with --freeze encoder) and its teacher."""
+    from diffgan_lib.course import PRETRAINED_ONECALL_XRAY, PRETRAINED_XRAY
+    ys, cache_path = Yardstick(), OUT / "scores.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    scored(ys, cache, "shipped/onecall", PRETRAINED_ONECALL_XRAY)
+    G, _, sched = load_checkpoint(PRETRAINED_XRAY, device="cpu")
+    for steps in (1, 4, 50):
+        key = f"shipped/teacher_ddim{steps}_eta1"
+        if key not in cache:
+            x = sample(G, sched, n=256, image_size=32, seed=1000, sampler="ddim", steps=steps, eta=1.0, clip_x0=True,
+                       progress=False)
+            cache[key] = ys.score(x.clamp(-1, 1))
+            print(key, cache[key], flush=True)
+    cache_path.write_text(json.dumps(cache, indent=1))
+
+
 def _ms(values):
     return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else None,
             "values": values}
@@ -122,7 +140,8 @@ def cmd_table(a) -> None:
             if got:
                 rows[f"teacher, {how}, {n} calls"] = {"fd": _ms([g["fd"] for g in got]), "kid": _ms([g["kid"] for g in got]),
                                                       "calls": n, "seeds": len(got)}
-    RESULTS.write_text(json.dumps({
+    shipped = {k.split("/")[1]: v for k, v in cache.items() if k.startswith("shipped/")}
+    RESULTS.write_text(json.dumps({"shipped": shipped,
         "protocol": __doc__.split("\n\n")[1], "seeds": seeds, "rows": rows, "real_vs_real": teacher["real_vs_real"],
         "real_test_diversity": cache["real_test_diversity"], "wall_s": cache.get("wall_s", {}),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}"}, indent=1))
@@ -131,12 +150,12 @@ def cmd_table(a) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=("run", "table"))
+    p.add_argument("command", choices=("run", "shipped", "table"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    {"run": cmd_run, "table": cmd_table}[a.command](a)
+    {"run": cmd_run, "shipped": cmd_shipped, "table": cmd_table}[a.command](a)
 
 
 if __name__ == "__main__":
