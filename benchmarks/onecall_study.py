@@ -83,7 +83,7 @@ def finetune(folder: Path, teacher: Path, steps: int, extra=()) -> float:
 
 
 def cmd_run(a) -> None:
-    ys, cache_path = Yardstick(), OUT / "scores.json"
+    ys, cache_path = Yardstick(), OUT / (a.cache or "scores.json")
     OUT.mkdir(parents=True, exist_ok=True)
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     cache.setdefault("real_test_diversity", diversity(ys.f_test))
@@ -124,7 +124,11 @@ def _ms(values):
 
 
 def cmd_table(a) -> None:
-    cache = json.loads((OUT / "scores.json").read_text())
+    cache = {}
+    for path in sorted(OUT.glob("scores*.json")):        # one per process that ran seeds side by side
+        part = json.loads(path.read_text())
+        cache.update({k: v for k, v in part.items() if k != "wall_s"})
+        cache.setdefault("wall_s", {}).update(part.get("wall_s", {}))
     teacher = json.loads((TEACHERS / "scores.json").read_text())
     seeds = sorted({int(k.split("_seed")[1].split("/")[0]) for k in cache if k.startswith("onecall_seed")})
     rows = {}
@@ -153,6 +157,8 @@ def main() -> None:
     p.add_argument("command", choices=("run", "shipped", "table"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--cache", help="run: the scores file under runs/onecall_study/ (default scores.json); give each "
+                   "of two processes running different seeds side by side its own, e.g. scores_seed2.json")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     {"run": cmd_run, "shipped": cmd_shipped, "table": cmd_table}[a.command](a)
