@@ -104,7 +104,7 @@ def cmd_run(a) -> None:
 def cmd_shipped(a) -> None:
     """Score the shipped one-call X-ray model (made from the shipped teacher with --freeze encoder) and its teacher."""
     from diffgan_lib.course import PRETRAINED_ONECALL_XRAY, PRETRAINED_XRAY
-    ys, cache_path = Yardstick(), OUT / "scores.json"
+    ys, cache_path = Yardstick(), OUT / (a.cache or "scores.json")
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     scored(ys, cache, "shipped/onecall", PRETRAINED_ONECALL_XRAY)
     G, _, sched = load_checkpoint(PRETRAINED_XRAY, device="cpu")
