@@ -91,6 +91,8 @@ def cmd_run(a) -> None:
     for seed in a.seeds:
         teacher = TEACHERS / f"diffusion_seed{seed}" / "final_model.pth"
         for arm, extra, steps in (("onecall", [], range(CHUNK, STEPS + 1, CHUNK)), ("control", ["--adv-weight", "0"], [STEPS])):
+            if arm not in a.arms:
+                continue
             folder = OUT / f"{arm}_seed{seed}"
             for n in steps:
                 key = f"{arm}_seed{seed}/{n}"
@@ -157,6 +159,7 @@ def main() -> None:
     p.add_argument("command", choices=("run", "shipped", "table"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--arms", nargs="+", default=["onecall", "control"], choices=("onecall", "control"))
     p.add_argument("--cache", help="run: the scores file under runs/onecall_study/ (default scores.json); give each "
                    "of two processes running different seeds side by side its own, e.g. scores_seed2.json")
     a = p.parse_args()
