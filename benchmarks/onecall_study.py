@@ -15,6 +15,7 @@ its nearest training image over the same for the val images: about 1 = no copyin
 (the run's history) beside every score.
 
     python benchmarks/onecall_study.py run --seeds 0 1 2
+    python benchmarks/onecall_study.py reads              # each teacher read once at t* = 400 before any fine-tune
     python benchmarks/onecall_study.py shipped            # the shipped xray32_onecall.pth (--freeze encoder) and its teacher
     python benchmarks/onecall_study.py table              # -> benchmarks/results/onecall_study.json
 
@@ -103,6 +104,24 @@ def cmd_run(a) -> None:
     cache_path.write_text(json.dumps(cache, indent=1))
 
 
+def cmd_reads(a) -> None:
+    """Each teacher read once at t* = 400 before any fine-tune (step 0): where the one-call runs start."""
+    import copy
+    from diffgan_lib.core.onecall import OneCallGenerator
+    from diffgan_lib.engine import OneCallConfig
+    ys, cache_path = Yardstick(), OUT / (a.cache or "scores.json")
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    for seed in a.seeds:
+        key = f"read_seed{seed}/0"
+        if key not in cache:
+            unet, _, sched = load_checkpoint(TEACHERS / f"diffusion_seed{seed}" / "final_model.pth", device="cpu")
+            G = OneCallGenerator(copy.deepcopy(unet), sched, OneCallConfig().t_star).eval()
+            x = sample(G, sched, n=256, image_size=32, seed=1000, progress=False).clamp(-1, 1)
+            cache[key] = {**ys.score(x), "step": 0}
+            print(key, cache[key], flush=True)
+    cache_path.write_text(json.dumps(cache, indent=1))
+
+
 def cmd_shipped(a) -> None:
     """Score the shipped one-call X-ray model (made from the shipped teacher with --freeze encoder) and its teacher."""
     from diffgan_lib.course import PRETRAINED_ONECALL_XRAY, PRETRAINED_XRAY
@@ -134,7 +153,8 @@ def cmd_table(a) -> None:
     teacher = json.loads((TEACHERS / "scores.json").read_text())
     seeds = sorted({int(k.split("_seed")[1].split("/")[0]) for k in cache if k.startswith("onecall_seed")})
     rows = {}
-    for label, key in [(f"one-call, {n} steps", f"onecall_seed{{s}}/{n}") for n in range(CHUNK, STEPS + 1, CHUNK)] + [
+    for label, key in [("the teacher read once at t* = 400, 0 steps", "read_seed{s}/0")] + [
+            (f"one-call, {n} steps", f"onecall_seed{{s}}/{n}") for n in range(CHUNK, STEPS + 1, CHUNK)] + [
             (f"control (--adv-weight 0), {STEPS} steps", f"control_seed{{s}}/{STEPS}")]:
         got = [cache[key.format(s=s)] for s in seeds if key.format(s=s) in cache]
         if got:
@@ -156,7 +176,7 @@ def cmd_table(a) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=("run", "shipped", "table"))
+    p.add_argument("command", choices=("run", "reads", "shipped", "table"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--arms", nargs="+", default=["onecall", "control"], choices=("onecall", "control"))
@@ -164,7 +184,7 @@ def main() -> None:
                    "of two processes running different seeds side by side its own, e.g. scores_seed2.json")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    {"run": cmd_run, "shipped": cmd_shipped, "table": cmd_table}[a.command](a)
+    {"run": cmd_run, "reads": cmd_reads, "shipped": cmd_shipped, "table": cmd_table}[a.command](a)
 
 
 if __name__ == "__main__":
