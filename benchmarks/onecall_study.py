@@ -164,7 +164,7 @@ def cmd_table(a) -> None:
         for n in (1, 4, 50):
             got = [teacher[f"diffusion_seed{s}/{how}/{n}"] for s in seeds if f"diffusion_seed{s}/{how}/{n}" in teacher]
             if got:
-                rows[f"teacher, {how}, {n} calls"] = {"fd": _ms([g["fd"] for g in got]), "kid": _ms([g["kid"] for g in got]),
+                rows[f"teacher, {how}, {n} call{'s' * (n > 1)}"] = {"fd": _ms([g["fd"] for g in got]), "kid": _ms([g["kid"] for g in got]),
                                                       "calls": n, "seeds": len(got)}
     shipped = {k.split("/")[1]: v for k, v in cache.items() if k.startswith("shipped/")}
     RESULTS.write_text(json.dumps({"shipped": shipped,
