@@ -1,4 +1,4 @@
-"""Every widget of diffgan_lib.widgets (and widgets_sampling, widgets_guidance) renders in a real JupyterLab and redraws when a slider moves.
+"""Every widget of diffgan_lib.course.widgets (and widgets_sampling, widgets_guidance) renders in a real JupyterLab and redraws when a slider moves.
 
 Headless Chromium driven by Playwright (``executable_path="/usr/bin/chromium"``; no browser is ever
 downloaded). For each widget: write a one-cell notebook, open it in JupyterLab, Run All, press
@@ -27,19 +27,19 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
 
 # One notebook cell per widget: it must display the widget as its last expression.
 SNIPPETS = {
-    "schedule_explorer": ("from diffgan_lib.phantoms import PhantomDataset\n"
-                          "from diffgan_lib.widgets import schedule_explorer\n"
+    "schedule_explorer": ("from diffgan_lib import PhantomDataset\n"
+                          "from diffgan_lib.course.widgets import schedule_explorer\n"
                           "schedule_explorer(PhantomDataset(n=8, image_size=64, seed=0)[4])"),
-    "d_loss_explorer": "from diffgan_lib.widgets import d_loss_explorer\nd_loss_explorer()",
+    "d_loss_explorer": "from diffgan_lib.course.widgets import d_loss_explorer\nd_loss_explorer()",
     "trajectory_scrubber": ("from diffgan_lib import load_checkpoint\n"
                             "from diffgan_lib.course import PRETRAINED\n"
-                            "from diffgan_lib.widgets_sampling import record_trajectory, trajectory_scrubber\n"
+                            "from diffgan_lib.course.widgets_sampling import record_trajectory, trajectory_scrubber\n"
                             "G, _, sched = load_checkpoint(PRETRAINED, device='cpu')\n"
                             "trajectory_scrubber(record_trajectory(G, sched, ts=[*range(0, 1000, 100), 999], "
                             "sampler='ddim', steps=100, clip_x0=True));"),
     "guidance_slider": ("from diffgan_lib import load_checkpoint\n"
                         "from diffgan_lib.course import PRETRAINED_COND_PHANTOMS\n"
-                        "from diffgan_lib.widgets_guidance import guidance_frames, guidance_slider\n"
+                        "from diffgan_lib.course.widgets_guidance import guidance_frames, guidance_slider\n"
                         "G, _, sched = m = load_checkpoint(PRETRAINED_COND_PHANTOMS, device='cpu')\n"
                         "guidance_slider(guidance_frames(G, sched, [2, 4], n_per_label=2, steps=5, "
                         "class_names=m.config.class_names))"),
@@ -53,7 +53,7 @@ sync_api = pytest.importorskip("playwright.sync_api", exc_type=ImportError,
 
 def test_every_widget_has_a_snippet():
     from diffgan_lib.course import widgets
-    from diffgan_lib import widgets_guidance, widgets_sampling
+    from diffgan_lib.course import widgets_guidance, widgets_sampling
     exported = widgets.__all__ + widgets_sampling.__all__ + widgets_guidance.__all__
     names = {n for n in exported if not n.startswith(("draw_", "record_", "guidance_frames"))
              and not n.endswith("_static")}
