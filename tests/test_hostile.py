@@ -170,3 +170,13 @@ def test_a_fewstep_file_is_not_resumed_by_train(teacher, tmp_path, capsys):
     assert fewstep("--init", str(teacher), "--out", str(out), "--max-steps", "1", "--adv-weight", "0") == 0
     assert main(["train", *TINY, "--resume", str(out / "final_model.pth"), "--max-steps", "2"]) == 2
     assert "fewstep --resume" in capsys.readouterr().err
+
+
+def test_a_pipe_or_a_link_loop_is_named_for_what_it_is(tmp_path, capsys):
+    os.mkfifo(tmp_path / "pipe.pth")
+    os.symlink(tmp_path / "b.pth", tmp_path / "a.pth")
+    os.symlink(tmp_path / "a.pth", tmp_path / "b.pth")
+    assert main(["sample", "--checkpoint", str(tmp_path / "pipe.pth"), "--out", str(tmp_path / "s")]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+    assert main(["sample", "--checkpoint", str(tmp_path / "a.pth"), "--out", str(tmp_path / "s")]) == 2
+    assert "symbolic link that leads to no file" in capsys.readouterr().err

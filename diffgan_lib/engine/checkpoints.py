@@ -61,6 +61,11 @@ def _folder_given(path: Path, limit: int = 5) -> FileNotFoundError:
 def _missing(path: Path) -> FileNotFoundError:
     if path.is_dir():
         return _folder_given(path)
+    if path.is_symlink() and not path.exists():
+        return FileNotFoundError(f"{path} is a symbolic link that leads to no file (a loop, or its target is gone); "
+                                 "give the checkpoint file itself")
+    if path.exists():
+        return FileNotFoundError(f"{path} is not a regular file (a pipe, a socket or a device); give a checkpoint file")
     if is_shipped(path) and not path.parent.exists():
         return FileNotFoundError(f"{path} is one of the course's shipped files, and its data/ folder is not here "
                                  f"(diffgan_lib installed without a clone?): copy the repository's data/ folder "
