@@ -1,4 +1,4 @@
-"""One-call X-ray generator probe (issue 22): distil the diffusion UNet into G(z) with a GAN whose
+"""One-call X-ray generator probe: distil the diffusion UNet into G(z) with a GAN whose
 discriminator is built on the FROZEN teacher encoder, and measure whether D learns and what FD it buys.
 
 Research probe, not library code (the library's recipe is diffgan_lib.engine.onecall; this probe adds the

@@ -17,6 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..core.auroc import auroc
 from ..core.device import pick_device
 from ..core.ema import EMA
 from ..core.feature_disc import FeatureDiscriminator
@@ -67,12 +68,6 @@ def onecall_step(run: Run, x0: torch.Tensor, labels=None) -> dict:
     return values
 
 
-def auroc(positive: torch.Tensor, negative: torch.Tensor) -> float:
-    """P(a positive scores above a negative), ties counting one half (the Mann-Whitney form of the AUROC)."""
-    diff = positive[:, None] - negative[None, :]
-    return float((diff > 0).float().mean() + 0.5 * (diff == 0).float().mean())
-
-
 class HeldOutAUROC:
     """Every ``every`` steps, D's AUROC of held-out real images (never trained on) against G's samples of
     fixed latents, with the same fixed levels and noises for both; written into the step's "auroc" entry."""
@@ -89,7 +84,7 @@ class HeldOutAUROC:
         fake = run.G(self.z.to(dev))
         real_logit = run.D(self.real.to(dev), s, self.noise.to(dev))
         fake_logit = run.D(fake, s, self.noise.to(dev))
-        return auroc(real_logit.cpu(), fake_logit.cpu())
+        return auroc(torch.cat([real_logit, fake_logit]).cpu(), torch.arange(2 * len(real_logit)) < len(real_logit))
 
     def __call__(self, run, metrics, epoch, epoch_ends):
         if run.step % self.every == 0 or run.step == 1:

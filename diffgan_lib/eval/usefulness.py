@@ -15,7 +15,7 @@ these numbers means the samples carry what tells the classes apart; far below me
 training labels' class balance from a class-conditional model (classifier-free guidance).
 
 Images are (N, C, S, S) float in [-1, 1]; labels (N,) int64 class indices in [0, K).
-AUROC (:func:`auroc`) is computed here by ranks (Mann-Whitney U), ties counting one half, with no
+AUROC (:func:`auroc`, from ``core.auroc``) is computed by ranks (Mann-Whitney U), ties counting one half, with no
 scikit-learn: AUROC = P(score of a random positive > score of a random negative).
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..core.auroc import auroc
 from ..core.device import pick_device
 from ..sampling import sample
 from .features import as_images
@@ -38,33 +39,6 @@ SCORES = ("accuracy", "balanced_accuracy", "auroc")
 
 
 # ------------------------------------------------------------------------------------------ scores
-def auroc(scores, labels) -> float:
-    """Area under the ROC curve of ``scores`` (N,) for binary ``labels`` (N,), positives = 1 / True.
-
-    Rank form of the Mann-Whitney U statistic: with r_i the rank of score i among all N (1-based,
-    tied scores sharing the mean of their ranks), U = sum of the positives' ranks - n1 (n1 + 1) / 2
-    and AUROC = U / (n1 n0). 1: every positive scores above every negative; 0.5: no better than
-    chance (or all scores equal); 0: reversed. ValueError unless both classes are present.
-    """
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    pos = np.asarray(labels).reshape(-1).astype(bool)
-    if s.shape != pos.shape:
-        raise ValueError(f"scores ({s.size}) and labels ({pos.size}) must have one entry per example")
-    if not np.isfinite(s).all():
-        raise ValueError("scores contain NaN or inf; check what produced them")
-    n1, n0 = int(pos.sum()), int((~pos).sum())
-    if n1 == 0 or n0 == 0:
-        raise ValueError(f"AUROC needs both classes, got {n1} positive(s) and {n0} negative(s); test on a set "
-                         "that holds both")
-    order = np.argsort(s, kind="mergesort")
-    _, tie_group, counts = np.unique(s[order], return_inverse=True, return_counts=True)
-    last = np.cumsum(counts)                                   # 1-based rank of each tie group's last member
-    ranks = np.empty_like(s)
-    ranks[order] = (last - (counts - 1) / 2)[tie_group]        # the mean rank of the group
-    u = ranks[pos].sum() - n1 * (n1 + 1) / 2
-    return float(u / (n1 * n0))
-
-
 def balanced_accuracy(y_true, y_pred) -> float:
     """The mean over the classes present in ``y_true`` of the share of that class predicted right (recall)."""
     y_true, y_pred = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
