@@ -20,7 +20,7 @@ from ..core.fewstep import FewStepGenerator, PairDiscriminator, level_timesteps,
 from ..core.losses import discriminator_loss, generator_adv_loss
 from .batches import mix
 from .config import FewStepConfig
-from .finetune import check_fine_tune, fine_tune_in_folder, teacher_record
+from .finetune import check_fine_tune, fine_tune_in_folder, resumed_config, teacher_record
 from .models import load_checkpoint, weights_sha256
 from .run import Run
 
@@ -95,18 +95,6 @@ def fewstep_run(init, cfg: FewStepConfig, device=None, teacher: dict | None = No
     return fewstep_from_teacher(unet, scheduler, cfg, dev, loaded.image_size or 32, teacher)
 
 
-def _resume_config(state: dict, cfg: FewStepConfig | None, resume) -> FewStepConfig:
-    """The saved run's config; one given must agree with it on what shapes the run."""
-    saved = FewStepConfig.from_dict(state["config"])
-    if cfg is None:
-        return saved
-    differ = [k for k in ("levels", "adv_weight", "rec_weight", "seed") if getattr(cfg, k) != getattr(saved, k)]
-    if differ:
-        raise ValueError(f"{resume} was fine-tuned with {', '.join(f'{k}={getattr(saved, k)!r}' for k in differ)}; "
-                         f"a resumed run keeps them (leave --{differ[0].replace('_', '-')} out, or start a new run)")
-    return cfg
-
-
 def fewstep_train(init, dataloader, cfg: FewStepConfig | None, max_steps: int, save_dir, resume=None, device=None,
                   progress: bool = True, overwrite: bool = False, teacher: dict | None = None):
     """Fine-tune a few-step generator from the diffusion checkpoint ``init`` for ``max_steps`` steps in
@@ -117,7 +105,7 @@ def fewstep_train(init, dataloader, cfg: FewStepConfig | None, max_steps: int, s
     (G the EMA generator), ``.checkpoint`` and ``.stopped_by``."""
     init, teacher, resume, state = check_fine_tune(init, max_steps, resume, teacher, "fewstep")
     if state is not None:
-        cfg = _resume_config(state, cfg, resume)
+        cfg = resumed_config(FewStepConfig, state, cfg, resume, ("levels", "adv_weight", "rec_weight", "seed"))
     run = fewstep_run(init, cfg or FewStepConfig(), device, teacher)
     return fine_tune_in_folder(run, state, dataloader, save_dir, max_steps, resume, overwrite, init, progress,
                                "few-step fine-tune")

@@ -2,6 +2,7 @@
 any file is touched, and the run in its folder through the one loop (``fewstep_train``, ``onecall_train``)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from ..core.device import launched
@@ -12,7 +13,7 @@ from .run import load_training_state
 from .rundir import RunDir
 from .train import TrainResult
 
-__all__ = ["teacher_record", "check_fine_tune", "fine_tune_in_folder"]
+__all__ = ["teacher_record", "check_fine_tune", "resumed_config", "fine_tune_in_folder"]
 
 
 def teacher_record(path) -> dict:
@@ -50,6 +51,19 @@ def check_fine_tune(init, max_steps, resume, teacher: dict | None, kind: str):
         if state["step"] > max_steps:
             raise ValueError(f"{resume} is at step {state['step']}, past --max-steps {max_steps}; raise --max-steps")
     return init, teacher, resume, state
+
+
+def resumed_config(config_cls, state: dict, cfg, resume, keys=None):
+    """The resumed run's saved config; a ``cfg`` given must agree with it on ``keys`` (default: every field)."""
+    saved = config_cls.from_dict(state["config"])
+    if cfg is None:
+        return saved
+    keys = keys or [f.name for f in dataclasses.fields(saved)]
+    differ = [k for k in keys if getattr(cfg, k) != getattr(saved, k)]
+    if differ:
+        raise ValueError(f"{resume} was fine-tuned with {', '.join(f'{k}={getattr(saved, k)!r}' for k in differ)}; "
+                         f"a resumed run keeps them (leave --{differ[0].replace('_', '-')} out, or start a new run)")
+    return cfg
 
 
 def fine_tune_in_folder(run, state, dataloader, save_dir, max_steps: int, resume, overwrite: bool, init,

@@ -25,7 +25,7 @@ from ..core.losses import frozen
 from ..core.onecall import OneCallGenerator, softclamp
 from .batches import mix
 from .config import OneCallConfig
-from .finetune import check_fine_tune, fine_tune_in_folder, teacher_record
+from .finetune import check_fine_tune, fine_tune_in_folder, resumed_config, teacher_record
 from .models import load_checkpoint
 from .run import Run
 from .train import TrainResult
@@ -121,11 +121,7 @@ def onecall_train(init, dataloader, cfg: OneCallConfig | None, max_steps: int, s
     checked before a file is touched. Single process."""
     init, teacher, resume, state = check_fine_tune(init, max_steps, resume, teacher, "onecall")
     if state is not None:
-        saved = OneCallConfig.from_dict(state["config"])
-        if cfg is not None and cfg != saved:
-            raise ValueError(f"{resume} was fine-tuned with other settings ({saved}); a resumed run keeps them: "
-                             "leave the options out, or start a new run")
-        cfg = saved
+        cfg = resumed_config(OneCallConfig, state, cfg, resume)
     run = onecall_run(init, cfg or OneCallConfig(), device, teacher)
     return fine_tune_in_folder(run, state, dataloader, save_dir, max_steps, resume, overwrite, init, progress,
                                "one-call fine-tune", [HeldOutAUROC(heldout, auroc_every)])
