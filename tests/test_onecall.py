@@ -79,6 +79,10 @@ def test_a_run_writes_heads_not_the_encoder_loads_samples_and_resumes_exactly(te
                             progress=False, overwrite=True, auroc_every=2)
     a, b = read_checkpoint(straight.checkpoint), read_checkpoint(resumed.checkpoint)
     assert all(torch.equal(a["G"][k], b["G"][k]) for k in a["G"]) and all(torch.equal(a["D"][k], b["D"][k]) for k in a["D"])
+    other = OneCallConfig(**{**CFG.__dict__, "seed": CFG.seed + 1})
+    with pytest.raises(ValueError, match=r"was fine-tuned with seed=.*a resumed run keeps them"):
+        onecall_train(teacher, loader(), other, 6, tmp_path / "b", HELD, resume=tmp_path / "b" / "final_model.pth",
+                      progress=False, overwrite=True)
 
 
 def test_the_command_line_makes_a_one_call_model_and_says_whether_D_learned(teacher, tmp_path, capsys):
