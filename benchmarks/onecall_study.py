@@ -3,10 +3,15 @@
 Protocol (the yardstick of benchmarks/flow_study.py, whose diffusion runs are the teachers): 32 px
 PneumoniaMNIST; the teacher of seed S is ``runs/flow_study/diffusion_seed{S}/final_model.pth``, the course's
 default recipe trained 4 epochs through the command line. For each seed, through the command line:
-  * **one-call**: ``fewstep --init TEACHER --data pneumoniamnist --levels 1 --max-steps N --batch-size 32``,
-    continued in chunks of 250 steps to 1500 (a resume is exact), scored after every chunk: the FD curve;
-  * **control**: the same with ``--adv-weight 0`` for 1500 steps (D still trains and is measured, but
-    gives G no gradient): what the GAN term adds;
+  * **one-call** (the course's recipe: the GAN term on the teacher's features + the regression of the 4x4-pooled
+    layout onto the teacher's DDIM-25 image of the same latent): ``fewstep --init TEACHER --data pneumoniamnist
+    --levels 1 --max-steps N --batch-size 32``, continued in chunks of 250 steps to 1500 (a resume is exact),
+    scored after every chunk: the FD curve;
+  * **control** (``--adv-weight 0``: the regression alone; D still trains and is measured but gives G no
+    gradient): what the GAN term adds, 1500 steps;
+  * **gan** (``--reg-weight 0``: the GAN term alone), in chunks like one-call: what the regression adds;
+  * **rangeonly** (``--adv-weight 0 --reg-weight 0``: nothing moves G but the range penalty), 1500 steps;
+the teacher pairs (2048 latents, about 3 min) are made once per seed and reused by its other arms;
 the teacher's own samplers at 1, 4 and 50 calls (DDIM at eta 0 and 1, DPM-Solver++(2M)) come from
 ``runs/flow_study/scores.json`` (same feature net, test split and noise seed). 256 samples (noise seed 1000),
 EMA weights; FD and KID in data/pretrained/xray32_featurenet.pt against the 624 test X-rays, diversity in
@@ -14,7 +19,7 @@ those features (real test images for scale) and the memorisation ratio (median d
 its nearest training image over the same for the val images: about 1 = no copying); D's held-out AUROC
 (the run's history) beside every score.
 
-    python benchmarks/onecall_study.py run --seeds 0 1 2
+    python benchmarks/onecall_study.py run --seeds 0 1 2 [--arms onecall control gan rangeonly]
     python benchmarks/onecall_study.py reads              # each teacher read once at t* = 400 before any fine-tune
     python benchmarks/onecall_study.py shipped            # the shipped xray32_onecall.pth (--freeze encoder) and its teacher
     python benchmarks/onecall_study.py table              # -> benchmarks/results/onecall_study.json
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -36,11 +42,15 @@ from diffgan_lib import load_checkpoint, sample
 from diffgan_lib.cli import main as cli
 from diffgan_lib.course import PRETRAINED_XRAY_FEATURES
 from diffgan_lib.data import ImageDataset
+from diffgan_lib.engine.pairs import PAIRS_FILE
 from diffgan_lib.eval import diversity, extract_features, frechet_distance, kid, load_feature_net, memorisation
 
 OUT, TEACHERS = Path("runs/onecall_study"), Path("runs/flow_study")
 RESULTS = Path(__file__).resolve().parent / "results" / "onecall_study.json"
 CHUNK, STEPS = 250, 1500
+CURVE = range(CHUNK, STEPS + 1, CHUNK)
+ARMS = {"onecall": ([], CURVE), "control": (["--adv-weight", "0"], [STEPS]), "gan": (["--reg-weight", "0"], CURVE),
+        "rangeonly": (["--adv-weight", "0", "--reg-weight", "0"], [STEPS])}
 FT = ["--data", "pneumoniamnist", "--levels", "1", "--batch-size", "32"]
 
 
@@ -91,10 +101,13 @@ def cmd_run(a) -> None:
     walls = cache.setdefault("wall_s", {})
     for seed in a.seeds:
         teacher = TEACHERS / f"diffusion_seed{seed}" / "final_model.pth"
-        for arm, extra, steps in (("onecall", [], range(CHUNK, STEPS + 1, CHUNK)), ("control", ["--adv-weight", "0"], [STEPS])):
-            if arm not in a.arms:
-                continue
+        for arm in a.arms:
+            extra, steps = ARMS[arm]
             folder = OUT / f"{arm}_seed{seed}"
+            made = OUT / f"onecall_seed{seed}" / PAIRS_FILE
+            if "--reg-weight" not in extra and made.exists() and not (folder / PAIRS_FILE).exists():
+                folder.mkdir(parents=True, exist_ok=True)        # the same teacher, seed and settings: the same pairs
+                shutil.copy(made, folder / PAIRS_FILE)
             for n in steps:
                 key = f"{arm}_seed{seed}/{n}"
                 if key not in cache:
@@ -153,9 +166,10 @@ def cmd_table(a) -> None:
     teacher = json.loads((TEACHERS / "scores.json").read_text())
     seeds = sorted({int(k.split("_seed")[1].split("/")[0]) for k in cache if k.startswith("onecall_seed")})
     rows = {}
+    labels = {"onecall": "one-call (GAN + pooled regression)", "control": "control: regression alone (--adv-weight 0)",
+              "gan": "GAN alone (--reg-weight 0)", "rangeonly": "range penalty alone (--adv-weight 0 --reg-weight 0)"}
     for label, key in [("the teacher read once at t* = 400, 0 steps", "read_seed{s}/0")] + [
-            (f"one-call, {n} steps", f"onecall_seed{{s}}/{n}") for n in range(CHUNK, STEPS + 1, CHUNK)] + [
-            (f"control (--adv-weight 0), {STEPS} steps", f"control_seed{{s}}/{STEPS}")]:
+            (f"{labels[arm]}, {n} steps", f"{arm}_seed{{s}}/{n}") for arm, (_, steps) in ARMS.items() for n in steps]:
         got = [cache[key.format(s=s)] for s in seeds if key.format(s=s) in cache]
         if got:
             rows[label] = {m: _ms([g[m] for g in got]) for m in ("fd", "kid", "diversity", "nn_ratio", "auroc_max")
@@ -179,7 +193,7 @@ def main() -> None:
     p.add_argument("command", choices=("run", "reads", "shipped", "table"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--arms", nargs="+", default=["onecall", "control"], choices=("onecall", "control"))
+    p.add_argument("--arms", nargs="+", default=["onecall", "control"], choices=tuple(ARMS))
     p.add_argument("--cache", help="run: the scores file under runs/onecall_study/ (default scores.json); give each "
                    "of two processes running different seeds side by side its own, e.g. scores_seed2.json")
     a = p.parse_args()

@@ -58,7 +58,7 @@ def loader():
 
 
 HELD = torch.rand(6, 1, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1
-CFG = OneCallConfig(head_width=16, d_steps=1)
+CFG = OneCallConfig(head_width=16, d_steps=1, pairs=6, pairs_steps=2)
 
 
 def test_a_run_writes_heads_not_the_encoder_loads_samples_and_resumes_exactly(teacher, tmp_path):
@@ -87,7 +87,8 @@ def test_a_run_writes_heads_not_the_encoder_loads_samples_and_resumes_exactly(te
 
 def test_the_command_line_makes_a_one_call_model_and_says_whether_D_learned(teacher, tmp_path, capsys):
     assert main(["fewstep", "--init", str(teacher), "--data", "phantoms", "--n-images", "8", "--levels", "1",
-                 "--max-steps", "2", "--batch-size", "4", "--out", str(tmp_path / "oc"), "--device", "cpu"]) == 0
+                 "--max-steps", "2", "--batch-size", "4", "--pairs", "4", "--out", str(tmp_path / "oc"),
+                 "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "D's held-out AUROC" in out and "1 network call per image" in out
     assert main(["sample", "--checkpoint", str(tmp_path / "oc" / "final_model.pth"), "-n", "2", "--out",
@@ -97,7 +98,7 @@ def test_the_command_line_makes_a_one_call_model_and_says_whether_D_learned(teac
 def test_a_frozen_encoder_exports_only_the_decoder_and_finds_its_teacher(teacher, tmp_path):
     import shutil
     from diffgan_lib.engine import export_for_sampling
-    run = onecall_train(teacher, loader(), OneCallConfig(head_width=16, d_steps=1, freeze="encoder"), 2,
+    run = onecall_train(teacher, loader(), OneCallConfig(head_width=16, d_steps=1, freeze="encoder", pairs=6, pairs_steps=2), 2,
                         tmp_path / "f", HELD, progress=False)
     full = read_checkpoint(run.checkpoint)
     t = read_checkpoint(teacher)
@@ -113,3 +114,36 @@ def test_a_frozen_encoder_exports_only_the_decoder_and_finds_its_teacher(teacher
     ref = load_checkpoint(run.checkpoint, device="cpu")[0]
     z = torch.randn(2, 1, 32, 32)
     assert torch.allclose(G(z), ref(z), atol=2e-2)            # the same generator, decoder in float16
+
+
+def test_the_teacher_pairs_are_made_once_kept_for_a_resume_and_made_again_for_another_teacher(teacher, tmp_path):
+    from diffgan_lib.engine.pairs import PAIRS_FILE, pairs_in_folder
+    cfg = OneCallConfig(head_width=16, d_steps=1, pairs=6, pairs_steps=2)
+    run = onecall_train(teacher, loader(), cfg, 2, tmp_path / "p", HELD, progress=False)
+    kept = torch.load(tmp_path / "p" / PAIRS_FILE, weights_only=True)
+    assert kept["z"].shape == kept["x"].shape == (6, 1, 32, 32) and kept["x"].abs().max() <= 1
+    reg = run.run.history["reg"]
+    assert all(r > 0 for r in reg)                             # the regression term was on
+    before = (tmp_path / "p" / PAIRS_FILE).stat().st_mtime_ns
+    onecall_train(teacher, loader(), None, 3, tmp_path / "p", HELD, resume=tmp_path / "p" / "final_model.pth",
+                  progress=False, overwrite=True)
+    assert (tmp_path / "p" / PAIRS_FILE).stat().st_mtime_ns == before          # reused, not made again
+    unet, _, sched = load_checkpoint(teacher, device="cpu")
+    again = pairs_in_folder(tmp_path / "p", "another teacher", unet, sched, 6, 2, 0, (1, 32, 32), "cpu", False)
+    assert (tmp_path / "p" / PAIRS_FILE).stat().st_mtime_ns != before and again["z"].shape == (6, 1, 32, 32)
+
+
+def test_without_the_regression_term_no_pairs_are_made_and_old_files_read_as_without_it(teacher, tmp_path):
+    from diffgan_lib.engine.pairs import PAIRS_FILE
+    cfg = OneCallConfig(head_width=16, d_steps=1, reg_weight=0)
+    run = onecall_train(teacher, loader(), cfg, 1, tmp_path / "n", HELD, progress=False)
+    assert not (tmp_path / "n" / PAIRS_FILE).exists() and run.run.history["reg"] == [0.0]
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("reg_weight", "reg_pool", "pairs", "pairs_steps")}
+    assert OneCallConfig.from_dict({**old, "adv_weight": 1.0}).reg_weight == 0
+
+
+def test_the_one_call_options_are_refused_for_more_levels(teacher, tmp_path, capsys):
+    assert main(["fewstep", "--init", str(teacher), "--levels", "4", "--reg-weight", "0", "--pairs", "8",
+                 "--out", str(tmp_path / "x"), "--device", "cpu"]) != 0
+    assert "--reg-weight, --pairs: the one-call fine-tune's options (--levels 1)" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

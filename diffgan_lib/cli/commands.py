@@ -254,7 +254,8 @@ def _onecall(a, teacher, loader, side) -> int:
     """fewstep --levels 1: the one-call generator with the teacher-feature discriminator."""
     from ..engine.config import OneCallConfig
     from ..engine.onecall import CHANCE_BAND, onecall_train
-    given = {k: v for k, v in dict(adv_weight=a.adv_weight, seed=a.seed, freeze=a.freeze).items() if v is not None}
+    given = {k: v for k, v in dict(adv_weight=a.adv_weight, reg_weight=a.reg_weight, pairs=a.pairs, seed=a.seed,
+                                   freeze=a.freeze).items() if v is not None}
     cfg = None if a.resume and not given else OneCallConfig(**given)
     result = onecall_train(a.init, loader, cfg, a.max_steps, a.out, _heldout(a.data, side, cfg.seed if cfg else 0, loader),
                            resume=a.resume, device=a.device, overwrite=a.overwrite, teacher=teacher)
@@ -291,8 +292,9 @@ def fewstep_command(a) -> int:
     loader = make_dataloader(a.data, side, a.batch_size, n=a.n_images, seed=seed, device=a.device)
     if a.levels == 1:
         return _onecall(a, teacher, loader, side)
-    if a.freeze is not None:
-        raise ValueError("--freeze is the one-call fine-tune's (--levels 1)")
+    only_one_call = [f"--{k.replace('_', '-')}" for k in ("freeze", "reg_weight", "pairs") if getattr(a, k) is not None]
+    if only_one_call:
+        raise ValueError(f"{', '.join(only_one_call)}: the one-call fine-tune's options (--levels 1)")
     given = {k: v for k, v in dict(levels=a.levels, adv_weight=a.adv_weight, seed=a.seed).items() if v is not None}
     cfg = None if a.resume and not given else FewStepConfig(**given)
     if a.resume and given:         # the run's own settings, and the ones given must agree with them

@@ -292,12 +292,18 @@ class OneCallConfig(_FineTuneConfig):
     """The one-call fine-tune's knobs (``engine.onecall``; the values measured in ``benchmarks/onecall_study.py``).
 
     G reads z at ``t_star``; D's heads re-noise images to s in [0, ``s_max``); ``d_steps`` D updates per G
-    update; G's loss = ``adv_weight`` * softplus(-D(G(z))) + ``range_weight`` * mean(relu(|raw x̂0| - 1)^2)
-    (keeps pixels where the soft clamp still passes a gradient). ``adv_weight = 0`` is the control without
-    the GAN term: D still trains and is measured, but gives G no gradient (nothing then moves G but the
-    range term)."""
+    update; G's loss = ``adv_weight`` * softplus(-D(G(z))) + ``reg_weight`` * the regression of G(z)'s
+    ``reg_pool`` x ``reg_pool`` average-pooled layout onto the teacher's DDIM-``pairs_steps`` image of the same z
+    (``pairs`` fixed latents, ``engine.pairs``) + ``range_weight`` * mean(relu(|raw x̂0| - 1)^2) (keeps pixels
+    where the soft clamp still passes a gradient). With ``reg_weight > 0`` G's latents are the pairs' z.
+    ``adv_weight = 0`` is the control without the GAN term: D still trains and is measured, but gives G no
+    gradient. A file saved before the regression term existed reads as ``reg_weight = 0``."""
     t_star: int = 400
     adv_weight: float = 1.0
+    reg_weight: float = 1.0
+    reg_pool: int = 4
+    pairs: int = 2048
+    pairs_steps: int = 25
     range_weight: float = 1.0
     lr_G: float = 5e-6
     lr_D: float = 1e-3
@@ -313,14 +319,20 @@ class OneCallConfig(_FineTuneConfig):
     def __post_init__(self):
         if self.freeze not in ("none", "encoder"):
             raise ValueError(f"freeze={self.freeze!r}: choose 'none' or 'encoder'")
-        for name in ("adv_weight", "range_weight", "lr_G", "lr_D"):
+        for name in ("adv_weight", "reg_weight", "range_weight", "lr_G", "lr_D"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name}={v!r} must be a finite number >= 0")
-        for name, low in (("t_star", 1), ("d_steps", 1), ("s_max", 1), ("head_width", 8)):
+        for name, low in (("t_star", 1), ("d_steps", 1), ("s_max", 1), ("head_width", 8), ("reg_pool", 1),
+                          ("pairs", 1), ("pairs_steps", 1)):
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= low):
                 raise ValueError(f"{name}={v!r} must be an int >= {low}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay={self.ema_decay!r} must lie in [0, 1)")
         object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        """Inverse of ``to_dict``; a file from before the regression term has none (reg_weight 0)."""
+        return super().from_dict({"reg_weight": 0.0, **d})

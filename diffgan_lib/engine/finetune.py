@@ -67,14 +67,17 @@ def resumed_config(config_cls, state: dict, cfg, resume, keys=None):
 
 
 def fine_tune_in_folder(run, state, dataloader, save_dir, max_steps: int, resume, overwrite: bool, init,
-                        progress: bool, desc: str, extra_callbacks=()) -> TrainResult:
+                        progress: bool, desc: str, extra_callbacks=(), prepare=None) -> TrainResult:
     """Put ``state`` back into ``run`` (a resume), then train it to ``max_steps`` in ``save_dir`` with every folder
-    rule (the teacher ``init`` is never deleted by ``overwrite``); a ``TrainResult``."""
+    rule (the teacher ``init`` is never deleted by ``overwrite``); a ``TrainResult``. ``prepare(run, folder)``,
+    if given, runs once the folder is checked and locked, before the first step."""
     if state is not None:
         run.load_state_dict(state)
     rundir = RunDir(save_dir, resume, overwrite, reads=(init,), what="--out")
     rundir.open()
     try:
+        if prepare is not None:
+            prepare(run, rundir.path)
         checkpoint, stopped_by = fit(run, dataloader, rundir, max_steps=max_steps, progress=progress, resume=resume,
                                      desc=desc, extra_callbacks=extra_callbacks)
         return TrainResult(run, checkpoint, stopped_by)

@@ -1,11 +1,15 @@
 """The one-call fine-tune: a diffusion model's UNet taught to make an image in one call, by a GAN whose
 discriminator learns (``core.onecall``, ``core.feature_disc``). It runs through the same loop as training.
 
-Per step, on real images x0 (B, C, S, S) in [-1, 1] and latents z ~ N(0, I) drawn from (seed, step):
+Per step, on real images x0 (B, C, S, S) in [-1, 1] and B latents z, drawn from (seed, step) among the
+teacher's pairs (z, x_teacher) (``engine.pairs``) when the regression term is on, else z ~ N(0, I):
 1. ``d_steps`` times: re-noise x0 and G(z) (detached) to levels s in [0, s_max), D on both, the
    non-saturating losses softplus(-D(real)) + softplus(D(fake)), a D step (heads only);
 2. G's step on adv_weight * softplus(-D(G(z))) (D's heads frozen; the gradient flows through the frozen
-   encoder into G) + range_weight * mean(relu(|raw x̂0| - 1)^2); then the EMA.
+   encoder into G) + reg_weight * mean((pool(raw x̂0) - pool(x_teacher))^2), pool = reg_pool x reg_pool
+   average pooling (the teacher gives the layout, D the texture: the teacher's deterministic images are
+   speckled, so matching their pixels would copy the speckle) + range_weight * mean(relu(|raw x̂0| - 1)^2);
+   then the EMA.
 ``HeldOutAUROC`` measures what D has learned on images it never trained on, every ``every`` steps, into the
 history's "auroc" column: a run whose D stays near 0.5 is a failed run, whatever its samples score.
 """
@@ -27,22 +31,30 @@ from .batches import mix
 from .config import OneCallConfig
 from .finetune import check_fine_tune, fine_tune_in_folder, resumed_config, teacher_record
 from .models import load_checkpoint
+from .pairs import pairs_in_folder
 from .run import Run
 from .train import TrainResult
 
 __all__ = ["onecall_step", "onecall_run", "onecall_train", "HeldOutAUROC", "ONECALL_KEYS", "CHANCE_BAND"]
 
-ONECALL_KEYS = ("step", "epoch", "adv", "range", "D", "D_real", "D_fake", "auroc")
+ONECALL_KEYS = ("step", "epoch", "adv", "reg", "range", "D", "D_real", "D_fake", "auroc")
 CHANCE_BAND = 0.6        # a D whose held-out AUROC never reaches this has not learned: the run failed
 
 
 def onecall_step(run: Run, x0: torch.Tensor, labels=None) -> dict:
-    """One fine-tune step at ``run.step`` (module docstring); returns floats adv, range, D, D_real, D_fake, auroc (nan)."""
+    """One fine-tune step at ``run.step`` (module docstring); returns floats adv, reg, range, D, D_real, D_fake,
+    auroc (nan)."""
     G, D, cfg = run.G, run.D, run.config
     g = torch.Generator().manual_seed(mix(7, cfg.seed, run.step))
     draw = lambda: torch.randn(x0.shape, generator=g).to(x0.device)                      # noqa: E731
     level = lambda: torch.randint(0, cfg.s_max, (len(x0),), generator=g).to(x0.device)   # noqa: E731
-    raw = G.raw(draw())
+    pairs = run.aux.get("pairs")
+    if pairs is not None:
+        pick = torch.randint(0, len(pairs["z"]), (len(x0),), generator=g)
+        z, target = pairs["z"][pick].to(x0.device), pairs["x"][pick].to(x0.device)
+    else:
+        z, target = draw(), None
+    raw = G.raw(z)
     fake = softclamp(raw)
     for _ in range(cfg.d_steps):
         s = level()
@@ -54,14 +66,16 @@ def onecall_step(run: Run, x0: torch.Tensor, labels=None) -> dict:
     with frozen(D.heads):
         adv = F.softplus(-D(fake, level(), draw())).mean()
     out_of_range = F.relu(raw.abs() - 1).pow(2).mean()
-    G_loss = cfg.adv_weight * adv + cfg.range_weight * out_of_range
+    k = cfg.reg_pool
+    reg = (F.avg_pool2d(raw, k) - F.avg_pool2d(target, k)).pow(2).mean() if target is not None else raw.new_zeros(())
+    G_loss = cfg.adv_weight * adv + cfg.reg_weight * reg + cfg.range_weight * out_of_range
     run.opt_G.zero_grad(set_to_none=True)
     G_loss.backward()
     run.opt_G.step()
     if run.ema is not None:
         run.ema.update(G.unet, run.step)
-    values = dict(zip(ONECALL_KEYS[2:7], torch.stack([v.detach().float() for v in (
-        adv, out_of_range, D_loss, real_logit.mean(), fake_logit.mean())]).tolist()), auroc=float("nan"))
+    values = dict(zip(ONECALL_KEYS[2:8], torch.stack([v.detach().float() for v in (
+        adv, reg, out_of_range, D_loss, real_logit.mean(), fake_logit.mean())]).tolist()), auroc=float("nan"))
     if not all(math.isfinite(values[k]) for k in ("adv", "D")):
         raise FloatingPointError(f"one-call fine-tune step {run.step + 1}: a loss is not finite ({values}); "
                                  f"lower lr_G={cfg.lr_G} / lr_D={cfg.lr_D}")
@@ -123,5 +137,13 @@ def onecall_train(init, dataloader, cfg: OneCallConfig | None, max_steps: int, s
     if state is not None:
         cfg = resumed_config(OneCallConfig, state, cfg, resume)
     run = onecall_run(init, cfg or OneCallConfig(), device, teacher)
+
+    def teacher_pairs(run, folder):        # made once the folder is checked; kept there for a resume
+        c = run.config
+        if c.reg_weight > 0:
+            teacher_unet = load_checkpoint(init, device=run.device)[0]
+            run.aux["pairs"] = pairs_in_folder(folder, teacher["sha256"], teacher_unet, run.scheduler, c.pairs,
+                                               c.pairs_steps, mix(11, c.seed), tuple(heldout.shape[1:]), run.device,
+                                               progress)
     return fine_tune_in_folder(run, state, dataloader, save_dir, max_steps, resume, overwrite, init, progress,
-                               "one-call fine-tune", [HeldOutAUROC(heldout, auroc_every)])
+                               "one-call fine-tune", [HeldOutAUROC(heldout, auroc_every)], teacher_pairs)

@@ -49,6 +49,7 @@ class Run:
     by default); ``history_keys``: what it returns, plus "step" and "epoch".
     ``position`` = (epoch, batches of that epoch done): where the data stream continues.
     ``data`` = {batch_size (global), batches_per_epoch, world_size}; ``members`` = the training images.
+    ``aux``: tensors the step function reads that no checkpoint holds (the one-call fine-tune's teacher pairs).
     ``ctx`` (this process among the torchrun processes) and ``G_train`` / ``D_train`` (the modules the
     step calls: DDP-wrapped and/or compiled, or G and D themselves) are set by the loop.
     """
@@ -70,6 +71,7 @@ class Run:
     data: dict | None = None
     members: dict | None = None
     history: dict = field(default_factory=dict)
+    aux: dict = field(default_factory=dict)
     ctx: DistContext = field(default_factory=DistContext)
     G_train: torch.nn.Module | None = None
     D_train: torch.nn.Module | None = None
@@ -170,8 +172,8 @@ class Run:
         self.data = state.get("data")
         self.members = state.get("members")
         self.history = {k: list(v) for k, v in state["history"].items()} or {k: [] for k in self.history_keys}
-        for k in self.history_keys:
-            self.history.setdefault(k, [])
+        for k in self.history_keys:        # a column the saving code did not have yet: nan for its steps
+            self.history.setdefault(k, [float("nan")] * len(self.history.get("step", [])))
 
 
 def build_run(config: TrainConfig | None = None, image_channels: int = 1, timesteps: int = 1000,
