@@ -33,6 +33,8 @@ def draw_schedule(x0: torch.Tensor, noise: torch.Tensor, schedule: str = "linear
                   beta_start: float = 1e-4, beta_end: float = 0.02, t: int = 250):
     """beta_t, alpha_hat_t and SNR_t of one schedule, and x0 (C, S, S) noised at t with ``noise``.
 
+    x_t is drawn in the window [-3, 3] (3 sd of the noise), so the noise is not clipped to black and white.
+
     An invalid combination (beta_end <= beta_start, ...) draws the scheduler's error message instead.
     """
     fig = plt.figure(figsize=(10, 2.6), dpi=DPI)
@@ -47,8 +49,8 @@ def draw_schedule(x0: torch.Tensor, noise: torch.Tensor, schedule: str = "linear
     t = min(int(t), T - 1)
     plot_schedules({schedule: s}, t_mark=t, axes=axes[:3])
     x_t, _ = s.add_noise(x0[None], t, noise[None])
-    axes[3].imshow(as_image(x_t[0]), cmap="gray", vmin=-1, vmax=1)
-    axes[3].set_title(f"x_t at t = {t}\nalpha_hat = {s.alpha_hat[t]:.4f}", fontsize=9)
+    axes[3].imshow(as_image(x_t[0]), cmap="gray", vmin=-3, vmax=3)   # 3 sd of the noise: [-1, 1] would clip it
+    axes[3].set_title(f"x_t at t = {t}, window [-3, 3]\nalpha_hat = {s.alpha_hat[t]:.4f}", fontsize=9)
     axes[3].axis("off")
     fig.tight_layout(pad=0.3)
     return fig

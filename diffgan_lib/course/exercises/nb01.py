@@ -1,16 +1,18 @@
-"""Exercises of notebook 01, the noise scheduler: ``add_noise``, ``betas_from_alpha_hat``,
-``snr_crossing``, ``to_model_range``, ``iterate_forward``; each is an :class:`~diffgan_lib.exercises.Exercise`.
+"""Exercises of notebook 01, the noise scheduler: ``add_noise``, ``iterate_forward``, ``noisy_batch``,
+``betas_from_alpha_hat``, ``cosine_betas``; each is an :class:`~diffgan_lib.exercises.Exercise`.
 
 The checking helpers ``close`` and ``tensor_problem`` live in the package (``diffgan_lib.exercises``).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
 from ...core.scheduler import DiffusionScheduler
 from . import Exercise, close, tensor_problem
 
-__all__ = ["add_noise", "betas_from_alpha_hat", "snr_crossing", "to_model_range", "iterate_forward"]
+__all__ = ["add_noise", "iterate_forward", "noisy_batch", "betas_from_alpha_hat", "cosine_betas"]
 
 
 _SCHED = DiffusionScheduler(1000, device="cpu")
@@ -29,22 +31,24 @@ def _add_noise(x0, t, eps, alpha_hat):
     return torch.sqrt(a_hat) * x0 + torch.sqrt(1 - a_hat) * eps
 
 
-def _test_add_noise(fn):
-    x0, t, eps = _noise_inputs()
-    out = fn(x0, t, eps, _SCHED.alpha_hat)
-    expected = _add_noise(x0, t, eps, _SCHED.alpha_hat)
+def _eq4_problem(out, x0, t, eps, alpha_hat, alphas):
+    """None if ``out`` is eq. 4 of (x0, t, eps); else what is wrong (the usual slips named)."""
+    expected = _add_noise(x0, t, eps, alpha_hat)
     if close(out, expected):
         return None
-    a = _SCHED.alpha_hat[t].view(-1, 1, 1, 1)
-    one_step = _add_noise(x0, t, eps, _SCHED.alphas)
-    no_sqrt = a * x0 + (1 - a) * eps
-    if close(out, one_step):
+    a = alpha_hat[t].view(-1, 1, 1, 1)
+    if close(out, _add_noise(x0, t, eps, alphas)):
         return "you used alphas (one step's signal); x_t needs alpha_hat, the product over all steps up to t"
-    if close(out, no_sqrt):
+    if close(out, a * x0 + (1 - a) * eps):
         return "the weights need square roots: variances add up, standard deviations do not"
-    if close(out, _add_noise(eps, t, x0, _SCHED.alpha_hat)):
+    if close(out, _add_noise(eps, t, x0, alpha_hat)):
         return "x0 and eps are swapped: the signal gets sqrt(alpha_hat), the noise sqrt(1 - alpha_hat)"
     return tensor_problem(out, expected, "x_t") or "wrong values"
+
+
+def _test_add_noise(fn):
+    x0, t, eps = _noise_inputs()
+    return _eq4_problem(fn(x0, t, eps, _SCHED.alpha_hat), x0, t, eps, _SCHED.alpha_hat, _SCHED.alphas)
 
 
 add_noise = Exercise(
@@ -55,86 +59,7 @@ add_noise = Exercise(
     reference=_add_noise, probe=lambda fn: fn(*_noise_inputs()[:3], _SCHED.alpha_hat))
 
 
-# ----------------------------------------------------------------------------- 2. betas_from_alpha_hat
-def _betas_from_alpha_hat(alpha_hat):
-    prev = torch.cat([torch.ones(1), alpha_hat[:-1]])   # alpha_hat before step 0 is 1 (no noise yet)
-    return 1 - alpha_hat / prev                         # alpha_t = alpha_hat_t / alpha_hat_{t-1}
-
-
-def _test_betas_from_alpha_hat(fn):
-    for kind in ("linear", "cosine"):
-        s = DiffusionScheduler(1000, schedule=kind, device="cpu")
-        out = fn(s.alpha_hat)
-        if close(out, 1 - s.alpha_hat):
-            return ("1 - alpha_hat is all the noise up to t; one step's beta_t compares alpha_hat_t "
-                    "with alpha_hat_(t-1)")
-        if torch.is_tensor(out) and tuple(out.shape) == (999,):
-            return "you lost a step: there are T betas; before step 0, alpha_hat is 1"
-        problem = tensor_problem(out, s.betas, f"the betas of the {kind} schedule", atol=1e-4)
-        if problem:
-            return problem
-    return None
-
-
-betas_from_alpha_hat = Exercise(
-    "betas_from_alpha_hat", _test_betas_from_alpha_hat,
-    hint_text="Divide the recursion by alpha_hat_(t-1): one step's 1 - beta_t is the ratio of two neighbouring "
-              "alpha_hats. Step 0 has no neighbour in the tensor; the text above says what to use for it.",
-    reference=_betas_from_alpha_hat,
-    probe=lambda fn: fn(_SCHED.alpha_hat))
-
-
-# ----------------------------------------------------------------------------- 3. snr_crossing
-def _snr_crossing(alpha_hat):
-    snr = alpha_hat / (1 - alpha_hat)
-    return int(torch.nonzero(snr < 1)[0])           # the first t where noise outweighs signal
-
-
-def _test_snr_crossing(fn):
-    for kind, T in (("linear", 1000), ("cosine", 1000), ("linear", 200)):
-        ah = DiffusionScheduler(T, schedule=kind, device="cpu").alpha_hat
-        out = fn(ah)
-        if torch.is_tensor(out) and out.numel() == 1:
-            out = int(out)
-        if not isinstance(out, int):
-            return f"return one int (a timestep), not a {type(out).__name__}"
-        if out != _snr_crossing(ah):
-            near = abs(out - _snr_crossing(ah)) <= 1
-            return (f"wrong timestep for the {kind} schedule with T = {T}"
-                    + ("; you are off by one: the first t with SNR < 1" if near else ""))
-    return None
-
-
-snr_crossing = Exercise(
-    "snr_crossing", _test_snr_crossing,
-    hint_text="Compute the SNR of every t at once (one tensor), compare it with 1 to get a boolean mask, and "
-              "find the index of the mask's first True. The check wants a plain Python int.",
-    reference=_snr_crossing, probe=lambda fn: fn(_SCHED.alpha_hat))
-
-
-# ----------------------------------------------------------------------------- 4. to_model_range
-def _to_model_range(pixels):
-    return pixels.float() / 127.5 - 1               # 0 -> -1, 255 -> +1 (ERRATA 9)
-
-
-def _test_to_model_range(fn):
-    pixels = torch.tensor([[0, 64, 128], [191, 254, 255]], dtype=torch.uint8)
-    out = fn(pixels)
-    if not torch.is_tensor(out) or not out.is_floating_point():
-        return "return a floating-point tensor (uint8 arithmetic wraps around)"
-    if close(out, pixels.float() / 255):
-        return "that is [0, 1]; the noise has mean 0 and unit variance, so stretch the images to [-1, 1]"
-    return tensor_problem(out, _to_model_range(pixels), "the scaled image")
-
-
-to_model_range = Exercise(
-    "to_model_range", _test_to_model_range,
-    hint_text="Two things: integer arithmetic on uint8 wraps around, so leave the integers first; then find "
-              "the straight line through the points (0, -1) and (255, +1).",
-    reference=_to_model_range, probe=lambda fn: fn(torch.zeros(2, 2, dtype=torch.uint8)))
-
-
-# ----------------------------------------------------------------------------- 5. iterate_forward
+# ----------------------------------------------------------------------------- 2. iterate_forward
 def _iterate_forward(x0, betas, eps):
     x = x0.clone()
     for s in range(len(eps)):                                # steps 0 .. t, one small noise each
@@ -169,3 +94,141 @@ iterate_forward = Exercise(
     reference=_iterate_forward, probe=lambda fn: fn(*_iterate_inputs(t=3)),
     solution_note="\nIts statistics match the one-shot formula (the cell below checks it): that is why training "
                   "can jump straight to x_t.")
+
+
+# ----------------------------------------------------------------------------- 3. noisy_batch
+def _noisy_batch(x0, alpha_hat, generator):
+    t = torch.randint(0, len(alpha_hat), (len(x0),), generator=generator)   # its own t per image, 0 .. T-1
+    eps = torch.randn(x0.shape, generator=generator)                        # its own noise per pixel
+    a_hat = alpha_hat[t].view(-1, 1, 1, 1)
+    return a_hat.sqrt() * x0 + (1 - a_hat).sqrt() * eps, t, eps
+
+
+def _batch_x0(n=20_000):
+    return torch.rand(n, 1, 2, 2, generator=torch.Generator().manual_seed(3)) * 2 - 1
+
+
+def _t_problem(t, n, T):
+    """What is wrong with the timesteps of a batch of n images for a schedule of T steps (or None)."""
+    if not torch.is_tensor(t) or t.dtype != torch.int64:
+        return "t must be an int64 tensor (timesteps index alpha_hat)"
+    if tuple(t.shape) != (n,):
+        return f"t has shape {tuple(t.shape)}; a batch of {n} images needs shape ({n},): one t per image"
+    if int(t.min()) < 0 or int(t.max()) > T - 1:
+        return f"t reached {int(t.max())} with T = {T}: timesteps run 0 .. T-1 (section 4)"
+    if int(t.min()) != 0 or int(t.max()) != T - 1:
+        return (f"in {n} draws with T = {T}, t ran from {int(t.min())} to {int(t.max())}: every timestep "
+                "0 .. T-1 must be possible (which end does your range leave out?)")
+    if abs((t < T / 2).float().mean().item() - 0.5) > 0.02:
+        return "t is not uniform over 0 .. T-1: every timestep must be equally likely"
+    return None
+
+
+def _test_noisy_batch(fn):
+    x0 = _batch_x0()
+    for sched in (_SCHED, DiffusionScheduler(50, schedule="cosine", device="cpu")):
+        out = fn(x0, sched.alpha_hat, torch.Generator().manual_seed(0))
+        if not isinstance(out, (tuple, list)) or len(out) != 3:
+            return "return three things: (x_t, t, eps)"
+        x_t, t, eps = out
+        problem = _t_problem(t, len(x0), sched.T)
+        if problem:
+            return problem
+        if not torch.is_tensor(eps) or tuple(eps.shape) != tuple(x0.shape):
+            return "eps must be a tensor shaped like x0: one noise value per pixel"
+        if abs(eps.mean().item()) > 0.02 or abs(eps.std().item() - 1) > 0.02:
+            return (f"eps has mean {eps.mean():.2f} and sd {eps.std():.2f}; the noise must be standard normal "
+                    "(mean 0, sd 1)")
+        problem = _eq4_problem(x_t, x0, t, eps, sched.alpha_hat, sched.alphas)
+        if problem:
+            return problem + " (x_t must be eq. 4 of the t and eps you return)"
+    first, again, other = (fn(x0, _SCHED.alpha_hat, torch.Generator().manual_seed(seed)) for seed in (0, 0, 1))
+    if not (torch.equal(first[1], again[1]) and torch.equal(first[2], again[2])):
+        return "the same seed gave another batch: draw t and eps from the generator you are given"
+    if torch.equal(other[1], again[1]) or torch.equal(other[2], again[2]):
+        return "another seed gave the same draws: draw t and eps from the generator you are given"
+    return None
+
+
+noisy_batch = Exercise(
+    "noisy_batch", _test_noisy_batch,
+    hint_text="Three draws and a formula. How many timesteps does alpha_hat hold, and does torch.randint "
+              "include its upper bound? Both random functions take generator=...; the noise is shaped like "
+              "x0. Your add_noise above does the rest.",
+    reference=_noisy_batch, probe=lambda fn: fn(_batch_x0(8), _SCHED.alpha_hat, torch.Generator().manual_seed(0)),
+    solution_note="\nThis is the first half of every training step: the library's diffusion_loss draws t and "
+                  "eps the same way and asks the network for eps back.")
+
+
+# ----------------------------------------------------------------------------- 4. betas_from_alpha_hat
+def _betas_from_alpha_hat(alpha_hat):
+    prev = torch.cat([torch.ones(1), alpha_hat[:-1]])   # alpha_hat before step 0 is 1 (no noise yet)
+    return 1 - alpha_hat / prev                         # alpha_t = alpha_hat_t / alpha_hat_{t-1}
+
+
+def _test_betas_from_alpha_hat(fn):
+    for kind in ("linear", "cosine"):
+        s = DiffusionScheduler(1000, schedule=kind, device="cpu")
+        out = fn(s.alpha_hat)
+        if close(out, 1 - s.alpha_hat):
+            return ("1 - alpha_hat is all the noise up to t; one step's beta_t compares alpha_hat_t "
+                    "with alpha_hat_(t-1)")
+        if torch.is_tensor(out) and tuple(out.shape) == (999,):
+            return "you lost a step: there are T betas; before step 0, alpha_hat is 1"
+        problem = tensor_problem(out, s.betas, f"the betas of the {kind} schedule", atol=1e-4)
+        if problem:
+            return problem
+    return None
+
+
+betas_from_alpha_hat = Exercise(
+    "betas_from_alpha_hat", _test_betas_from_alpha_hat,
+    hint_text="Divide the recursion by alpha_hat_(t-1): one step's 1 - beta_t is the ratio of two neighbouring "
+              "alpha_hats. Step 0 has no neighbour in the tensor; the text above says what to use for it.",
+    reference=_betas_from_alpha_hat,
+    probe=lambda fn: fn(_SCHED.alpha_hat))
+
+
+# ----------------------------------------------------------------------------- 5. cosine_betas
+def _cosine_betas(T, s=0.008):
+    u = torch.arange(T + 1, dtype=torch.float64) / T                # f at 0, 1/T, ..., 1: T + 1 points
+    f = torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+    alpha_hat = f / f[0]                                            # alpha_hat_t = f(t + 1) / f(0) is [1:]
+    betas = 1 - alpha_hat[1:] / alpha_hat[:-1]                      # one step's share, as in exercise 4
+    return betas.clamp(max=0.999).float()                           # the last step would be 1: cap it
+
+
+def _betas_close(out, expected):
+    return (torch.is_tensor(out) and out.shape == expected.shape
+            and torch.allclose(out.double(), expected.double(), rtol=2e-3, atol=1e-6))
+
+
+def _test_cosine_betas(fn):
+    for T in (1000, 200, 10):
+        expected = DiffusionScheduler(T, schedule="cosine", device="cpu").betas
+        out = fn(T)
+        if not torch.is_tensor(out):
+            return f"return a tensor of T betas, not a {type(out).__name__}"
+        if out.dim() != 1 or len(out) != T:
+            return (f"for T = {T} you returned shape {tuple(out.shape)}: there are exactly T betas, "
+                    "and they need f at T + 1 points")
+        if _betas_close(out, torch.cumprod(1 - expected.double(), 0)):
+            return "those are the alpha_hats: turn them into betas, as in exercise 4"
+        if out.max().item() > 0.999 + 1e-6:
+            return f"a beta of {out.max().item():.4f}: cap every beta at 0.999 (the text above says so)"
+        if out[0].abs().item() < 1e-9:
+            return ("beta_0 is 0: step 0 already adds a little noise (alpha_hat_0 = f(1) / f(0), not "
+                    "f(0) / f(0))")
+        if not _betas_close(out, expected):
+            return f"wrong values for T = {T} (compare your alpha_hat with the formula at t = 0 and t = T - 1)"
+    return None
+
+
+cosine_betas = Exercise(
+    "cosine_betas", _test_cosine_betas,
+    hint_text="Evaluate f once on a tensor of all the points you need (how many for T alpha_hats?), turn it "
+              "into alpha_hats with the formula above, then into betas the way exercise 4 did. Compute in "
+              "float64, and look at the last beta before you return.",
+    reference=_cosine_betas, probe=lambda fn: fn(10),
+    solution_note="\nThe library's DiffusionScheduler(schedule='cosine') computes the same betas; its "
+                  "alpha_hat is their cumulative product, so capping the last beta changes only alpha_hat[T-1].")
