@@ -68,3 +68,58 @@ def test_tpr_at_fpr_flags_the_members_below_the_non_member_quantile():
     assert tpr_at_fpr(member, nonmember, 0.01) == pytest.approx(1 / 5)   # threshold 0.99
     with pytest.raises(ValueError, match="fpr"):
         tpr_at_fpr(member, nonmember, 1.0)
+
+
+# ----------------------------------------------------------------------------- eval.membership
+def _class_mix(n_in=3000, n_out=2000, share_in=0.25, share_out=0.4, member_shift=0.0, seed=0):
+    """Losses that depend on the class (class 0 higher and wider), class mixes that differ between the sets."""
+    rng = np.random.default_rng(seed)
+    y_in, y_out = (rng.random(n_in) >= share_in).astype(int), (rng.random(n_out) >= share_out).astype(int)
+    loss = lambda y: np.where(y == 0, 0.15, 0.11) + np.where(y == 0, 0.03, 0.01) * rng.standard_normal(len(y))
+    return loss(y_in) - member_shift, loss(y_out), y_in, y_out
+
+
+def test_class_standardised_puts_every_class_on_mean_0_sd_1():
+    from diffgan_lib.eval import class_standardised
+    loss_in, loss_out, y_in, y_out = _class_mix()
+    z = class_standardised(np.r_[loss_in, loss_out], np.r_[y_in, y_out])
+    y = np.r_[y_in, y_out]
+    for k in (0, 1):
+        assert abs(z[y == k].mean()) < 1e-9 and abs(z[y == k].std() - 1) < 1e-9
+    with pytest.raises(ValueError, match="one entry per image"):
+        class_standardised([1.0, 2.0], [0])
+
+
+def test_a_class_mix_fools_the_raw_loss_but_not_the_class_standardised_one():
+    from diffgan_lib.eval import attack_stats
+    r = attack_stats(*_class_mix())                          # no membership signal at all
+    assert r["auroc"] > 0.56                                 # the raw loss "finds" the class mix
+    assert abs(r["auroc_standardised"] - 0.5) < 0.03
+    assert all(abs(r[f"auroc_class_{k}"] - 0.5) < 0.04 for k in (0, 1))
+    leak = attack_stats(*_class_mix(member_shift=0.01, share_out=0.25))
+    assert leak["auroc_standardised"] > 0.6 and leak["auroc_class_1"] > 0.7
+
+
+def test_tpr_at_flags_exactly_k_non_members_and_refuses_what_the_sample_cannot_resolve():
+    from diffgan_lib.eval import smallest_fpr, tpr_at
+    nonmember = np.arange(1, 101) / 100.0                   # 0.01 ... 1.00
+    member = np.array([0.005, 0.015, 0.05, 0.5])
+    assert tpr_at(member, nonmember, 0.01) == 0.25           # threshold 0.01: one non-member flagged
+    assert tpr_at(member, nonmember, 0.1) == 0.75            # threshold 0.10: ten flagged
+    assert smallest_fpr(64) == 1 / 64
+    with pytest.raises(ValueError, match="resolve false-positive rates down to 1/64"):
+        tpr_at(member, nonmember[:64], 0.01)
+
+
+def test_membership_report_gives_intervals_and_leaves_out_unresolvable_fprs():
+    from diffgan_lib.eval import membership_report
+    loss_in, loss_out, y_in, y_out = _class_mix(n_in=300, n_out=64, share_out=0.25, member_shift=0.01)
+    r = membership_report(loss_in, loss_out, y_in, y_out, fprs=(0.01, 0.1), n_boot=200)
+    assert r["unresolved_fprs"] == [0.01] and "tpr_at_0.01" not in r and r["smallest_fpr"] == 1 / 64
+    for key in ("auroc", "auroc_standardised", "tpr_at_0.1"):
+        lo, hi = r[key]["ci95"]
+        assert lo <= r[key]["value"] <= hi and hi - lo > 0.02
+    wide = r["auroc_standardised"]["ci95"]
+    big = membership_report(*_class_mix(n_in=3000, n_out=2000, share_out=0.25, member_shift=0.01), n_boot=200)
+    narrow = big["auroc_standardised"]["ci95"]
+    assert narrow[1] - narrow[0] < (wide[1] - wide[0]) / 2   # more images, a tighter interval
