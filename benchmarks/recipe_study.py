@@ -40,7 +40,7 @@ BASE = TrainConfig.cpu_quick(checkpoint_every=0, mean_path=False, adv_weight=0.0
 # hybrid these results were made with (the first default; TrainConfig trains pure diffusion now)
 VARIANTS = {
     "pure": BASE.replace(adv_weight=0.0),
-    "as_written": TrainConfig.seed_as_written().replace(base=32, image_size=32, amp="off", checkpoint_every=0),
+    "as_written": TrainConfig.seed_as_written().replace(base=32, image_size=32, precision="fp32", checkpoint_every=0),
     "hybrid": BASE,   # the first default recipe: w 0.01, t < 500, after a 500-step warm-up
     "hybrid_w01_t500_wu500": BASE.replace(adv_weight=0.01, adv_t_max=500, adv_warmup_steps=500),
     "hybrid_adapt01_t500_wu500": BASE.replace(adv_weight=0.1, adaptive_adv_weight=True, adv_t_max=500,

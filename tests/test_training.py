@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from diffgan_lib import TrainConfig, build_run, gan_losses, train, train_step
 from diffgan_lib.core import discriminator_loss
 from diffgan_lib.course.seed_loop import train_step_as_written
-from diffgan_lib.engine.config import resolve_amp
+from diffgan_lib.engine.precision import cpu_has_bf16, precision_name, resolve_precision
 from diffgan_lib.engine.run import HISTORY_KEYS
 from diffgan_lib.engine.step import progress_text
 
@@ -52,14 +52,31 @@ def test_config_dict_round_trip_and_unknown_key():
     cfg = TrainConfig.cpu_quick(adv_weight=0.05)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     assert (cfg.image_size, cfg.base) == (32, 32) and TrainConfig.for_device("cpu") == TrainConfig.cpu_quick()
-    assert TrainConfig.cuda_full().amp == "bf16" and TrainConfig.cuda_full().image_size == 128
+    assert TrainConfig.cuda_full().precision == "bf16" and TrainConfig.cuda_full().image_size == 128
     with pytest.raises(ValueError, match="unknown TrainConfig field.*lr_g"):
         TrainConfig.from_dict({**cfg.to_dict(), "lr_g": 1.0})
     with pytest.raises(ValueError, match="multiple of 8"):
         TrainConfig(image_size=100)
-    assert resolve_amp("auto", torch.device("cpu")) == (None, False)
+
+
+
+def test_precision_auto_follows_the_cpu_and_old_amp_files_still_read(monkeypatch):
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == (None, False) and resolve_precision("bf16", cpu) == (torch.bfloat16, False)
+    assert resolve_precision("auto", cpu) == ((torch.bfloat16, False) if cpu_has_bf16() else (None, False))
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert not cpu_has_bf16() and resolve_precision("auto", cpu) == (None, False)
+    assert precision_name("auto", cpu) == "float32"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert resolve_precision("auto", cpu) == (torch.bfloat16, False) and precision_name("auto", cpu) == "bf16 autocast"
     with pytest.raises(ValueError, match="needs a CUDA device"):
-        resolve_amp("bf16", torch.device("cpu"))
+        resolve_precision("fp16", cpu)
+    with pytest.raises(ValueError, match="precision='fp64': choose one of auto, fp32, bf16, fp16"):
+        TrainConfig(precision="fp64")
+    old = {k: v for k, v in TrainConfig().to_dict().items() if k != "precision"}
+    assert TrainConfig.from_dict({**old, "amp": "off"}).precision == "fp32"
+    assert TrainConfig.from_dict({**old, "amp": "auto"}).precision == "auto"
 
 
 # ------------------------------------------------------------------ one step
@@ -205,7 +222,7 @@ def test_sample_every_writes_grids(tmp_path):
 def test_mixed_precision_step_with_grad_scaler(monkeypatch, dtype):
     """The CUDA path (autocast + GradScaler + channels_last), run here with CPU autocast."""
     import diffgan_lib.engine.step as step_module
-    monkeypatch.setattr(step_module, "resolve_amp", lambda amp, device: (dtype, True))
+    monkeypatch.setattr(step_module, "resolve_precision", lambda precision, device: (dtype, True))
     r = parts()
     r.G, r.D = r.G.to(memory_format=torch.channels_last), r.D.to(memory_format=torch.channels_last)
     r.G_train, r.D_train, r.scaler = r.G, r.D, torch.amp.GradScaler("cpu")

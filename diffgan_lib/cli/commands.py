@@ -120,7 +120,7 @@ def _train_config(a, dev):
     changes = {k: v for k, v in dict(image_size=a.image_size, base=a.base, adv_weight=a.adv_weight,
                                       objective=None if a.resume else a.objective,
                                       mean_path=a.mean_path, checkpoint_every=a.checkpoint_every, keep_last=a.keep_last,
-                                      save_every=a.save_every, **lr).items()
+                                      save_every=a.save_every, precision=a.precision, **lr).items()
                if v is not None}
     folder_labels = _folder_labels(a)
     if a.resume:     # the run's own configuration, T and channels; command-line values override

@@ -13,7 +13,7 @@ import torch
 
 from ..core.losses import diffusion_loss, discriminator_loss, fake_images, generator_adv_loss
 from ..engine.batches import mix
-from ..engine.config import resolve_amp
+from ..engine.precision import resolve_precision
 from ..engine.step import check_finite, finish_G_step
 
 __all__ = ["train_step_as_written", "SEED_ADV_WEIGHT"]
@@ -27,7 +27,7 @@ def train_step_as_written(run, x0: torch.Tensor, labels=None) -> dict:
         raise ValueError("the seed's loop as written has no class labels; train a conditional model with train_step")
     torch.manual_seed(mix(2, run.config.seed, run.step))
     G, D, scheduler = run.G_train, run.D, run.scheduler
-    amp_dtype, _ = resolve_amp(run.config.amp, x0.device)
+    amp_dtype, _ = resolve_precision(run.config.precision, x0.device)
     autocast = torch.autocast(x0.device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
     t = torch.randint(0, scheduler.T, (x0.size(0),)).to(x0.device)
     with autocast:

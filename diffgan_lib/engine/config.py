@@ -6,7 +6,8 @@ of image channels, the number of timesteps T and the number of epochs, which sta
 neither). Images are (B, C, S, S) in [-1, 1] with S a multiple of 8, at least 32.
 
 Presets:
-- ``TrainConfig.cpu_quick()``: 32 px, base 32, float32 on a CPU (small enough for a laptop);
+- ``TrainConfig.cpu_quick()``: 32 px, base 32 on a CPU (small enough for a laptop); bf16 autocast where the
+  CPU multiplies bf16 natively (AVX-512 BF16 or AMX: about 2x the float32 speed), float32 elsewhere;
 - ``TrainConfig.cuda_full()``: 128 px, base 64 (the seed's network), bf16 autocast, channels_last;
 - ``TrainConfig.for_device(device)``: the one that suits ``device``;
 - ``TrainConfig.seed_as_written()``: the seed's UNet without t, base 64, no EMA, for the side-by-side
@@ -25,13 +26,13 @@ from numbers import Integral, Real
 import torch
 
 from ..data.phantoms import check_image_size
+from .precision import PRECISIONS
 
-__all__ = ["TrainConfig", "FewStepConfig", "OneCallConfig", "AMP_MODES", "resolve_amp"]
+__all__ = ["TrainConfig", "FewStepConfig", "OneCallConfig"]
 
-AMP_MODES = ("auto", "bf16", "fp16", "off")
 OBJECTIVES = ("diffusion", "flow")
 MAX_BASE = 256           # the widest UNet accepted (the seed's is 64): base 256 is already 120 M parameters
-RENAMED = {"betas": "adam_betas"}    # old field name -> new one (checkpoint format 1 -> 2)
+RENAMED = {"betas": "adam_betas", "amp": "precision"}    # old field name -> new one
 # fields of older files that are no longer settings: the seed's loop as written is a step function of
 # the lesson (course.seed_loop), and R1 / the adaptive weight were options of one study only
 RETIRED = ("variant", "r1_gamma", "adaptive_adv_weight", "adaptive_max")
@@ -41,7 +42,7 @@ _KINDS = {"int": ("base", "adv_warmup_steps", "seed", "checkpoint_every", "keep_
           "int or None": ("image_size", "adv_t_max"),
           "number": ("lr_G", "lr_D", "adv_weight", "ema_decay", "label_dropout"),
           "bool": ("time_embedding", "mean_path", "compile"), "bool or None": ("channels_last",),
-          "str": ("schedule", "amp", "objective")}
+          "str": ("schedule", "precision", "objective")}
 _IS = {"int": lambda v: isinstance(v, Integral) and not isinstance(v, bool),
        "number": lambda v: isinstance(v, Real) and not isinstance(v, bool),
        "bool": lambda v: isinstance(v, bool), "str": lambda v: isinstance(v, str)}
@@ -116,7 +117,8 @@ class TrainConfig:
     adv_warmup_steps: int = 500        # no adversarial term (and no D training) before this step
     # ----------------------------------------------------------------------------------------------
     ema_decay: float = 0.999           # EMA of G's weights (ERRATA 12); 0 = no EMA
-    amp: str = "auto"                  # auto: bf16 on CUDA if supported, else fp16 + GradScaler; off on CPU/MPS
+    precision: str = "auto"            # auto: bf16 autocast on CUDA with bf16 (else fp16 + GradScaler) and on CPUs
+                                       # with native bf16 (AVX-512 BF16 / AMX); float32 elsewhere. fp32 | bf16 | fp16
     channels_last: bool | None = None  # None = on for CUDA, off elsewhere
     compile: bool = False              # torch.compile the generator (CUDA, PyTorch 2)
     seed: int = 0                      # seeds the weights, the noise and the shuffling of every epoch
@@ -139,8 +141,8 @@ class TrainConfig:
         if self.objective == "flow" and (self.adv_weight or not self.time_embedding):
             raise ValueError("objective='flow' trains the velocity alone on a UNet with the time embedding: "
                              "set adv_weight=0 (the GAN term is the diffusion hybrid's) and time_embedding=True")
-        if self.amp not in AMP_MODES:
-            raise ValueError(f"amp={self.amp!r}: choose one of {', '.join(AMP_MODES)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay={self.ema_decay} must lie in [0, 1): 0.999 is usual, 0 turns EMA off")
         if self.adv_t_max is not None and self.adv_t_max < 1:
@@ -163,13 +165,13 @@ class TrainConfig:
     # ----------------------------------------------------------------- presets
     @classmethod
     def cpu_quick(cls, **changes) -> "TrainConfig":
-        """32 px, base 32 (about 2.1 M generator parameters); float32 on a CPU (amp "auto")."""
+        """32 px, base 32 (about 2.1 M generator parameters); precision "auto" (bf16 where the CPU has it)."""
         return cls(**{**dict(image_size=32, base=32), **changes})
 
     @classmethod
     def cuda_full(cls, **changes) -> "TrainConfig":
         """128 px, base 64 (the seed's size), bf16 autocast, channels_last."""
-        return cls(**{**dict(image_size=128, base=64, amp="bf16", channels_last=True), **changes})
+        return cls(**{**dict(image_size=128, base=64, precision="bf16", channels_last=True), **changes})
 
     @classmethod
     def seed_as_written(cls, **changes) -> "TrainConfig":
@@ -185,8 +187,8 @@ class TrainConfig:
         dev = pick_device(device)
         if dev.type == "cuda":
             cfg = cls.cuda_full(**changes)
-            if cfg.amp == "bf16" and not torch.cuda.is_bf16_supported():
-                cfg = cfg.replace(amp="auto")
+            if cfg.precision == "bf16" and not torch.cuda.is_bf16_supported():
+                cfg = cfg.replace(precision="auto")
             return cfg
         return cls.cpu_quick(**changes)
 
@@ -213,6 +215,8 @@ class TrainConfig:
         for old, new in RENAMED.items():
             if old in d and new not in d:
                 d[new] = d.pop(old)
+        if d.get("precision") == "off":          # amp="off" was float32
+            d["precision"] = "fp32"
         for name in RETIRED:
             d.pop(name, None)
         known = {f.name for f in dataclasses.fields(cls)}
@@ -221,24 +225,6 @@ class TrainConfig:
             raise ValueError(f"unknown TrainConfig field(s) {', '.join(unknown)}; known fields: "
                              f"{', '.join(sorted(known))}")
         return cls(**d)
-
-
-def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None for float32, whether a GradScaler is needed) for ``amp`` on ``device``."""
-    if amp not in AMP_MODES:
-        raise ValueError(f"amp={amp!r}: choose one of {', '.join(AMP_MODES)}")
-    if amp == "off":
-        return None, False
-    if device.type != "cuda":
-        if amp == "auto":
-            return None, False   # CPU and MPS train in float32
-        raise ValueError(f"amp={amp!r} needs a CUDA device but training runs on {device.type}; "
-                         "use amp='auto' or 'off' (TrainConfig.cpu_quick() does)")
-    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
-        if not torch.cuda.is_bf16_supported():
-            raise ValueError("amp='bf16' but this GPU does not support bfloat16; use amp='fp16' or 'auto'")
-        return torch.bfloat16, False
-    return torch.float16, True
 
 
 class _FineTuneConfig:

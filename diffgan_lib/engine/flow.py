@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from .batches import mix
-from .config import resolve_amp
+from .precision import resolve_precision
 from .step import check_finite, finish_G_step, keyed_label_dropout
 
 __all__ = ["flow_step", "keyed_time_and_noise", "FLOW_KEYS"]
@@ -37,7 +37,7 @@ def flow_step(run, x0: torch.Tensor, labels: torch.Tensor | None = None) -> dict
     t, eps = keyed_time_and_noise(cfg.seed, step, index, x0.shape[1:], x0.device)
     if labels is not None:
         labels = keyed_label_dropout(labels, cfg.label_dropout, cfg.num_classes, cfg.seed, step, index).to(x0.device)
-    amp_dtype, _ = resolve_amp(cfg.amp, x0.device)
+    amp_dtype, _ = resolve_precision(cfg.precision, x0.device)
     with torch.autocast(x0.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         v_pred = run.scheduler.velocity(run.G_train, run.scheduler.interpolate(x0, t, eps), t, labels)
     loss = torch.nn.functional.mse_loss(v_pred.float(), (eps - x0).float())

@@ -76,8 +76,8 @@ def fit(run, dataloader, rundir, epochs: int | None = None, max_steps: int | Non
     try:
         with StopSignals(ctx, say=bar.write) as stop:
             if progress and ctx.is_main:
-                bar.write(f"training steps {run.step} -> {last_step} on {ctx.world} x {ctx.device}; Ctrl-C stops "
-                          "after the current step and saves interrupted.pth")
+                bar.write(f"training steps {run.step} -> {last_step} on {ctx.world} x {ctx.device} in {run.precision}; "
+                          "Ctrl-C stops after the current step and saves interrupted.pth")
             try:
                 loop(run, batches(dataloader, cfg.seed, run.position, epochs), last_step, stop, callbacks)
             except FloatingPointError as err:

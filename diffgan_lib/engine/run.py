@@ -20,7 +20,8 @@ from ..core.ema import EMA
 from ..core.flow import RectifiedFlow
 from ..core.scheduler import DiffusionScheduler
 from .checkpoints import CheckpointError, write_checkpoint
-from .config import TrainConfig, resolve_amp
+from .config import TrainConfig
+from .precision import precision_name, resolve_precision
 from .distributed import DistContext
 from .models import KINDS, build_models, load_state, read_checkpoint, unwrap
 from .flow import FLOW_KEYS, flow_step
@@ -93,6 +94,11 @@ class Run:
         return self.G.with_unet(self.ema.module) if hasattr(self.G, "with_unet") else self.ema.module
 
     @property
+    def precision(self) -> str:
+        """The number format this run trains in here, in words ("bf16 autocast", "float32", ...)."""
+        return precision_name(getattr(self.config, "precision", "fp32"), self.device)
+
+    @property
     def channels_last(self) -> bool:
         cl = getattr(self.config, "channels_last", None)
         return cl if cl is not None else self.device.type == "cuda"
@@ -122,7 +128,8 @@ class Run:
                 "opt_D": self.opt_D.state_dict() if with_D and self.opt_D is not None else None,
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "step": self.step, "epoch": self.position[0], "position": list(self.position),
-                "data": self.data, "members": self.members, "history": history_to_tensors(self.history)}
+                "data": self.data, "members": self.members, "history": history_to_tensors(self.history),
+                "precision": self.precision}
 
     def _saved_G(self) -> torch.nn.Module:
         """What a checkpoint keeps of G: the UNet (inside a few-step or one-call generator, or a wrapper)."""
@@ -204,7 +211,7 @@ def build_run(config: TrainConfig | None = None, image_channels: int = 1, timest
               history_keys=("step", "epoch", *FLOW_KEYS) if flow else HISTORY_KEYS,
               opt_G=torch.optim.Adam(G.parameters(), lr=cfg.lr_G, betas=cfg.adam_betas),
               opt_D=torch.optim.Adam(D.parameters(), lr=cfg.lr_D, betas=cfg.adam_betas),
-              scaler=torch.amp.GradScaler(dev.type) if resolve_amp(cfg.amp, dev)[1] else None,
+              scaler=torch.amp.GradScaler(dev.type) if resolve_precision(cfg.precision, dev)[1] else None,
               ema=None, device=dev, step_fn=step_fn or (flow_step if flow else train_step))
     if run.channels_last:
         run.G, run.D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)

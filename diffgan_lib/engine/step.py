@@ -20,7 +20,7 @@ import torch
 from ..core.losses import diffusion_forward, discriminator_loss, generator_adv_loss
 from ..data.phantoms import phantom_class
 from .batches import mix
-from .config import resolve_amp
+from .precision import resolve_precision
 
 __all__ = ["train_step", "keyed_t_and_noise", "keyed_label_dropout", "batch_images", "batch_labels",
            "check_batch", "check_finite", "progress_text", "LOSS_KEYS"]
@@ -61,7 +61,7 @@ def train_step(run, x0: torch.Tensor, labels: torch.Tensor | None = None, *, t=N
     noise = noise.contiguous(memory_format=torch.channels_last) if run.channels_last else noise
     if labels is not None:
         labels = keyed_label_dropout(labels, cfg.label_dropout, cfg.num_classes, cfg.seed, step, index).to(x0.device)
-    amp_dtype, _ = resolve_amp(cfg.amp, x0.device)
+    amp_dtype, _ = resolve_precision(cfg.precision, x0.device)
     autocast = torch.autocast(x0.device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
     with autocast:
         out = diffusion_forward(run.G_train, x0, t, run.scheduler, noise, labels)
