@@ -7,7 +7,8 @@
 #
 # Sections: the machine; training img/s at 128 px / base 64 (the seed's loop as written, ours fp32,
 # ours bf16 + channels_last); a short TrainConfig.cuda_full() run through the command line and its
-# sample grid; DDIM-50 vs DDPM sampling time; torchrun with NCCL on one GPU (a 1-rank DDP run: two
+# sample grid; DDIM-50 vs DDPM sampling time; the one-call fine-tune (teacher pairs, the feature
+# discriminator, one-call sampling) on CUDA; torchrun with NCCL on one GPU (a 1-rank DDP run: two
 # ranks need two GPUs, which this check cannot have). Files in $OUT: results.txt, log.txt, grid.png.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -47,10 +48,15 @@ cp "$WORK/samples/grid.png" "$OUT/grid.png" 2>/dev/null
 section 45 "sampling time, 128 px, base 64, 8 images: DDPM-1000 vs DDIM-50" \
   $PY benchmarks/bench_sampling.py --device cuda
 
+section 45 "one-call fine-tune of the cuda_full run on CUDA: 20 steps, 64 teacher pairs, then one-call sampling" \
+  bash -c "$PY -m diffgan_lib fewstep --init '$WORK/cuda_full/final_model.pth' --data phantoms --levels 1 \
+  --max-steps 20 --batch-size 16 --n-images 640 --pairs 64 --device cuda --out '$WORK/onecall' && \
+  $PY -m diffgan_lib sample --checkpoint '$WORK/onecall/final_model.pth' -n 16 --device cuda --out '$WORK/oc_samples'"
+
 section 60 "torchrun + NCCL, one GPU (a 1-rank DDP run; 2 ranks need 2 GPUs)" \
   $TORCHRUN --standalone --nproc_per_node 1 -m diffgan_lib train --data phantoms --device cuda --max-steps 20 \
   --batch-size 16 --n-images 640 --out "$WORK/nccl"
 section 10 "the NCCL run's checkpoint" \
-  $PY -c "from diffgan_lib.checkpoints import read_checkpoint as r; c = r('$WORK/nccl/final_model.pth'); print('steps', c['step'], 'data', c['data'])"
+  $PY -c "from diffgan_lib.engine import read_checkpoint as r; c = r('$WORK/nccl/final_model.pth'); print('steps', c['step'], 'data', c['data'], 'precision', c.get('precision'))"
 
 echo "done; results in $results" | tee -a "$OUT/log.txt"
