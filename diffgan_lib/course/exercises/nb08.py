@@ -75,8 +75,10 @@ def _test_pair(fn):
 
 pair_input = Exercise(
     "pair_input", _test_pair,
-    hint_text="The level becomes K constant image planes: F.one_hot gives a (B, K) table; give it two trailing "
-              "size-1 dimensions and expand them to the image size, then concatenate along the channels.",
+    hint_text="A discriminator reads only images, so each sample's level k must become K image-sized planes, "
+              "all ones in plane k and zeros in the others. First find a way to turn an index into a K-long "
+              "vector with a single 1; then make that vector as large as the images without copying values "
+              "by hand. The order of the channels matters: the next state, then x_t, then the levels.",
     reference=_pair_input, probe=lambda fn: fn(*_pair_cases()))
 
 
