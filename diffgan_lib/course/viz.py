@@ -94,7 +94,8 @@ def plot_curves(x, curves: dict, xlabel: str = "", ylabel: str = "", title: str 
                 logy: bool = False, hlines: dict | None = None, ax=None, figsize=(5.0, 3.0), **kwargs):
     """Line plot of ``curves`` {label: y} against x (one shared x, or {label: (x, y)}).
 
-    hlines: {label: y} dashed horizontal reference lines. Returns the figure.
+    hlines: {label: y} dashed horizontal reference lines, named in the legend (never written over the
+    curves). Returns the figure.
     """
     fig = ax.figure if ax is not None else plt.figure(figsize=figsize, dpi=DPI)
     ax = ax or fig.add_subplot()
@@ -102,16 +103,14 @@ def plot_curves(x, curves: dict, xlabel: str = "", ylabel: str = "", title: str 
         xs, ys = y if isinstance(y, tuple) else (x, y)
         ax.plot(_np(xs), _np(ys), label=label, **kwargs)
     for label, y in (hlines or {}).items():
-        ax.axhline(y, ls="--", lw=1, color="gray")
-        ax.annotate(label, (0.01, y), xycoords=("axes fraction", "data"), fontsize=8, color="dimgray",
-                    va="bottom")
+        ax.axhline(y, ls="--", lw=1, color="gray", label=label)
     if logy:
         ax.set_yscale("log")
     ax.set(xlabel=xlabel, ylabel=ylabel)
     if title:
         ax.set_title(title, fontsize=10)
-    if len(curves) > 1:
-        ax.legend(fontsize=8)
+    if len(curves) > 1 or hlines:
+        ax.legend(fontsize=8, loc="best")         # "best": where it covers the fewest data points
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -266,20 +265,16 @@ def plot_gan_losses(s_range: float = 6.0, marks: dict | None = None, ax=None):
     """softplus(-s) (D's loss on a real image) and softplus(s) (on a fake) against the score s.
 
     marks: {label: (s, loss)} or {label: (s, loss, color)}: points to highlight, e.g. the chance
-    point (0, ln 2). Labels go above the highest point, below the next, and so on.
+    point (0, ln 2), named in the legend (above the curves' V, clear of them).
     """
     ax = ax or plt.figure(figsize=(5.0, 3.0), dpi=DPI).add_subplot()
     s = torch.linspace(-s_range, s_range, 241)
     plot_curves(s, {"real: softplus(-s)": torch.nn.functional.softplus(-s),
                     "fake: softplus(s)": torch.nn.functional.softplus(s)},
                 xlabel="score s = D(x)", ylabel="loss", ax=ax, hlines={"ln 2 = 0.6931": math.log(2)})
-    marks = marks or {}
-    by_height = sorted(marks, key=lambda label: -marks[label][1])        # the highest point first
-    for label, (x, y, *color) in marks.items():
-        color, above = (color[0] if color else "k"), by_height.index(label) % 2 == 0
-        ax.plot([x], [y], "o", color=color, ms=6)
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(0, 9 if above else -17), fontsize=8,
-                    ha="center", color=color, fontweight="bold")
+    for label, (x, y, *color) in (marks or {}).items():
+        ax.plot([x], [y], "o", color=color[0] if color else "k", ms=6, ls="none", label=label)
+    ax.legend(fontsize=8, loc="upper center")      # between the two arms of the V, where no curve runs
     return ax.figure
 
 
