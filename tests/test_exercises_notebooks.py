@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from diffgan_lib.course import viz
 from diffgan_lib.course.exercises import CORRECT, INCORRECT, NOT_ATTEMPTED, Exercise
 
 MODULES = ("nb01", "nb02", "nb03", "nb04", "nb08", "nb09", "nb10", "nb11")
@@ -27,6 +28,47 @@ def _fake_unclamped(G, x_t, t, ah):
 def _fake_two_passes(G, x_t, t, ah):
     G(x_t, t)                                        # a second, wasted forward pass
     return _fake_unclamped(G, x_t, t, ah).clamp(-1, 1)
+
+
+def _batch(x0, ah, g, low=0, high=None, draw=torch.randn, sqrt=True):
+    t = torch.randint(low, high or len(ah), (len(x0),), generator=g)
+    eps = draw(x0.shape, generator=g)
+    a = ah[t.clamp(max=len(ah) - 1)].view(-1, 1, 1, 1)
+    return (a.sqrt() * x0 + (1 - a).sqrt() * eps if sqrt else a * x0 + (1 - a) * eps), t, eps
+
+
+def _cosine(T, cap=True, points=1):
+    u = torch.arange(T + points, dtype=torch.float64) / T
+    f = torch.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
+    b = 1 - f[1:] / f[:-1]
+    return (b.clamp(max=0.999) if cap else b).float()
+
+
+def _d_two_calls(D, real, fake):
+    return F.softplus(-D(real)).mean() + F.softplus(D(fake.detach())).mean()
+
+
+def _d_scores(D, real, fake, detach=True, sign=1):
+    s = D(torch.cat([real, fake.detach() if detach else fake]))
+    return F.softplus(-sign * s[:len(real)]).mean() + F.softplus(sign * s[len(real):]).mean()
+
+
+def _adv(D, fake, restore="own", sign=-1):
+    flags = [p.requires_grad for p in D.parameters()]
+    D.requires_grad_(False)
+    loss = F.softplus(sign * D(fake)).mean()
+    if restore == "own":
+        for p, flag in zip(D.parameters(), flags):
+            p.requires_grad_(flag)
+    elif restore == "all":
+        D.requires_grad_(True)
+    return loss
+
+
+def _side_loop(layers, side, div):
+    for k, s, p in layers:
+        side = div(side + 2 * p - k, s) + 1
+    return side
 
 
 def _iterate(x0, betas, eps):
@@ -108,15 +150,21 @@ WRONG = {
         (lambda ah: 1 - ah[1:] / ah[:-1], "lost a step"),
         (lambda ah: torch.zeros_like(ah), "wrong values"),
     ],
-    ("nb01", "snr_crossing"): [
-        (lambda ah: int(torch.nonzero(ah / (1 - ah) < 1)[0]) - 1, "off by one"),
-        (lambda ah: 500, "wrong timestep"),
-        (lambda ah: 0.5, "int"),
+    ("nb01", "noisy_batch"): [
+        (lambda x0, ah, g: _batch(x0, ah, g, low=1, high=len(ah) + 1), "timesteps run 0 .. T-1"),
+        (lambda x0, ah, g: _batch(x0, ah, g, high=len(ah) - 1), "which end"),
+        (lambda x0, ah, g: _batch(x0, ah, g, draw=torch.rand), "standard normal"),
+        (lambda x0, ah, g: _batch(x0, ah, g, sqrt=False), "square roots"),
+        (lambda x0, ah, g: _batch(x0, ah, torch.Generator().manual_seed(torch.seed() % 1000)), "generator"),
+        (lambda x0, ah, g: _batch(x0, ah, g)[:2], "three things"),
     ],
-    ("nb01", "to_model_range"): [
-        (lambda p: p.float() / 255, "[-1, 1]"),
-        (lambda p: p / 128 - 1, "wrong values"),
-        (lambda p: p - 127, "floating-point"),
+    ("nb01", "cosine_betas"): [
+        (lambda T: _cosine(T, cap=False), "cap every beta at 0.999"),
+        (lambda T: _cosine(T, points=0), "T + 1 points"),
+        (lambda T: torch.cat([torch.zeros(1), _cosine(T)[:-1]]), "beta_0 is 0"),
+        (lambda T: torch.cumprod(1 - _cosine(T), 0), "alpha_hats"),
+        (lambda T: _cosine(T) * 0.9, "wrong values"),
+        (lambda T: _cosine(T).tolist(), "not a list"),
     ],
     ("nb02", "bottleneck_shape"): [
         (lambda b, c, s, base: (b, 4 * base, s // 8, s // 8), "C entry"),
@@ -140,27 +188,30 @@ WRONG = {
         (lambda G, x, t: G(x, t) + 0.1, "wrong values"),
         (lambda G, x, t: G.up3(G.down1(x)), "raised"),
     ],
-    ("nb03", "conv_out_side"): [
-        (lambda n, k, s, p: (n + 2 * p - k) / s + 1, "floor division"),
-        (lambda n, k, s, p: n // s, "wrong side"),
-    ],
     ("nb03", "score_side"): [
-        (lambda n: 1, "1x1"),
-        (lambda n: n // 8, "wrong score-map side"),
+        (lambda layers, n: _side_loop(layers, n, lambda a, b: a / b), "floor division"),
+        (lambda layers, n: _side_loop(layers, n, lambda a, b: a // b), "raise a ValueError"),
+        (lambda layers, n: 1, "1x1"),
+        (lambda layers, n: n // 8, "wrong side"),
     ],
     ("nb03", "receptive_field"): [
-        (lambda layers: 1 + sum(k - 1 for k, _ in layers), "ignored the strides"),
+        (lambda layers: 1 + sum(k - 1 for k, _, _ in layers), "ignored the strides"),
+        (lambda layers: viz.receptive_box(layers, 0)[1] - viz.receptive_box(layers, 0)[0] + 2, "wrong receptive"),
         (lambda layers: 46, "wrong receptive field"),
     ],
-    ("nb04", "d_loss"): [
-        (lambda r, f: F.softplus(r).mean() + F.softplus(-f).mean(), "signs are swapped"),
-        (lambda r, f: F.softplus(-r.mean()) + F.softplus(f.mean()), "average the loss of every patch"),
-        (lambda r, f: F.softplus(-r).mean(), "wrong values"),
+    ("nb03", "patch_box"): [
+        (lambda layers, i: (viz.receptive_box(layers, i)[0], viz.receptive_box(layers, i)[1] - 1), "one past"),
+        (lambda layers, i: (max(0, viz.receptive_box(layers, i)[0]), viz.receptive_box(layers, i)[1]), "padding"),
+        (lambda layers, i: (viz.receptive_box(layers, i)[0] + 1, viz.receptive_box(layers, i)[1] + 1), "shifted"),
+        (lambda layers, i: (8 * i - 7, 8 * i + 33), "wrong size"),
+        (lambda layers, i: 46, "two ints"),
     ],
-    ("nb04", "d_loss_at_chance"): [
-        (math.log(2), "one of the two terms"),
-        (0.0, "not the value"),
-        ("1.386", None),   # a string that float() accepts is a correct number
+    ("nb04", "d_loss"): [
+        (_d_two_calls, "D ran 2 times"),
+        (lambda D, r, f: _d_scores(D, r, f, detach=False), "cut the fake"),
+        (lambda D, r, f: _d_scores(D, r, f, sign=-1), "signs are swapped"),
+        (lambda D, r, f: _d_scores(D, r, f).item(), ".item()"),
+        (lambda D, r, f: F.softplus(-D(r)).mean(), "wrong values"),
     ],
     ("nb04", "corrected_fake"): [
         (lambda G, x_t, t, ah: G(x_t, t), "a noise estimate"),
@@ -169,6 +220,13 @@ WRONG = {
         (lambda G, x_t, t, ah: (x_t - (1 - ah[t].view(-1, 1, 1, 1)).sqrt() * G(x_t, t)).clamp(-1, 1), "scaled down"),
         (_fake_two_passes, "one forward pass"),
         (lambda G, x_t, t, ah: x_t * 0, "wrong values"),
+    ],
+    ("nb04", "frozen_adv_loss"): [
+        (lambda D, fake: F.softplus(-D(fake)).mean(), "received gradient"),
+        (lambda D, fake: _adv(D, fake, restore="all"), "own setting"),
+        (lambda D, fake: _adv(D, fake, restore="none"), "still frozen"),
+        (lambda D, fake: _adv(D, fake.detach()), "no gradient can reach G"),
+        (lambda D, fake: _adv(D, fake, sign=1), "which sign"),
     ],
     ("nb08", "posterior_mean"): [
         (_coef_swapped, "swapped"),

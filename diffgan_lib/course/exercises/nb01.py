@@ -152,7 +152,7 @@ def _test_noisy_batch(fn):
 
 noisy_batch = Exercise(
     "noisy_batch", _test_noisy_batch,
-    hint_text="Three draws and a formula. How many timesteps does alpha_hat hold, and does torch.randint "
+    hint_text="Two draws and a formula. How many timesteps does alpha_hat hold, and does torch.randint "
               "include its upper bound? Both random functions take generator=...; the noise is shaped like "
               "x0. Your add_noise above does the rest.",
     reference=_noisy_batch, probe=lambda fn: fn(_batch_x0(8), _SCHED.alpha_hat, torch.Generator().manual_seed(0)),
@@ -183,8 +183,9 @@ def _test_betas_from_alpha_hat(fn):
 
 betas_from_alpha_hat = Exercise(
     "betas_from_alpha_hat", _test_betas_from_alpha_hat,
-    hint_text="Divide the recursion by alpha_hat_(t-1): one step's 1 - beta_t is the ratio of two neighbouring "
-              "alpha_hats. Step 0 has no neighbour in the tensor; the text above says what to use for it.",
+    hint_text="Solve the recursion above for beta_t: which two entries of alpha_hat does it need? Do it for all "
+              "t at once with two shifted views of the tensor. Step 0 has no neighbour in the tensor; the text "
+              "above says what to use for it.",
     reference=_betas_from_alpha_hat,
     probe=lambda fn: fn(_SCHED.alpha_hat))
 

@@ -1,67 +1,98 @@
-"""Exercises of notebook 04, the losses: ``d_loss``, ``d_loss_at_chance``, ``corrected_fake``."""
+"""Exercises of notebook 04, the losses: ``d_loss``, ``corrected_fake``, ``frozen_adv_loss``."""
 from __future__ import annotations
 
-import math
-
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
+from ...core.discriminator import Discriminator
 from ...core.scheduler import DiffusionScheduler
 from . import Exercise
 from . import close, tensor_problem
 
-__all__ = ["d_loss", "d_loss_at_chance", "corrected_fake"]
+__all__ = ["d_loss", "corrected_fake", "frozen_adv_loss"]
+
+
+class _CountingD(nn.Module):
+    """A small seeded discriminator (a 5 x 5 score map at 64 px) that counts its forward calls."""
+    def __init__(self):
+        super().__init__()
+        with torch.random.fork_rng():              # seeded weights, and the caller's random state untouched
+            torch.manual_seed(0)
+            self.net = Discriminator(1, 8)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.net(x)
+
+
+def _gan_inputs():
+    """(D, real, fake, w): the fake comes from a one-weight stand-in generator w, so it carries G's graph."""
+    g = torch.Generator().manual_seed(0)
+    real = torch.rand(3, 1, 64, 64, generator=g) * 2 - 1
+    w = nn.Parameter(torch.tensor(0.8))
+    return _CountingD(), real, w * (torch.rand(3, 1, 64, 64, generator=g) * 2 - 1), w
+
+
+def _loss_value_problem(out, s_real, s_fake, expected, what):
+    """None if ``out`` is ``expected``; else the usual slips with the signs and the averaging, named."""
+    if not torch.is_tensor(out) or out.dim() != 0:
+        kind = type(out).__name__ if not torch.is_tensor(out) else f"tensor of shape {tuple(out.shape)}"
+        return (f"return {what} as a 0-dim tensor (one number that keeps its graph), not a {kind}"
+                + (": .item() or float() cut the graph that backward() needs" if isinstance(out, float) else ""))
+    if close(out, expected):
+        return None
+    if s_real is not None and close(out, F.softplus(s_real).mean() + F.softplus(-s_fake).mean()):
+        return "the signs are swapped: the loss on a real image must be small when its score is high"
+    if s_real is None and close(out, F.softplus(s_fake).mean()):
+        return "that is D's loss on a fake; G wants its fake called real: which sign does that take?"
+    if close(out, F.softplus(-s_real.mean()) + F.softplus(s_fake.mean()) if s_real is not None
+             else F.softplus(-s_fake.mean())):
+        return "average the loss of every patch, not the scores before the softplus"
+    return tensor_problem(out, expected, what)
 
 
 # ----------------------------------------------------------------------------- 1. d_loss
-def _d_loss(s_real, s_fake):
+def _d_loss(D, real, fake):
+    scores = D(torch.cat([real, fake.detach()]))              # one call; the fake cut from G's graph
+    s_real, s_fake = scores[: len(real)], scores[len(real):]
     return F.softplus(-s_real).mean() + F.softplus(s_fake).mean()   # averaged over patches and images
 
 
-def _scores():
-    g = torch.Generator().manual_seed(0)
-    return torch.randn(4, 1, 5, 5, generator=g) + 1, torch.randn(4, 1, 5, 5, generator=g) - 1
-
-
 def _test_d_loss(fn):
-    s_real, s_fake = _scores()
-    out = fn(s_real, s_fake)
-    if close(out, F.softplus(s_real).mean() + F.softplus(-s_fake).mean()):
-        return "the signs are swapped: the loss on a real image must be small when its score is high"
-    if close(out, F.softplus(-s_real.mean()) + F.softplus(s_fake.mean())):
-        return "average the loss of every patch, not the scores before the softplus"
-    return tensor_problem(out, _d_loss(s_real, s_fake), "D_loss")
+    D, real, fake, w = _gan_inputs()
+    out = fn(D, real, fake)
+    calls = D.calls
+    with torch.no_grad():
+        s_real, s_fake = D.net(real), D.net(fake)
+    expected = F.softplus(-s_real).mean() + F.softplus(s_fake).mean()
+    problem = _loss_value_problem(out, s_real, s_fake, expected, "D_loss")
+    if problem:
+        return problem
+    if calls != 1:
+        return (f"right value, but D ran {calls} times: score the real and the fake images in one call, on "
+                "the batch of both")
+    if out.grad_fn is None:
+        return "right value, but it has no graph: D cannot learn from it (was it computed under torch.no_grad?)"
+    out.backward()
+    if w.grad is not None and w.grad.abs().item() > 0:
+        return "D's loss sent gradient into the generator: cut the fake from G's graph before D scores it"
+    if all(p.grad is None for p in D.parameters()):
+        return "D's weights got no gradient from D's loss"
+    return None
 
 
 d_loss = Exercise(
     "d_loss", _test_d_loss,
-    hint_text="Take D's two terms from the list in section 2 (which sign goes with the real scores?). Each is "
-              "averaged over every patch score of every image; D_loss combines the two averages.",
-    reference=_d_loss, probe=lambda fn: fn(*_scores()))
+    hint_text="torch.cat joins tensors along a dimension, and slicing by len(real) splits them again. Which "
+              "tensor method returns the same values without the graph that produced them? Each of the two "
+              "terms is a mean over a whole score tensor.",
+    reference=_d_loss, probe=lambda fn: fn(*_gan_inputs()[:3]),
+    solution_note="\nThe library's discriminator_loss does the same (and adds R1 when asked).")
 
 
-# ----------------------------------------------------------------------------- 2. d_loss_at_chance
-def _test_d_loss_at_chance(value):
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return f"give a number, not a {type(value).__name__}"
-    if abs(value - math.log(2)) < 1e-3:
-        return "that is one of the two terms; D_loss adds the real and the fake term"
-    if abs(value - 2 * math.log(2)) > 1e-3:
-        return "not the value of softplus(-0) + softplus(0); evaluate it (4 digits are enough)"
-    return None
-
-
-d_loss_at_chance = Exercise(
-    "d_loss_at_chance", _test_d_loss_at_chance,
-    hint_text="Put s = 0 into both of D's terms from section 2 and evaluate them (the plot above shows one "
-              "of the two). An average of equal numbers is that number.",
-    reference=2 * math.log(2),
-    solution_note="\n= softplus(-0) + softplus(0) = 2 ln 2: the real and the fake term are both ln 2 = 0.6931.")
-
-
-# ----------------------------------------------------------------------------- 3. corrected_fake
+# ----------------------------------------------------------------------------- 2. corrected_fake
 _SCHED = DiffusionScheduler(1000, device="cpu")
 
 
@@ -128,3 +159,53 @@ corrected_fake = Exercise(
     reference=_corrected_fake, probe=lambda fn: fn(*_inputs()),
     solution_note="\nThe library computes the same in diffusion_forward (out.x0_pred), from the forward pass "
                   "that also gives the diffusion loss.")
+
+
+# ----------------------------------------------------------------------------- 3. frozen_adv_loss
+def _frozen_adv_loss(D, fake):
+    flags = [p.requires_grad for p in D.parameters()]   # each weight's own setting, to put back after
+    for p in D.parameters():
+        p.requires_grad_(False)                          # no gradient is kept for D's weights ...
+    loss = F.softplus(-D(fake)).mean()                   # ... but it still flows through D to the fake
+    for p, flag in zip(D.parameters(), flags):
+        p.requires_grad_(flag)
+    return loss
+
+
+def _test_frozen_adv_loss(fn):
+    D, _, fake, w = _gan_inputs()
+    D.net.model[0].weight.requires_grad_(False)            # one weight frozen before the call: it must stay so
+    before = [p.requires_grad for p in D.parameters()]
+    with torch.no_grad():
+        s_fake = D.net(fake)
+    w_ref = nn.Parameter(w.detach().clone())
+    (g_ref,) = torch.autograd.grad(F.softplus(-D.net(fake.detach() / w.detach() * w_ref)).mean(), [w_ref])
+    loss = fn(D, fake)
+    after = [p.requires_grad for p in D.parameters()]
+    problem = _loss_value_problem(loss, None, s_fake, F.softplus(-s_fake).mean(), "the generator's loss")
+    if problem:
+        return problem
+    if after != before:
+        if not any(after):
+            return "D's weights are still frozen after your function: put them back, or D cannot learn in its step"
+        return ("a weight of D that was frozen before your call is trainable after it: put back each weight's "
+                "own setting, not the same one for all")
+    if loss.grad_fn is None:
+        return ("no gradient can reach G: keep the path from the fake through D (no torch.no_grad, no detach); "
+                "freezing means D's weights keep none of it")
+    loss.backward()
+    if any(p.grad is not None for p in D.parameters()):
+        return "D's weights received gradient from G's loss: switch off their requires_grad before D runs"
+    if w.grad is None or not torch.allclose(w.grad, g_ref, rtol=1e-4, atol=1e-7):
+        return "G's gradient is not the one that flows through D to the fake"
+    return None
+
+
+frozen_adv_loss = Exercise(
+    "frozen_adv_loss", _test_frozen_adv_loss,
+    hint_text="requires_grad belongs to each weight of D (D.parameters()), and a list can keep each one's "
+              "setting until you need it again. Which term of section 2 is G's, and which sign does it give "
+              "D's score?",
+    reference=_frozen_adv_loss, probe=lambda fn: fn(*_gan_inputs()[::2]),
+    solution_note="\nThe library's generator_adv_loss(D, fake, freeze_D=True) does the same with a context "
+                  "manager, which also puts the flags back if D raises.")
