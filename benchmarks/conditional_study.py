@@ -3,7 +3,7 @@
 Four steps, all through the command line where a user would use it (``diffgan_lib.cli.main``):
 
 * **guidance**: ``python -m diffgan_lib train --data phantoms --conditional --image-size 32 --base 32
-  --batch-size 32 --max-steps 1500`` (plus ``--epochs 47``: 1024 phantoms / batch 32 = 32 steps an epoch,
+  --batch-size 32 --max-steps 1500 --no-mean-path --adv-weight 0.01`` (plus ``--epochs 47``: 1024 phantoms / batch 32 = 32 steps an epoch,
   and the CLI's default 10 epochs would stop at step 320); an independent contrast classifier (the
   ``usefulness.Classifier``, 3 classes CT / T1 / T2) trained on 3072 real phantoms (seed 1) and tested
   on 1024 others (seed 2), where it must reach >= 98 %; then ``sample -n 64 --label L --guidance W``
@@ -16,13 +16,23 @@ Four steps, all through the command line where a user would use it (``diffgan_li
   --guidance-candidates (1 3); the scale whose synthetic-only classifier has the best balanced
   accuracy on the **val** split (mean over the seeds) is kept, then ``usefulness.tstr`` (real / synthetic /
   real + synthetic, seeds 0 1 2) on the **test** split. --guidance W skips the choice.
-* **privacy**: the loss attack (``privacy.membership_inference``) on that model: members = a seeded
-  random 624 of the images it was trained on (``training_members``), non-members = the 624 test images;
-  with the true labels (the conditional answer) and without (the "no class" answer); AUROC and TPR at
-  1 % and 10 % FPR. The positive control ``overfit_control`` must reach AUROC near 1. The memorisation
-  ratio (``metrics.memorisation``, pixels and xray_study's FeatureNet) of the synthetic set tstr kept
-  (else 624 new samples at guidance 3) against all training images, held-out = the test split;
-  closest_pairs.png shows the 8 closest samples (top) over their nearest training image (bottom).
+* **privacy**: the loss attack (``privacy.denoising_losses``: t = 20, 50, 100, 200, 4 fixed noises) on that
+  model with the true class, on every image of the three splits (and with the "no class" token on val and
+  a seeded 1048 of the members). Members = the images it was trained on (``training_members``: the train
+  split, 4708); non-members = the val split (524), drawn like train (25.8 % normal in both), so that the
+  two sets differ only in membership. Each loss is also standardised within its class
+  (``membership.class_standardised``): the loss depends on the class, and a score that can see the class
+  measures the class mix. AUROC and TPR at 1 % and 10 % FPR
+  (524 non-members resolve down to 0.19 %), each with a 95 % bootstrap interval (1000 replicates,
+  members and non-members resampled within each class; ``membership.membership_report``). Two controls:
+  train vs test (the test split holds 37.5 % normal X-rays: the class mix differs) and val vs test (both
+  non-members: any AUROC away from 0.5 is a difference between the splits, not membership). The positive
+  control ``overfit_control`` (700 steps; --control-nonmembers unseen phantoms, 512 by default so that
+  1 % FPR is resolved) must reach AUROC near 1. The per-image losses (true class) are kept in the file.
+  The memorisation ratio (``metrics.memorisation``, pixels and xray_study's FeatureNet) of the synthetic set
+  tstr kept (else 624 new samples at guidance 3) against all training images, held-out = the test split;
+  closest_pairs.png shows the 8 closest samples (top) over their nearest training image (bottom);
+  ``--memorisation-from FILE`` carries that block over from an earlier results file of the same model.
 * **ship**: the two conditional models shipped in data/pretrained (float16 exports by
   ``python -m diffgan_lib.course export``, each <= 4.6 MB): phantoms for 3000 steps on fresh phantoms
   (--n-images 96000, one epoch), X-rays for 4 epochs (588 steps: the unconditional X-ray models scored best at
@@ -38,7 +48,7 @@ tstr and privacy need the X-ray model (ship --models xray, or --checkpoint); pri
 set. Estimated on one thread of a busy 2-core CPU (0.5-1 s per training step, about 7 ms per image and network
 evaluation when sampling): guidance 25-45 min (1500 steps, 12 x 64 samples in about 9 min, the classifier
 75 s); ship 25-50 min for the phantom model (3000 steps), 5-10 min for the X-ray model (588); tstr 1.5-2 h (4708 samples at w = 1, 25 min, and at
-w = 3, 50 min, which costs two evaluations each; 15 classifiers of 1-3.5 min); privacy about 10 min.
+w = 3, 50 min, which costs two evaluations each; 15 classifiers of 1-3.5 min); privacy about 20 min ((5856 + 1572) X-rays x 16 network evaluations).
 
 Every step writes under --out (default runs/conditional) and skips what is on disk, so it can be stopped
 and run again: a training run resumes from its newest interrupted.pth / last.pth / epoch_*.pth. Run again,
@@ -50,7 +60,7 @@ a finished step only prints its Markdown table. Smoke test (about 5 minutes on o
     python benchmarks/conditional_study.py tstr --checkpoint /tmp/cs/ship/xray32_conditional.pth --n-synth 64 \
         --clf-epochs 1 --out /tmp/cs
     python benchmarks/conditional_study.py privacy --checkpoint /tmp/cs/ship/xray32_conditional.pth \
-        --control-steps 50 --out /tmp/cs
+        --control-steps 50 --control-nonmembers 64 --out /tmp/cs
 """
 from __future__ import annotations
 
@@ -69,8 +79,8 @@ from diffgan_lib import PhantomDataset
 from diffgan_lib import load_checkpoint
 from diffgan_lib.engine import read_checkpoint, training_members
 from diffgan_lib.eval import memorisation
-from diffgan_lib.eval import membership_inference, overfit_control
-from diffgan_lib.eval.privacy import tpr_at_fpr
+from diffgan_lib.eval import auroc, denoising_losses, membership_inference, membership_report, overfit_control
+from diffgan_lib.eval.privacy import attack_timesteps
 from diffgan_lib.sampling import FAST_SAMPLER, save_image_grid
 from diffgan_lib import to_unit
 from diffgan_lib.eval.usefulness import Classifier, classifier_scores, predict_proba, train_classifier
@@ -285,78 +295,111 @@ def cmd_tstr(a) -> None:
 
 
 # ------------------------------------------------------------------------------------------ privacy
-def attack_row(r: dict) -> dict:
-    return {"auroc": r["auroc"], **{f"tpr_at_fpr_{f:g}": tpr_at_fpr(r["member_loss"], r["nonmember_loss"], f)
-                                    for f in FPRS},
-            "n_members": len(r["member_loss"]), "n_nonmembers": len(r["nonmember_loss"]),
-            "member_loss_mean": float(r["member_loss"].mean()),
-            "nonmember_loss_mean": float(r["nonmember_loss"].mean()),
-            "timesteps": r["timesteps"], "n_noise": r["n_noise"]}
+def split_losses(out: Path, G, scheduler, splits: dict, no_class: bool) -> dict:
+    """{split: (N,) denoising losses} of every image of each split, true class or "no class"; cached."""
+    path = out / f"losses_{'no_class' if no_class else 'true_labels'}.json"
+    got = json.loads(path.read_text()) if path.exists() else {}
+    for name, (x, y) in splits.items():
+        if name not in got:
+            t0 = time.time()
+            loss = denoising_losses(G, scheduler, x, labels=None if no_class else y)
+            got[name] = {"loss": loss.tolist(), "seconds": round(time.time() - t0, 1)}
+            write_json(path, got)
+    return {name: np.array(v["loss"]) for name, v in got.items()}
+
+
+def report(loss_in, loss_out, y_in=None, y_out=None) -> dict:
+    return membership_report(loss_in, loss_out, y_in, y_out, fprs=FPRS, n_boot=1000, seed=0)
+
+
+def memorisation_block(a, out: Path, G, scheduler, path: Path, pool_x, pool_y, idx, x_te) -> dict:
+    """The nearest-neighbour check of the tstr step's synthetic set (or --memorisation-from an earlier file)."""
+    if a.memorisation_from:
+        prev = json.loads(Path(a.memorisation_from).read_text())
+        kept = {k: v for k, v in prev["memorisation"].items() if k not in ("figure", "carried_from")}
+        return kept | {"carried_from": f"{Path(a.memorisation_from).name}, made from the same checkpoint by this "
+                                       "step's earlier protocol (its figure is not kept)"}
+    chosen = a.out / "tstr" / "chosen.json"
+    same = chosen.exists() and json.loads(chosen.read_text())["checkpoint"] == model_id(path)
+    w = json.loads(chosen.read_text())["guidance"] if same else 3.0
+    if same:
+        x_s = torch.load(a.out / "tstr" / f"synthetic_w{w:g}.pt", weights_only=True)["x"]
+        what = f"the tstr step's synthetic set ({len(x_s)} images, guidance {w:g})"
+    else:
+        x_s, _ = synthetic_set(G, scheduler, pool_y[idx], len(x_te), SIZE, guidance_scale=w, seed=0)
+        what = f"{len(x_s)} new samples, guidance {w:g}, the training class balance"
+    mem = memorisation(x_s, pool_x[idx], x_te, net=feature_net(a.xray_out), k_closest=8)
+    pairs = torch.cat([x_s[mem["closest_sample"]], pool_x[idx][mem["closest_train"]]])
+    save_image_grid(to_unit(pairs), out / "closest_pairs.png", nrow=len(mem["closest_sample"]))
+    res = {k: mem[k] for k in ("nn_ratio", "feature_nn_ratio", "fraction_close", "feature_fraction_close",
+                               "nn_sample_median", "nn_heldout_median")}
+    return res | dict(samples=what, training_images=len(idx), heldout="test split (624)",
+                      closest_distance=mem["closest_distance"], figure="closest_pairs.png in the step's --out folder")
 
 
 def cmd_privacy(a) -> None:
-    out = a.out / "privacy"
+    out = a.out / "privacy_val"
     path, (G, _, scheduler) = xray_model(a)
-    settings(out, checkpoint=model_id(path), n_attack=a.n_attack, control_steps=a.control_steps)
+    settings(out, checkpoint=model_id(path), control_steps=a.control_steps, control_nonmembers=a.control_nonmembers)
     members = training_members(path)
-    if members is None or members["source"] != "pneumoniamnist":
-        raise SystemExit(f"{path} does not record PneumoniaMNIST training images (members: {members}); train it with "
-                         "this diffgan_lib through `train --data pneumoniamnist`")
-    pool_x, pool_y = xray(members.get("split", "train"))
+    if members is None or members["source"] != "pneumoniamnist" or members.get("split", "train") != "train":
+        raise SystemExit(f"{path} does not record PneumoniaMNIST's train split as its training images (members: "
+                         f"{members}); train it with this diffgan_lib through `train --data pneumoniamnist`")
+    pool_x, pool_y = xray("train")
     idx = torch.tensor(members["indices"])
-    (x_te, y_te) = xray("test")
-    n = min(a.n_attack, len(idx), len(y_te))
-    g = torch.Generator().manual_seed(0)
-    pick_in, pick_out = idx[torch.randperm(len(idx), generator=g)[:n]], torch.randperm(len(y_te), generator=g)[:n]
+    splits = {"train": (pool_x[idx], pool_y[idx]), "val": xray("val"), "test": xray("test")}
+    y = {s: v[1].numpy() for s, v in splits.items()}
     res_path = out / "attack.json"
     res = json.loads(res_path.read_text()) if res_path.exists() else {}
-    if "true_labels" not in res:
-        t0 = time.time()
-        kw = dict(member_labels=pool_y[pick_in], nonmember_labels=y_te[pick_out])
-        res["true_labels"] = attack_row(membership_inference(G, scheduler, pool_x[pick_in], x_te[pick_out], **kw))
-        res["no_class"] = attack_row(membership_inference(G, scheduler, pool_x[pick_in], x_te[pick_out]))
-        res["attack_s"] = round(time.time() - t0, 1)
-        write_json(res_path, res)
+    t0 = time.time()
+    loss = split_losses(out, G, scheduler, splits, no_class=False)
+    pick = torch.randperm(len(idx), generator=torch.Generator().manual_seed(0))[:2 * len(splits["val"][1])]
+    loss_nc = split_losses(out, G, scheduler, {"train": (pool_x[idx[pick]], pool_y[idx[pick]]), "val": splits["val"]},
+                           no_class=True)
+    res["attack_s"] = res.get("attack_s") or round(time.time() - t0, 1)
+    res["members_vs_val"] = report(loss["train"], loss["val"], y["train"], y["val"])
+    res["members_vs_val_no_class"] = report(loss_nc["train"], loss_nc["val"], y["train"][pick.numpy()], y["val"])
+    res["members_vs_test"] = report(loss["train"], loss["test"], y["train"], y["test"])
+    res["val_vs_test"] = report(loss["val"], loss["test"], y["val"], y["test"])
+    every = np.concatenate([loss[s] for s in splits])
+    every_y = np.concatenate([y[s] for s in splits])
+    res["class_alone"] = {"auroc_normal_by_higher_loss": auroc(every, every_y == 0), "n": len(every),
+                          "mean_loss": {s: {c: float(loss[s][y[s] == k].mean()) for k, c in enumerate(("normal", "pneumonia"))}
+                                        for s in splits},
+                          "share_normal": {s: float((y[s] == 0).mean()) for s in splits}}
     if "control" not in res:
-        ctrl = overfit_control(steps=a.control_steps)
-        res["control"] = attack_row(membership_inference(ctrl.G, ctrl.scheduler, ctrl.members, ctrl.nonmembers)) | {
-            "train_s": round(ctrl.seconds, 1), "steps": a.control_steps,
-            "setup": "32 phantoms at 16 px over-fitted by a base-8 UNet (T = 50); 64 unseen phantoms"}
-        write_json(res_path, res)
+        ctrl = overfit_control(steps=a.control_steps, n_nonmembers=a.control_nonmembers)
+        r = membership_inference(ctrl.G, ctrl.scheduler, ctrl.members, ctrl.nonmembers)
+        res["control"] = report(r["member_loss"], r["nonmember_loss"]) | {
+            "train_s": round(ctrl.seconds, 1), "steps": a.control_steps, "timesteps": r["timesteps"],
+            "setup": f"32 phantoms at 16 px over-fitted by a base-8 UNet (T = 50); {a.control_nonmembers} unseen phantoms"}
     if "memorisation" not in res:
-        chosen = a.out / "tstr" / "chosen.json"
-        same = chosen.exists() and json.loads(chosen.read_text())["checkpoint"] == model_id(path)
-        w = json.loads(chosen.read_text())["guidance"] if same else 3.0
-        if same:
-            x_s = torch.load(a.out / "tstr" / f"synthetic_w{w:g}.pt", weights_only=True)["x"]
-            what = f"the tstr step's synthetic set ({len(x_s)} images, guidance {w:g})"
-        else:
-            x_s, _ = synthetic_set(G, scheduler, pool_y[idx], len(y_te), SIZE, guidance_scale=w, seed=0)
-            what = f"{len(x_s)} new samples, guidance {w:g}, the training class balance"
-        mem = memorisation(x_s, pool_x[idx], x_te, net=feature_net(a.xray_out), k_closest=8)
-        pairs = torch.cat([x_s[mem["closest_sample"]], pool_x[idx][mem["closest_train"]]])
-        save_image_grid(to_unit(pairs), out / "closest_pairs.png", nrow=len(mem["closest_sample"]))
-        res["memorisation"] = {k: mem[k] for k in ("nn_ratio", "feature_nn_ratio", "fraction_close",
-                                                   "feature_fraction_close", "nn_sample_median", "nn_heldout_median")}
-        res["memorisation"].update(samples=what, training_images=len(idx), heldout="test split (624)",
-                                   closest_distance=mem["closest_distance"], figure=str(out / "closest_pairs.png"))
-        write_json(res_path, res)
-    res.update(checkpoint=str(path), machine=machine(),
+        res["memorisation"] = memorisation_block(a, out, G, scheduler, path, pool_x, pool_y, idx, splits["test"][0])
+    write_json(res_path, res)
+    res.update(checkpoint=path.name, machine=machine(), timesteps=attack_timesteps(scheduler.T), n_noise=4,
                members_record={k: v for k, v in members.items() if k != "indices"},
+               losses={s: {"loss": [round(float(v), 6) for v in loss[s]], "label": y[s].tolist()} for s in splits},
                protocol=__doc__.split("* **privacy**: ")[1].split("* **ship**")[0].replace("\n ", ""))
-    rows = ["| attack | members | non-members | AUROC | TPR at 1 % FPR | TPR at 10 % FPR |",
-            "|---|---|---|---|---|---|"]
-    for key, name in (("true_labels", "loss attack, true class"), ("no_class", "loss attack, no class"),
-                      ("control", "positive control (over-fitted)")):
+    finish(res, out / "privacy.json", a.write, privacy_table(res))
+
+
+def privacy_table(res: dict) -> str:
+    ci = lambda r, k: f"{r[k]['value']:.3f} [{r[k]['ci95'][0]:.3f}, {r[k]['ci95'][1]:.3f}]"
+    rows = ["| attack | members | non-members | AUROC [95 % CI] | class-standardised AUROC | TPR at 1 % FPR | "
+            "TPR at 10 % FPR |", "|---|---|---|---|---|---|---|"]
+    for key, name in (("members_vs_val", "train vs val, true class"), ("members_vs_val_no_class", "train vs val, no class"),
+                      ("members_vs_test", "train vs test (class mix differs)"),
+                      ("val_vs_test", "val vs test (both non-members)"), ("control", "positive control (over-fitted)")):
         r = res[key]
-        rows.append(f"| {name} | {r['n_members']} | {r['n_nonmembers']} | {r['auroc']:.3f} | "
-                    f"{r['tpr_at_fpr_0.01']:.3f} | {r['tpr_at_fpr_0.1']:.3f} |")
+        std = ci(r, "auroc_standardised") if "auroc_standardised" in r else "—"
+        rows.append(f"| {name} | {r['n_members']} | {r['n_nonmembers']} | {ci(r, 'auroc')} | {std} | "
+                    f"{ci(r, 'tpr_at_0.01')} | {ci(r, 'tpr_at_0.1')} |")
     m = res["memorisation"]
     rows.append(f"\nMemorisation ({m['samples']} vs {m['training_images']} training images, held-out: "
                 f"{m['heldout']}): NN ratio {m['nn_ratio']:.3f} in pixels, {m['feature_nn_ratio']:.3f} in features "
                 f"(about 1: no copying); share closer than the 5 % nearest held-out: {m['fraction_close']:.3f} / "
                 f"{m['feature_fraction_close']:.3f} (about 0.05 for fresh samples).")
-    finish(res, out / "privacy.json", a.write, "\n".join(rows))
+    return "\n".join(rows)
 
 
 # --------------------------------------------------------------------------------------------- ship
@@ -404,7 +447,10 @@ def main() -> None:
     p.add_argument("--guidance-candidates", type=float, nargs="+", default=[1.0, 3.0])
     p.add_argument("--n-synth", type=int, help="tstr: synthetic images (default: as many as the train split, 4708)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="tstr: classifier seeds (default 0 1 2)")
-    p.add_argument("--n-attack", type=int, default=624, help="privacy: members and non-members each (default 624)")
+    p.add_argument("--control-nonmembers", type=int, default=512, help="privacy: unseen phantoms of the positive "
+                   "control (default 512: resolves 1 %% FPR)")
+    p.add_argument("--memorisation-from", help="privacy: take the memorisation block from this earlier results file "
+                   "of the same model (e.g. benchmarks/results/privacy.json) instead of recomputing it")
     p.add_argument("--control-steps", type=int, default=700, help="privacy: steps of the over-fitted control")
     p.add_argument("--xray-out", type=Path, default=ROOT / "runs" / "xray",
                    help="xray_study's --out, where its FeatureNet is cached (default: the repository's runs/xray)")

@@ -296,23 +296,39 @@ def tstr():
 
 
 def privacy():
-    """The loss attack on the shipped conditional X-ray model, and its positive control (privacy.json)."""
+    """The loss attack on the shipped conditional X-ray model, its controls and positive control (privacy.json)."""
     p = load("privacy")
-    a = p["true_labels"]
-    coin = math.sqrt((a["n_members"] + a["n_nonmembers"] + 1) / (12 * a["n_members"] * a["n_nonmembers"]))
+    ci = lambda r, k: f"{r[k]['value']:.3f} [{r[k]['ci95'][0]:.3f}, {r[k]['ci95'][1]:.3f}]" if k in r else "—"
     rows = []
-    for key, label in (("true_labels", "loss attack, true class"), ("no_class", "loss attack, \"no class\""),
+    for key, label in (("members_vs_val", "train vs val, true class"),
+                       ("members_vs_val_no_class", "train vs val, \"no class\""),
+                       ("members_vs_test", "train vs test (another class mix)"),
+                       ("val_vs_test", "val vs test (both non-members)"),
                        ("control", f"positive control: a base-8 UNet over-fitted {p['control']['steps']} steps "
                                    "on 32 phantoms")):
         r = p[key]
-        rows.append((label, f"{r['n_members']} / {r['n_nonmembers']}", f"{r['auroc']:.3f}",
-                     pct(r["tpr_at_fpr_0.01"]), pct(r["tpr_at_fpr_0.1"])))
+        rows.append((label, f"{r['n_members']} / {r['n_nonmembers']}", ci(r, "auroc"), ci(r, "auroc_standardised"),
+                     ci(r, "tpr_at_0.01"), ci(r, "tpr_at_0.1")))
     m = p["memorisation"]
-    return (table(("attack", "members / non-members", f"AUROC (a coin: 0.5 ± {coin:.3f})", "TPR at 1 % FPR",
-                   "TPR at 10 % FPR"), rows)
+    return (table(("attack", "members / non-members", "AUROC, raw loss", "AUROC, class-standardised",
+                   "TPR at 1 % FPR", "TPR at 10 % FPR"), rows)
             + f"\n\nMemorisation: NN ratio {m['nn_ratio']:.2f} (pixels) and {m['feature_nn_ratio']:.2f} (features); "
               f"closer than the closest 5 % of held-out X-rays: {pct(m['fraction_close'])} and "
               f"{pct(m['feature_fraction_close'])}.")
+
+
+def lesions():
+    """Lesions in the shipped conditional phantom model's samples, read by a lesion detector (lesions.json)."""
+    les = load("lesions")
+    det = les["classifiers"]["lesion"]
+    rows = [(w, *(pct(r[c]) for c in ("ct+lesion", "t1+lesion", "t2+lesion", "requested", "ct", "t1", "t2",
+                                      "unrequested"))) for w, r in les["lesion_rate"].items()]
+    return (table(("guidance w", "ct+lesion", "t1+lesion", "t2+lesion", "asked (mean)", "ct", "t1", "t2",
+                   "not asked (mean)"), rows)
+            + f"\n\nThe detector on {les['classifiers']['data'].split('test: ')[1].split(';')[0]}: accuracy "
+              f"{pct(det['accuracy'])}; it finds " + ", ".join(f"{pct(det[c]['sensitivity'])} ({c})" for c in ("ct", "t1", "t2"))
+            + " of real lesions and raises a false alarm on "
+            + ", ".join(f"{pct(1 - det[c]['specificity'])} ({c})" for c in ("ct", "t1", "t2")) + " of clean slices.")
 
 
 def flow():
@@ -364,6 +380,7 @@ TABLES = {   # name: (function, the file that quotes it)
     "flow": (flow, "docs/results.md"),
     "onecall": (onecall, "docs/results.md"),
     "privacy": (privacy, "docs/results.md"),
+    "lesions": (lesions, "docs/results.md"),
 }
 
 
