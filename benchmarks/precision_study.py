@@ -6,8 +6,8 @@ batch 32, 4 epochs, through the command line, training seeds 0, 1, 2:
     in float32 before bf16 autocast became the CPU default);
   * bf16:    ``train --data pneumoniamnist --image-size 32 --base 32 --epochs 4 --batch-size 32 --seed S
     --precision bf16``.
-Each is sampled from its EMA weights with the course's default sampler (DDIM-50, eta 1, 256 samples, noise seed
-1000), in float32 and, to see whether sampling can use bf16 too, under bf16 autocast. FD and KID in the shipped
+Each is sampled from its EMA weights with the command line's default sampler (DDIM-50, eta 1, x0 clipped, 256
+samples, noise seed 1000), in float32 and, to see whether sampling can use bf16 too, under bf16 autocast. FD and KID in the shipped
 X-ray feature net against the 624 test X-rays (the flow study's yardstick), with each run's training wall time.
 
     python benchmarks/precision_study.py run        # trains what is missing (skips what is on disk), scores
@@ -63,7 +63,8 @@ def cmd_run(a) -> None:
                 G, _, sched = load_checkpoint(folder(precision, seed) / "final_model.pth", device="cpu")
                 t0 = time.time()
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=sampling == "bf16"):
-                    x = sample(G, sched, n=256, image_size=32, seed=1000, progress=False).float().clamp(-1, 1)
+                    x = sample(G, sched, n=256, image_size=32, seed=1000, progress=False, sampler="ddim", steps=50,
+                               eta=1.0, clip_x0=True).float().clamp(-1, 1)
                 f = extract_features(net, x)
                 cache[key] = {"fd": frechet_distance(f, f_test), "kid": kid(f, f_test, seed=0)[0],
                               "sample_s": round(time.time() - t0, 1)}
