@@ -23,8 +23,8 @@ train and to validate on phantoms it never saw:
 
     python benchmarks/lesion_study.py --threads 1 --write benchmarks/results/lesions.json
 
-About 10-15 minutes on one thread of a busy 2-core CPU (the two classifiers and the feature net
-about 4 min; 6 x 4 x 64 samples, DDIM-50, about 8 min). Everything is cached under --out
+About 15-30 minutes on one thread of a busy 2-core CPU (28 min here, beside three other jobs: the two
+classifiers and the feature net about 2 min, the 6 x 4 x 64 samples at DDIM-50 the rest). Everything is cached under --out
 (default runs/lesions); run again, it only rebuilds the table.
 """
 from __future__ import annotations

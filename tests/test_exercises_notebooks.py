@@ -90,6 +90,44 @@ def _guided_swapped(G, x, t, labels, w):
     return eps_c + w * (eps_u - eps_c)
 
 
+def _ddim_chain(G, sched, x, labels, w, steps, eps_fn, last=-1):
+    ts = sched.timesteps_for(steps)
+    for t, t_prev in zip(ts, ts[1:] + ([last] if last is not None else [])):
+        x = sched.ddim_step(eps_fn(G, x, t, labels, w), t, t_prev, x)
+    return x
+
+
+def _ddim_unguided(G, sched, x, labels, w, steps):      # the conditional prediction alone: w ignored
+    return _ddim_chain(G, sched, x, labels, w, steps, lambda G, x, t, y, w: G(x, torch.full((len(x),), t), y))
+
+
+def _ddim_one_short(G, sched, x, labels, w, steps):     # stops at the last visited timestep
+    from diffgan_lib.core import guided_eps
+    return _ddim_chain(G, sched, x, labels, w, steps,
+                       lambda G, x, t, y, w: guided_eps(G, x, torch.full((len(x),), t), y, w), last=None)
+
+
+def _ddim_int_t(G, sched, x, labels, w, steps):         # t given to the network as a Python int
+    from diffgan_lib.core import guided_eps
+    return _ddim_chain(G, sched, x, labels, w, steps, lambda G, x, t, y, w: guided_eps(G, x, t, y, w))
+
+
+def _class_z(loss, y):
+    z = loss.copy()
+    for k in np.unique(y):
+        z[y == k] = (loss[y == k] - loss[y == k].mean()) / loss[y == k].std()
+    return z
+
+
+def _auroc(score, member):
+    from diffgan_lib.eval import auroc
+    return auroc(score, member)
+
+
+def _attack_centred_only(loss, y, member):             # centred within each class, not divided by its spread
+    return _auroc(-(loss - np.array([loss[y == k].mean() for k in np.unique(y)])[y]), member)
+
+
 def _equal_split(y, n):      # ignores the class balance: n / K each, the rest to the last class
     k = len(np.bincount(y))
     return [n // k] * (k - 1) + [n - n // k * (k - 1)]
@@ -253,20 +291,23 @@ WRONG = {
         (lambda y, p, K: torch.where(torch.rand(y.shape) > p, torch.full_like(y, K), y), "you dropped"),
         (lambda y, p, K: y.float(), "int64"),
     ],
-    ("nb09", "guidance_needed"): [
-        (1, "below 90 %"),
-        (5, "smaller measured scale"),
-        ("three", "answer with a number"),
+    ("nb09", "guided_ddim"): [
+        (lambda G, sched, x, labels, w, steps: x, "did not change"),
+        (_ddim_unguided, "does not depend on w"),
+        (_ddim_one_short, "one step short"),
+        (_ddim_int_t, "(B,) int64 tensor"),
     ],
     ("nb10", "balanced_accuracy"): [
         (lambda y, p: float((y == p).mean()), "plain accuracy"),
         (lambda y, p: float(np.mean([(p[y == k] == k).mean() for k in (0, 1)])), "3 classes"),
         (lambda y, p: "high", "one number"),
     ],
-    ("nb10", "attack_auroc"): [
-        (lambda m, n: float((m[:, None] > n[None, :]).mean() + 0.5 * (m[:, None] == n[None, :]).mean()),
-         "wrong way round"),
-        (lambda m, n: float((m[:, None] < n[None, :]).mean()), "a tie counts one half"),
+    ("nb10", "stratified_attack"): [
+        (lambda loss, y, member: _auroc(-loss, member), "still sees the class"),
+        (lambda loss, y, member: _auroc(-(loss - loss.mean()) / loss.std(), member), "still sees the class"),
+        (_attack_centred_only, "not on one scale"),
+        (lambda loss, y, member: 1 - _auroc(-_class_z(loss, y), member), "wrong way round"),
+        (lambda loss, y, member: "low", "one number"),
     ],
     ("nb10", "class_counts"): [
         (lambda y, n: [round(c) for c in np.bincount(y) / len(y) * n], "add up to"),

@@ -1,13 +1,15 @@
-"""Exercises of notebook 09, conditional generation: ``guided_prediction``, ``label_dropout``, ``guidance_needed``."""
+"""Exercises of notebook 09, conditional generation: ``guided_prediction``, ``label_dropout``, ``guided_ddim``."""
 from __future__ import annotations
 
 import torch
 
-from ...core.guidance import guided_eps
+from ...core.guidance import GuidedModel, guided_eps
+from ...core.scheduler import DiffusionScheduler
 from ...core.unet import UNet
-from . import Exercise, Measured, tensor_problem
+from ...sampling.samplers import DDIM
+from . import Exercise, tensor_problem
 
-__all__ = ["guided_prediction", "label_dropout", "guidance_needed"]
+__all__ = ["guided_prediction", "label_dropout", "guided_ddim"]
 
 
 # ----------------------------------------------------------------------------- 1. guided_prediction
@@ -59,9 +61,9 @@ def _test_guided(fn):
 
 guided_prediction = Exercise(
     "guided_prediction", _test_guided,
-    hint_text="The 'no class' token is the index G.num_classes. Stack the batch twice (torch.cat), with the "
-              "labels in the first half and the token in the second, call G once, split the answer with "
-              ".chunk(2), then mix: the unconditional answer plus w times the difference.",
+    hint_text="One call of G can answer two questions if the batch holds every image twice: which labels must "
+              "the second copy carry? After the call, split the answer back into its two halves and combine them "
+              "as the formula of this section says.",
     reference=_guided_prediction, probe=lambda fn: fn(*_guidance_inputs(), 3.0))
 
 
@@ -91,38 +93,66 @@ def _test_dropout(fn):
 
 label_dropout = Exercise(
     "label_dropout", _test_dropout,
-    hint_text="One uniform random number per label (torch.rand with the labels' shape); a label is dropped "
-              "when its number is below p. torch.where picks, per entry, between the token and the label.",
+    hint_text="Every label needs its own coin that comes up 'drop' with probability p: how often is a uniform "
+              "random number in [0, 1) below p? Then pick, entry by entry, between the token and the label.",
     reference=_label_dropout, probe=lambda fn: fn(torch.tensor([0, 1, 2]), 0.1, 3))
 
 
-# ----------------------------------------------------------------------------- 3. guidance_needed
-def _measured_answer() -> float:
-    """The smallest measured w at which every contrast reaches 90 % (benchmarks/results/guidance.json)."""
-    from ..helpers import load_results
-    rates = load_results("guidance")["rates"]
-    ok = [float(w) for w, r in rates.items() if all(v >= 0.9 for k, v in r.items() if k != "mean")]
-    return min(ok)
+# ----------------------------------------------------------------------------- 3. guided_ddim
+def _guided_ddim(G, scheduler, x_T, labels, w, steps):
+    ts = scheduler.timesteps_for(steps)                            # descending, from T - 1
+    x = x_T
+    for i, t in enumerate(ts):
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1              # the last step lands on the clean image
+        t_batch = torch.full((len(x),), t, dtype=torch.long)
+        eps = guided_eps(G, x, t_batch, labels, w)                 # both predictions, mixed by w
+        x = scheduler.ddim_step(eps, t, t_prev, x)                 # eta = 0: deterministic
+    return x
 
 
-def _test_needed(answer):
+def _ddim_inputs():
+    torch.manual_seed(0)
+    G = UNet(base=8, num_classes=3).eval()
+    g = torch.Generator().manual_seed(2)
+    return G, DiffusionScheduler(100), torch.randn(3, 1, 16, 16, generator=g), torch.tensor([0, 2, 1])
+
+
+@torch.no_grad()
+def _library_chain(G, scheduler, x_T, labels, w, steps):
+    return DDIM(scheduler, steps, eta=0.0).sample(GuidedModel(G, labels, w), x_T)
+
+
+@torch.no_grad()
+def _test_ddim(fn):
+    G, scheduler, x_T, labels = _ddim_inputs()
     try:
-        w = float(answer)
-    except (TypeError, ValueError):
-        return "answer with a number: one of the measured guidance scales 0, 1, 3, 5"
-    if w not in (0.0, 1.0, 3.0, 5.0):
-        return "answer with one of the measured guidance scales 0, 1, 3, 5"
-    right = _measured_answer()
-    if w < right:
-        return f"at w = {w:g} at least one contrast is below 90 %: read its curve, not the mean"
-    if w > right:
-        return f"a smaller measured scale than {w:g} already brings every contrast to 90 %"
-    return None
+        out = fn(G, scheduler, x_T.clone(), labels, 3.0, 6)
+    except TypeError as err:
+        if "Tensor" not in str(err):
+            raise
+        return f"{err}: G and guided_eps take t as a (B,) int64 tensor, one timestep per image, not a Python int"
+    want = _library_chain(G, scheduler, x_T, labels, 3.0, 6)
+    problem = tensor_problem(out, want, "the final image", atol=1e-4)
+    if not problem:
+        return None
+    if not torch.is_tensor(out) or out.shape != x_T.shape:
+        return problem
+    if torch.allclose(out, x_T):
+        return "the image did not change: every step must replace x by the next, less noisy state"
+    if torch.allclose(out, _library_chain(G, scheduler, x_T, labels, 1.0, 6), atol=1e-4):
+        return "the result does not depend on w: use the guided prediction, not the conditional one alone"
+    last = scheduler.timesteps_for(6)[-1]
+    before_last = {last: []}                                       # the state the final step starts from
+    DDIM(scheduler, 6, eta=0.0).sample(GuidedModel(G, labels, 3.0), x_T, record=before_last)
+    if torch.allclose(out, before_last[last][0], atol=1e-4):
+        return "one step short: the last step must go all the way to the clean image (t_prev = -1)"
+    return problem + " (is every step taken from the state the previous one returned, in descending t?)"
 
 
-guidance_needed = Exercise(
-    "guidance_needed", _test_needed,
-    hint_text="Look for the first w where the lowest of the three curves is above the dashed 90 % line.",
-    reference=Measured(_measured_answer),
-    solution_note="\n(the plain conditional model, w = 1, leaves some CT requests looking like another contrast; "
-                  "guidance pushes them over)")
+guided_ddim = Exercise(
+    "guided_ddim", _test_ddim,
+    hint_text="The sampler visits the timesteps the scheduler chooses for `steps` steps, from the noisiest down. "
+              "At each one the network needs a (B,) tensor of that t; the guided noise estimate then goes into "
+              "one deterministic DDIM step to the next visited timestep. What is the 'next' timestep after the "
+              "last one?",
+    reference=_guided_ddim, probe=lambda fn: fn(*_ddim_inputs(), 3.0, 2))

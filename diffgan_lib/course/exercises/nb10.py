@@ -1,13 +1,14 @@
-"""Exercises of notebook 10, usefulness and privacy: ``balanced_accuracy``, ``attack_auroc``, ``class_counts``."""
+"""Exercises of notebook 10, usefulness and privacy: ``balanced_accuracy``, ``stratified_attack``, ``class_counts``."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from ...eval.membership import class_standardised
 from ...eval.usefulness import auroc, balanced_accuracy as _library_balanced_accuracy, matched_counts
 from . import Exercise
 
-__all__ = ["balanced_accuracy", "attack_auroc", "class_counts"]
+__all__ = ["balanced_accuracy", "stratified_attack", "class_counts"]
 
 
 def _number(out, what):
@@ -54,42 +55,57 @@ balanced_accuracy = Exercise(
     reference=_balanced_accuracy, probe=lambda fn: fn(*_ba_cases()[0]))
 
 
-# ----------------------------------------------------------------------------- 2. attack_auroc
-def _attack_auroc(member_loss, nonmember_loss):
-    a = np.asarray(member_loss)[:, None]                   # (N, 1)
-    b = np.asarray(nonmember_loss)[None, :]                # (1, M): every member-non-member pair
-    return float((a < b).mean() + 0.5 * (a == b).mean())   # a lower loss says "member"; ties count half
+# ----------------------------------------------------------------------------- 2. stratified_attack
+def _stratified_attack(loss, labels, is_member):
+    loss, labels, is_member = np.asarray(loss, dtype=float), np.asarray(labels), np.asarray(is_member, dtype=bool)
+    z = np.empty_like(loss)
+    for k in np.unique(labels):
+        m = labels == k
+        z[m] = (loss[m] - loss[m].mean()) / loss[m].std()       # the loss on its class's own scale
+    a, b = z[is_member][:, None], z[~is_member][None, :]       # every member-non-member pair
+    return float((a < b).mean() + 0.5 * (a == b).mean())     # a lower loss says "member"; ties count half
 
 
-def _loss_cases():
-    rng = np.random.default_rng(1)
-    return [(rng.normal(0.9, 0.2, 50), rng.normal(1.0, 0.2, 70)),
-            (np.array([1.0, 2.0, 2.0, 3.0]), np.array([2.0, 2.0, 4.0])),        # ties
-            (rng.normal(0.5, 0.1, 30), rng.normal(1.0, 0.1, 40))]
+def _attack_cases():
+    """Losses whose level and spread depend on the class, members slightly lower within each class (case 1), and a
+    class mix that differs between members (25 % class 0) and non-members (40 %), like train and test."""
+    rng = np.random.default_rng(3)
+    cases = []
+    for n_in, n_out, shift in ((400, 300, 0.01), (300, 200, 0.0)):
+        y = np.r_[(rng.random(n_in) < 0.25), (rng.random(n_out) < 0.4)].astype(int) ^ 1   # 1 = the common class
+        member = np.r_[np.ones(n_in, bool), np.zeros(n_out, bool)]
+        level, spread = np.where(y == 0, 0.15, 0.11), np.where(y == 0, 0.03, 0.01)
+        cases.append((level + spread * rng.standard_normal(len(y)) - shift * member, y, member))
+    return cases
 
 
-def _test_auroc(fn):
-    for i, (m, n) in enumerate(_loss_cases()):
-        got, problem = _number(fn(m.copy(), n.copy()), "the result")
+def _test_stratified(fn):
+    for i, (loss, y, member) in enumerate(_attack_cases()):
+        got, problem = _number(fn(loss.copy(), y.copy(), member.copy()), "the result")
         if problem:
             return problem
-        is_member = np.r_[np.ones(len(m), bool), np.zeros(len(n), bool)]
-        want = auroc(-np.r_[m, n], is_member)
-        if abs(got - want) > 1e-9:
-            if abs(got - (1 - want)) < 1e-9:
-                return "the wrong way round: a *lower* loss is the sign of a member, so it should score higher"
-            if i == 1:
-                return "wrong value when some losses are equal: a tie counts one half"
-            return f"wrong value on case {i + 1}"
+        want = auroc(-class_standardised(loss, y), member)
+        if abs(got - want) < 1e-9:
+            continue
+        if abs(got - (1 - want)) < 1e-9:
+            return "the wrong way round: a *lower* loss is the sign of a member, so it should score higher"
+        if abs(got - auroc(-loss, member)) < 1e-9:
+            return ("that is the AUROC of the raw loss, which still sees the class: the non-members hold more of "
+                    "the high-loss class")
+        centred = loss - np.array([loss[y == k].mean() for k in (0, 1)])[y]
+        if abs(got - auroc(-centred, member)) < 1e-9:
+            return "the classes are centred but not on one scale: one class's losses spread three times wider"
+        return f"wrong value on case {i + 1}"
     return None
 
 
-attack_auroc = Exercise(
-    "attack_auroc", _test_auroc,
-    hint_text="AUROC is the probability that a random member looks more like a member than a random "
-              "non-member: compare every member loss with every non-member loss (broadcasting a column "
-              "against a row), count 'lower' as 1 and 'equal' as 1/2, and take the mean.",
-    reference=_attack_auroc, probe=lambda fn: fn(*_loss_cases()[0]))
+stratified_attack = Exercise(
+    "stratified_attack", _test_stratified,
+    hint_text="Within one class, how far is an image's loss from that class's typical loss, measured in units "
+              "of that class's own spread? Once every loss is on its class's scale, the class can no longer tell "
+              "members from non-members. Then the AUROC as in section 3: every member against every "
+              "non-member, a lower score counting for the member, a tie one half.",
+    reference=_stratified_attack, probe=lambda fn: fn(*_attack_cases()[0]))
 
 
 # ----------------------------------------------------------------------------- 3. class_counts
