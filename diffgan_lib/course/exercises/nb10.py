@@ -50,8 +50,8 @@ def _test_ba(fn):
 
 balanced_accuracy = Exercise(
     "balanced_accuracy", _test_ba,
-    hint_text="For each class that occurs in y_true: among the images of that class, the share predicted as "
-              "that class (its recall). Then the plain mean of those shares.",
+    hint_text="Look at one class at a time: of the images that truly belong to it, what share did the "
+              "classifier get right? Balanced accuracy gives every class the same weight, however many images it has.",
     reference=_balanced_accuracy, probe=lambda fn: fn(*_ba_cases()[0]))
 
 
@@ -141,7 +141,7 @@ def _test_counts(fn):
 
 class_counts = Exercise(
     "class_counts", _test_counts,
-    hint_text="Class k's exact share is n times its fraction of real_y, usually not a whole number. Round every "
-              "share down, then hand the images still missing, one each, to the classes that lost most in the "
-              "rounding.",
+    hint_text="Start from each class's exact share of the n images (rarely a whole number). Rounding every share "
+              "the same way loses or adds images; after rounding down, which classes have the best claim to the "
+              "images still missing?",
     reference=_class_counts, probe=lambda fn: fn(*_count_cases()[2]))
