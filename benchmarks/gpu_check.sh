@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The one prepared script to run when a GPU machine is lent: every CUDA path of the course, in about
-# 4 minutes (the machine's start comes on top), each section under its own time limit, each result
-# appended to $OUT/results.txt as soon as it exists (a section that overruns is cut and the next runs).
+# The one prepared script to run when a GPU machine is lent: every CUDA path of the course, in at most
+# 5 minutes (the section limits add up to 300 s; the machine's start comes on top), each section under its
+# own time limit, each result appended to $OUT/results.txt as soon as it exists (a section that overruns is cut and the next runs).
 #
 #   OUT=/some/folder bash benchmarks/gpu_check.sh          # from the repository root
 #
@@ -32,28 +32,28 @@ section() {   # section SECONDS TITLE COMMAND...: run with a time limit, log eve
   echo "-- exit $status after $((SECONDS - start)) s$([ $status = 124 ] && echo ': TIME LIMIT')" | tee -a "$results" >> "$OUT/log.txt"
 }
 
-section 20 "machine" bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; \
+section 15 "machine" bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; \
   $PY -c 'import torch; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"bf16\", torch.cuda.is_bf16_supported())'"
 
-section 60 "training img/s, 128 px, base 64, batch 32: seed's loop vs ours fp32 vs ours bf16" \
+section 50 "training img/s, 128 px, base 64, batch 32: seed's loop vs ours fp32 vs ours bf16" \
   $PY benchmarks/bench_train.py --device cuda --steps 10 --warmup 3
 
-section 90 "TrainConfig.cuda_full() through the CLI: 200 steps of 128 px phantoms" \
+section 70 "TrainConfig.cuda_full() through the CLI: 200 steps of 128 px phantoms" \
   $PY -m diffgan_lib train --data phantoms --device cuda --max-steps 200 --batch-size 32 --n-images 6400 \
   --out "$WORK/cuda_full"
 section 30 "sample the cuda_full run: DDIM-50, 16 images" \
   $PY -m diffgan_lib sample --checkpoint "$WORK/cuda_full/final_model.pth" -n 16 --device cuda --out "$WORK/samples"
 cp "$WORK/samples/grid.png" "$OUT/grid.png" 2>/dev/null
 
-section 45 "sampling time, 128 px, base 64, 8 images: DDPM-1000 vs DDIM-50" \
+section 35 "sampling time, 128 px, base 64, 8 images: DDPM-1000 vs DDIM-50" \
   $PY benchmarks/bench_sampling.py --device cuda
 
-section 45 "one-call fine-tune of the cuda_full run on CUDA: 20 steps, 64 teacher pairs, then one-call sampling" \
+section 40 "one-call fine-tune of the cuda_full run on CUDA: 20 steps, 64 teacher pairs, then one-call sampling" \
   bash -c "$PY -m diffgan_lib fewstep --init '$WORK/cuda_full/final_model.pth' --data phantoms --levels 1 \
   --max-steps 20 --batch-size 16 --n-images 640 --pairs 64 --device cuda --out '$WORK/onecall' && \
   $PY -m diffgan_lib sample --checkpoint '$WORK/onecall/final_model.pth' -n 16 --device cuda --out '$WORK/oc_samples'"
 
-section 60 "torchrun + NCCL, one GPU (a 1-rank DDP run; 2 ranks need 2 GPUs)" \
+section 50 "torchrun + NCCL, one GPU (a 1-rank DDP run; 2 ranks need 2 GPUs)" \
   $TORCHRUN --standalone --nproc_per_node 1 -m diffgan_lib train --data phantoms --device cuda --max-steps 20 \
   --batch-size 16 --n-images 640 --out "$WORK/nccl"
 section 10 "the NCCL run's checkpoint" \

@@ -145,6 +145,9 @@ def test_history_matches_steps_and_result_unpacks(tmp_path):
     assert G is not result.G_raw and not G.training and scheduler.T == T
     assert {p.name for p in tmp_path.glob("*.pth")} == {"epoch_0001.pth", "epoch_0002.pth", "final_model.pth"}
     assert result.checkpoint == tmp_path / "final_model.pth"
+    from diffgan_lib.engine import read_checkpoint
+    here = precision_name("auto", torch.device("cpu"))          # bf16 autocast on a CPU with native bf16
+    assert read_checkpoint(result.checkpoint)["precision"] == here == ("bf16 autocast" if cpu_has_bf16() else "float32")
 
 
 @pytest.mark.parametrize("batch_of", [lambda x: x, lambda x: (x, torch.zeros(len(x))), lambda x: {"image": x}])
