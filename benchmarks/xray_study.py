@@ -40,6 +40,7 @@ from diffgan_lib import load_checkpoint
 from diffgan_lib.eval import FeatureNet, extract_features, train_feature_net
 from diffgan_lib.eval import frechet_distance, kid, sliced_wasserstein
 from diffgan_lib import sample
+from diffgan_lib.course.seed_loop import train_step_as_written
 
 from recipe_study import write_json
 
@@ -127,10 +128,11 @@ def cmd_sweep(a) -> None:
                           f"test {done[key]['test']['fd']:.2f}", flush=True)
 
 
+SEED_LOOP = {"seed_as_written": train_step_as_written}     # baselines trained by the seed's loop as written
 BASELINES = {   # for scale (issue 10): trained as long as the 4-epoch default, sampled with DDPM-1000
     # name: (TrainConfig changes, {result key: clip x0 in DDPM-1000})
-    "seed_as_written": (dict(variant="as_written", time_embedding=False, mean_path=False, ema_decay=0.0),   # the seed's
-                        {"raw_ddpm1000": False}),                                        # its sampler as written
+    "seed_as_written": (dict(time_embedding=False, mean_path=False, ema_decay=0.0),   # the seed's UNet, trained by
+                        {"raw_ddpm1000": False}),                  # its loop as written (SEED_LOOP); its sampler as written
     # a time-conditioned UNet, no EMA, no GAN; unclipped (the seed's sampler) its young raw weights
     # diverge to +-17 in most samples, so it is also sampled with x0 clipped (DDPM's reference code)
     "bare_unet": (dict(adv_weight=0.0, ema_decay=0.0, mean_path=False), {"raw_ddpm1000": False, "raw_ddpm1000_clip": True}),
@@ -156,7 +158,7 @@ def cmd_baselines(a) -> None:
             if not (run / "final_model.pth").exists():
                 cfg = TrainConfig.cpu_quick(seed=seed, **changes)
                 train(make_dataloader("pneumoniamnist", SIZE, 32, seed=seed), epochs=100, max_steps=steps,
-                      save_dir=run, config=cfg, progress=False)
+                      save_dir=run, config=cfg, progress=False, step=SEED_LOOP.get(name))
             train_s = time.time() - t0
             G, _, sched = load_checkpoint(run / "final_model.pth", device="cpu", which="raw")
             for key, clip in samplers.items():

@@ -87,9 +87,11 @@ def ensure_checkpoint(path, steps: int = 150, image_size: int = 32, base: int = 
     return path
 
 
-# changes to TrainConfig.cpu_quick() that made the shipped phantom models: the plain UNet (no mean path);
-# "hybrid" is the seed's hybrid (GAN term on x0_pred, w = 0.01), "pure" pure diffusion
-RECIPES = {"hybrid": {"adv_weight": 0.01, "mean_path": False}, "pure": {"adv_weight": 0.0, "mean_path": False}}
+# changes to TrainConfig.cpu_quick() that made the shipped phantom models: the plain UNet (no mean path), in
+# float32 (as they were made, so that they rebuild the same on a CPU with bf16); "hybrid" is the seed's hybrid
+# (GAN term on x0_pred, w = 0.01), "pure" pure diffusion
+RECIPES = {"hybrid": {"adv_weight": 0.01, "mean_path": False, "precision": "fp32"},
+           "pure": {"adv_weight": 0.0, "mean_path": False, "precision": "fp32"}}
 
 
 def make_pretrained(out=PRETRAINED, steps: int = 10_000, stop_at: int | None = None, work_dir="runs/pretrain",
