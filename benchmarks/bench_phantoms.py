@@ -1,7 +1,7 @@
 """How fast are the phantoms made on the fly? Prints images/s at 32, 64 and 128 px on one CPU thread.
 
 Run:  python benchmarks/bench_phantoms.py [--seconds 1.0]
-Targets (issue 3): >= 1,000 images/s at 32 px and >= 100 at 128 px, so that a DataLoader with
+Targets: >= 1,000 images/s at 32 px and >= 100 at 128 px, so that a DataLoader with
 num_workers=0 never waits on the data. Each size is timed in a few rounds of about ``--seconds``
 and the best round is reported (other programs on the machine only ever slow a round down).
 """

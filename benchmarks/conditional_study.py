@@ -1,4 +1,4 @@
-"""What are synthetic medical images for? Class control, usefulness and privacy of conditional models (issue 13).
+"""What are synthetic medical images for? Class control, usefulness and privacy of conditional models.
 
 Four steps, all through the command line where a user would use it (``diffgan_lib.cli.main``):
 

@@ -1,12 +1,12 @@
 """Where does a GAN pay? An adversarial few-step generator against diffusion given the same extra compute.
 
-Protocol (issue 12; the yardstick of benchmarks/xray_study.py): 32 px PneumoniaMNIST, one SimCLR-CNN
+Protocol (the yardstick of benchmarks/xray_study.py): 32 px PneumoniaMNIST, one SimCLR-CNN
 FeatureNet trained once on the train split, 256 samples (noise seed 1000) scored by FD / KID in its
 features and SWD (x 1e3) on 7x7 patches against the **test** split; diversity in features (real
 test images: the same number for real images) and the memorisation ratio (median distance of each
 sample to its nearest training image over the same for held-out val images; about 1 = no copying).
 
-For each seed, from the *same* teacher (the course's first default, the hybrid with the plain UNet, trained
+For each seed, from the *same* teacher (the seed's hybrid with the plain UNet, trained
 4 epochs through train(), as
 ``xray_study.py train`` makes it, in runs/xray/seed{S}_e4/final_model.pth), three arms, all through
 the command line (``diffgan_lib.cli.main``):

@@ -1,4 +1,4 @@
-"""A peer benchmark (issue 10): the Hugging Face diffusion course's recipe against ours, same wall time, real X-rays.
+"""A peer benchmark: the Hugging Face diffusion course's recipe against ours, same wall time, real X-rays.
 
 Both train at the same time for ``--wall-s`` seconds each, in two processes with one thread each,
 on 32 px PneumoniaMNIST (train split, 4708 images in [-1, 1], batch 32, the same seeded loader),
@@ -15,7 +15,7 @@ its best is the one with the lower FD against the **val** split.
   beta_schedule="squaredcos_cap_v2")``, ``AdamW(lr=4e-4)``, MSE between the noise and its
   prediction; no EMA, no learning-rate schedule, as in the course. The course's widths are (64, 128,
   128, 256) (about 18 M parameters for RGB); we halve them to (32, 64, 64, 128), 4.64 M parameters
-  with the same attention blocks: the size issue 10 names. No horizontal flips (the course flips
+  with the same attention blocks, near our UNet's 2.1 M. No horizontal flips (the course flips
   butterflies; a flipped chest X-ray puts the heart on the wrong side). Sampled with diffusers'
   ``DDIMPipeline`` and ``DDIMScheduler.from_config`` of the training scheduler (x0 clipped to
   [-1, 1], as the DDPM config says), 50 steps (the pipeline's default) at eta 0 (its default) and 1.
@@ -23,7 +23,7 @@ its best is the one with the lower FD against the **val** split.
   (pure diffusion with the UNet's mean path, base 32) through ``train()`` on
   ``make_dataloader("pneumoniamnist", 32, 32, seed=...)``, stopped on time by a callback; sampled from
   the EMA weights with ``sampling.FAST_SAMPLER`` (DDIM-50, eta 1, x0 clipped). ``--ours-adv-weight 0.01``
-  trains the hybrid instead (the default until issue 10 closed), ``--ours-plain`` the UNet without the
+  trains the seed's hybrid instead, ``--ours-plain`` the UNet without the
   mean path.
 
 Each clock starts once the data are loaded (model building included) and stops after the first step
@@ -316,8 +316,8 @@ def main() -> None:
     p.add_argument("--peer-steps", type=int, nargs="+", default=[50],
                    help="the peer's DDIM steps, each at eta 0 and 1 (default 50; at most 100)")
     p.add_argument("--ours-plain", action="store_true",
-                   help="train ours without the UNet's mean path (mean_path=False: the default until issue 10's "
-                        "last change); runs go to OUT/peer_diffusers_plain/seed<S>")
+                   help="train ours without the UNet's mean path (mean_path=False, the seed's "
+                        "plain UNet); runs go to OUT/peer_diffusers_plain/seed<S>")
     p.add_argument("--ours-adv-weight", type=float, help="ours with this adversarial weight instead of the "
                    "default's (0, pure diffusion; 0.01: the hybrid); runs go to OUT/peer_diffusers_adv<W>/seed<S>")
     p.add_argument("--write", type=Path, help="also write the results as JSON here")

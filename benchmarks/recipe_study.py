@@ -15,7 +15,7 @@ share one --out folder (each writes only its own result files).
     python benchmarks/recipe_study.py --out runs/recipe_eta --write benchmarks/results/recipe_eta.json
 
 ``--etas 0 1`` also samples with eta = 1 (DDIM-50 and DDIM-4, the same noise), the stochastic DDIM that
-the course's defaults use since issue 10; the first edition's tables were made with eta = 0 only.
+the course's default sampler uses; the course's first tables were made with eta = 0 only.
 """
 from __future__ import annotations
 

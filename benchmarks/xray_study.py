@@ -1,6 +1,6 @@
 """Which sampling defaults keep what a model learned? Measured on real chest X-rays (PneumoniaMNIST).
 
-Protocol (issue 10): 32 px PneumoniaMNIST, one SimCLR-CNN FeatureNet trained once on the train
+Protocol: 32 px PneumoniaMNIST, one SimCLR-CNN FeatureNet trained once on the train
 split (seed 0, cached in --out); every sample set has 256 images and is scored by FD and KID in
 those features and SWD (x 1e3) on 7x7 patches, against the **test** split (624 images) for reporting and
 against the **val** split (524) for choosing; the real-vs-real line is 256 val images against test.
@@ -8,12 +8,12 @@ The models are ``TrainConfig.cpu_quick()`` (base 32, batch 32) with each arm's c
 default, the hybrid with the plain UNet; pure diffusion; each with the mean path; ``pure_mean`` is today's
 default) trained through ``train()`` as the command line does, with checkpoints after given epochs.
 
-    python benchmarks/xray_study.py train --seeds 0 1 2 --epochs 4          # 588 steps each (the first default)
+    python benchmarks/xray_study.py train --seeds 0 1 2 --epochs 4          # 588 steps each (the seed's hybrid, plain UNet)
     python benchmarks/xray_study.py train --seeds 0 --epochs 20 --keep 1 20  # the 1- and 20-epoch models
     python benchmarks/xray_study.py train --arm pure --seeds 0 1 2          # the same without the GAN term (pure_seed<S>_e4)
     python benchmarks/xray_study.py train --arm pure --seeds 0 --epochs 20 --keep 1 4 8
     python benchmarks/xray_study.py train --arm mean --seeds 0 --epochs 8 --keep 4    # and --seeds 1 2 (4 epochs)
-    python benchmarks/xray_study.py train --arm pure_mean --seeds 0 --epochs 8 --keep 4   # and --seeds 1 2 (today's default)
+    python benchmarks/xray_study.py train --arm pure_mean --seeds 0 --epochs 8 --keep 4   # and --seeds 1 2 (the course's default recipe)
     python benchmarks/xray_study.py sweep                                    # EMA: eta {0,1} x steps {10,25,50,100}; raw: DDIM-50, eta 1
     python benchmarks/xray_study.py baselines --seeds 0                      # the seed as written and a bare UNet, DDPM-1000
     python benchmarks/xray_study.py cli                                      # the command line trains the same model; its default sample scored
@@ -73,7 +73,7 @@ def score(x: torch.Tensor, ref: torch.Tensor, net, f_ref=None) -> dict:
 
 
 ARMS = {   # train: run-folder prefix and TrainConfig changes of each arm
-    # the plain UNet (no mean path) with the hybrid's GAN term: the first default
+    # the plain UNet (no mean path) with the hybrid's GAN term: the seed's hybrid
     "plain": ("", {"adv_weight": 0.01, "mean_path": False}),           # the hybrid: GAN term on x0 after 500 steps
     "pure": ("pure_", {"adv_weight": 0.0, "mean_path": False}),        # the same without the GAN term
     "mean": ("mean_", {"adv_weight": 0.01, "mean_path": True}),        # the hybrid + mean path
@@ -129,7 +129,7 @@ def cmd_sweep(a) -> None:
 
 
 SEED_LOOP = {"seed_as_written": train_step_as_written}     # baselines trained by the seed's loop as written
-BASELINES = {   # for scale (issue 10): trained as long as the 4-epoch default, sampled with DDPM-1000
+BASELINES = {   # for scale: trained as long as the 4-epoch default, sampled with DDPM-1000
     # name: (TrainConfig changes, {result key: clip x0 in DDPM-1000})
     "seed_as_written": (dict(time_embedding=False, mean_path=False, ema_decay=0.0),   # the seed's UNet, trained by
                         {"raw_ddpm1000": False}),                  # its loop as written (SEED_LOOP); its sampler as written
@@ -178,7 +178,7 @@ def cmd_baselines(a) -> None:
 def cmd_cli(a) -> None:
     """The command line's own path: ``train --data pneumoniamnist`` for 1 epoch must give the very weights
     of seed 0's first epoch here (so the study's models are what the CLI trains), and the *default*
-    ``sample -n 256`` of seed 0's 4-epoch model is scored like the sweep; then today's default (pure
+    ``sample -n 256`` of seed 0's 4-epoch model is scored like the sweep; then the course's default recipe (pure
     diffusion, the mean path) is trained 4 epochs and sampled through the command line, the issue's
     done-when path."""
     import numpy as np
@@ -209,7 +209,7 @@ def cmd_cli(a) -> None:
     if "default_sample" not in res:
         res["default_sample"] = {**sample_and_score(a.out / "seed0_e4" / "final_model.pth", out / "samples"),
                                  "command": f"python -m diffgan_lib sample --checkpoint seed0_e4/final_model.pth -n {a.n}"}
-    # issue 10's done-when, with today's default (pure diffusion + the UNet's mean path): train 4 epochs and
+    # the course's default recipe (pure diffusion + the UNet's mean path): train 4 epochs and
     # sample, both exactly as a user types them, no flags beyond the issue's. The hybrid + mean path default
     # of the day before was measured the same way (folder default_e4, key "hybrid_mean_default").
     run = out / "default_pure_e4"
@@ -238,7 +238,7 @@ def cmd_cli(a) -> None:
                        f" && python -m diffgan_lib sample --checkpoint .../final_model.pth -n {a.n}"}
     write_json(out / "cli.json", res)
     print(f"CLI 1 epoch == study seed 0 epoch 1: {diff == 0} (max |dw| {diff:.2e}); default sample -n {a.n}: "
-          f"FD test {res['default_sample']['test']['fd']:.3f}; today's default trained and sampled through the "
+          f"FD test {res['default_sample']['test']['fd']:.3f}; the course's default recipe trained and sampled through the "
           f"command line: FD test {res['today_default']['test']['fd']:.3f}")
 
 
@@ -282,8 +282,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--arm", choices=tuple(ARMS), default="plain",
-                   help="train: plain (default: the study's original models, the first default), pure, mean or "
-                        "pure_mean (today's default); runs are named <prefix>seed<S>_e<E>")
+                   help="train: plain (default: the study's original models, the seed's hybrid), pure, mean or "
+                        "pure_mean (the course's default recipe); runs are named <prefix>seed<S>_e<E>")
     p.add_argument("--keep", type=int, nargs="*", default=[], help="also keep these epochs' checkpoints")
     p.add_argument("--out", type=Path, default=Path("runs/xray"))
     p.add_argument("--threads", type=int)
