@@ -19,28 +19,33 @@ __all__ = ["record_trajectory", "draw_trajectory_step", "trajectory_scrubber_sta
 @torch.inference_mode()
 def record_trajectory(G, scheduler, ts, n: int = 1, image_size: int = 32, seed: int = 0,
                       sampler: str = "ddpm", steps: int | None = None, clip_x0: bool = False) -> dict:
-    """{"t": sorted ts (descending), "x_t": {t: (n, C, S, S)}, "x0_pred": {t: (n, C, S, S)}, "x": final}."""
+    """{"t": sorted ts (descending), "x_t": {t: (n, C, S, S)}, "x0_pred": {t: (n, C, S, S)}, "x": final,
+    "window": {t: w}}: x_t is drawn in [-w, w], w = sqrt(alpha_hat_t) + 3 sqrt(1 - alpha_hat_t) (the image's
+    range plus 3 sd of the noise), so its noise is not clipped to [-1, 1] and made to look binary."""
     ts = sorted({int(t) for t in ts}, reverse=True)
     x, traj = sample(G, scheduler, n=n, image_size=image_size, sampler=sampler, steps=steps, seed=seed,
                      trajectory_at=ts, clip_x0=clip_x0, progress=False)
     dev = next(G.parameters()).device
-    x0_pred = {}
+    x0_pred, window = {}, {}
     for t in ts:
         x_t = traj[t].to(dev)
         eps = G(x_t, torch.full((n,), t, dtype=torch.long, device=dev))
         a = scheduler.alpha_hat[t]
         x0_pred[t] = ((x_t - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1).cpu()
-    return {"t": ts, "x_t": {t: v.cpu() for t, v in traj.items()}, "x0_pred": x0_pred, "x": x.cpu()}
+        window[t] = float(a.sqrt() + 3 * (1 - a).sqrt())
+    return {"t": ts, "x_t": {t: v.cpu() for t, v in traj.items()}, "x0_pred": x0_pred, "x": x.cpu(), "window": window}
 
 
 def draw_trajectory_step(record: dict, t: int, index: int = 0):
-    """x_t and x0_pred at the recorded timestep t (image ``index``), side by side; returns the figure."""
+    """x_t (in its own window, see ``record_trajectory``) and x0_pred (in [-1, 1]) at the recorded timestep t
+    (image ``index``), side by side; returns the figure."""
     if t not in record["x_t"]:
         raise ValueError(f"t={t} was not recorded; recorded timesteps: {record['t']}")
     fig, axes = plt.subplots(1, 2, figsize=(4.2, 2.3), dpi=80)
-    for ax, key, name in zip(axes, ("x_t", "x0_pred"), ("x_t", "predicted x0")):
-        ax.imshow(record[key][t][index, 0].float().numpy(), cmap="gray", vmin=-1, vmax=1)
-        ax.set_title(f"{name}, t = {t}", fontsize=9)
+    w = record.get("window", {}).get(t, 1.0)
+    for ax, key, title, lim in zip(axes, ("x_t", "x0_pred"), (f"x_t, t = {t} (±{w:.1f})", f"predicted x0, t = {t}"), (w, 1.0)):
+        ax.imshow(record[key][t][index, 0].float().numpy(), cmap="gray", vmin=-lim, vmax=lim)
+        ax.set_title(title, fontsize=9)
         ax.axis("off")
     fig.tight_layout()
     return fig
