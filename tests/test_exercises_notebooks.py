@@ -1,4 +1,4 @@
-"""The notebooks' exercises (diffgan_lib.course.exercises.nb01 ... nb04, nb08, nb09, nb10): every reference solution passes its
+"""The notebooks' exercises (diffgan_lib.course.exercises.nb01 ... nb04, nb08 ... nb11): every reference solution passes its
 own check, typical mistakes fail with a helpful message, and starters count as "not attempted"."""
 import importlib
 import inspect
