@@ -16,7 +16,7 @@ from diffgan_lib.cli import main as cli_main
 
 OUT = Path(sys.argv[1])
 T, B, N = 50, 4, 64          # per-process batch B: the global batch is 2B
-PURE = TrainConfig(image_size=32, base=8, adv_weight=0.0, checkpoint_every=0, seed=0)
+PURE = TrainConfig(image_size=32, base=8, adv_weight=0.0, checkpoint_every=0, seed=0, precision="fp32")
 HYBRID = PURE.replace(adv_weight=0.1, adv_t_max=None, adv_warmup_steps=0)
 
 

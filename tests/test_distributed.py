@@ -21,7 +21,8 @@ from diffgan_lib.engine import read_checkpoint
 
 HERE = Path(__file__).parent
 TORCHRUN = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
-PURE = TrainConfig(image_size=32, base=8, adv_weight=0.0, checkpoint_every=0, seed=0)   # as in the worker
+PURE = TrainConfig(image_size=32, base=8, adv_weight=0.0, checkpoint_every=0, seed=0,
+                   precision="fp32")   # as in the worker; DDP equals one process to float32 rounding, not bf16
 
 
 @pytest.fixture(scope="module")
