@@ -164,7 +164,8 @@ def cmd_table(a) -> None:
         cache.update({k: v for k, v in part.items() if k != "wall_s"})
         cache.setdefault("wall_s", {}).update(part.get("wall_s", {}))
     teacher = json.loads((TEACHERS / "scores.json").read_text())
-    seeds = sorted({int(k.split("_seed")[1].split("/")[0]) for k in cache if k.startswith("onecall_seed")})
+    seeds = sorted({int(k.split("_seed")[1].split("/")[0]) for k in cache
+                    if k.split("_seed")[0] in ARMS and "/" in k})           # every seed any arm has
     rows = {}
     labels = {"onecall": "one-call (GAN + pooled regression)", "control": "control: regression alone (--adv-weight 0)",
               "gan": "GAN alone (--reg-weight 0)", "rangeonly": "range penalty alone (--adv-weight 0 --reg-weight 0)"}
@@ -173,7 +174,8 @@ def cmd_table(a) -> None:
         got = [cache[key.format(s=s)] for s in seeds if key.format(s=s) in cache]
         if got:
             rows[label] = {m: _ms([g[m] for g in got]) for m in ("fd", "kid", "diversity", "nn_ratio", "auroc_max")
-                           if all(g.get(m) is not None for g in got)} | {"calls": 1, "seeds": len(got)}
+                           if all(g.get(m) is not None for g in got)} | {
+                "calls": 1, "seeds": len(got), "seed_list": [s for s in seeds if key.format(s=s) in cache]}
     for how in ("ddim_eta0", "ddim_eta1", "dpm++2m"):
         for n in (1, 4, 50):
             got = [teacher[f"diffusion_seed{s}/{how}/{n}"] for s in seeds if f"diffusion_seed{s}/{how}/{n}" in teacher]
@@ -181,11 +183,12 @@ def cmd_table(a) -> None:
                 rows[f"teacher, {how}, {n} call{'s' * (n > 1)}"] = {"fd": _ms([g["fd"] for g in got]), "kid": _ms([g["kid"] for g in got]),
                                                       "calls": n, "seeds": len(got)}
     shipped = {k.split("/")[1]: v for k, v in cache.items() if k.startswith("shipped/")}
-    RESULTS.write_text(json.dumps({"shipped": shipped,
+    out = Path(a.out) if a.out else RESULTS
+    out.write_text(json.dumps({"shipped": shipped,
         "protocol": __doc__.split("\n\n")[1], "seeds": seeds, "rows": rows, "real_vs_real": teacher["real_vs_real"],
         "real_test_diversity": cache["real_test_diversity"], "wall_s": cache.get("wall_s", {}),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}"}, indent=1))
-    print(f"wrote {RESULTS}")
+    print(f"wrote {out}")
 
 
 def main() -> None:
@@ -194,6 +197,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--arms", nargs="+", default=["onecall", "control"], choices=tuple(ARMS))
+    p.add_argument("--out", help="table: the results file (default benchmarks/results/onecall_study.json)")
     p.add_argument("--cache", help="run: the scores file under runs/onecall_study/ (default scores.json); give each "
                    "of two processes running different seeds side by side its own, e.g. scores_seed2.json")
     a = p.parse_args()
