@@ -179,8 +179,7 @@ def cmd_cli(a) -> None:
     """The command line's own path: ``train --data pneumoniamnist`` for 1 epoch must give the very weights
     of seed 0's first epoch here (so the study's models are what the CLI trains), and the *default*
     ``sample -n 256`` of seed 0's 4-epoch model is scored like the sweep; then the course's default recipe (pure
-    diffusion, the mean path) is trained 4 epochs and sampled through the command line, the issue's
-    done-when path."""
+    diffusion, the mean path) is trained 4 epochs and sampled through the command line, as a user would."""
     import numpy as np
 
     from diffgan_lib.engine import read_checkpoint
@@ -210,8 +209,8 @@ def cmd_cli(a) -> None:
         res["default_sample"] = {**sample_and_score(a.out / "seed0_e4" / "final_model.pth", out / "samples"),
                                  "command": f"python -m diffgan_lib sample --checkpoint seed0_e4/final_model.pth -n {a.n}"}
     # the course's default recipe (pure diffusion + the UNet's mean path): train 4 epochs and
-    # sample, both exactly as a user types them, no flags beyond the issue's. The hybrid + mean path default
-    # of the day before was measured the same way (folder default_e4, key "hybrid_mean_default").
+    # sample, both exactly as a user types them, no flags beyond the README's. The hybrid with the mean path
+    # was measured the same way (folder default_e4, key "hybrid_mean_default").
     run = out / "default_pure_e4"
     train_cmd = ["train", "--data", "pneumoniamnist", "--image-size", "32", "--base", "32", "--epochs", "4",
                  "--batch-size", "32", "--out", str(run), "--device", "cpu"]
