@@ -129,7 +129,7 @@ def test_the_teacher_pairs_are_made_once_kept_for_a_resume_and_made_again_for_an
                   progress=False, overwrite=True)
     assert (tmp_path / "p" / PAIRS_FILE).stat().st_mtime_ns == before          # reused, not made again
     unet, _, sched = load_checkpoint(teacher, device="cpu")
-    again = pairs_in_folder(tmp_path / "p", "another teacher", unet, sched, 6, 2, 0, (1, 32, 32), "cpu", False)
+    again = pairs_in_folder(tmp_path / "p", "another teacher", lambda: unet, sched, 6, 2, 0, (1, 32, 32), "cpu", False)
     assert (tmp_path / "p" / PAIRS_FILE).stat().st_mtime_ns != before and again["z"].shape == (6, 1, 32, 32)
 
 

@@ -50,8 +50,8 @@ def onecall_step(run: Run, x0: torch.Tensor, labels=None) -> dict:
     level = lambda: torch.randint(0, cfg.s_max, (len(x0),), generator=g).to(x0.device)   # noqa: E731
     pairs = run.aux.get("pairs")
     if pairs is not None:
-        pick = torch.randint(0, len(pairs["z"]), (len(x0),), generator=g)
-        z, target = pairs["z"][pick].to(x0.device), pairs["x"][pick].to(x0.device)
+        pick = torch.randint(0, len(pairs["z"]), (len(x0),), generator=g).to(x0.device)
+        z, target = pairs["z"][pick], pairs["x"][pick]
     else:
         z, target = draw(), None
     raw = G.raw(z)
@@ -141,9 +141,9 @@ def onecall_train(init, dataloader, cfg: OneCallConfig | None, max_steps: int, s
     def teacher_pairs(run, folder):        # made once the folder is checked; kept there for a resume
         c = run.config
         if c.reg_weight > 0:
-            teacher_unet = load_checkpoint(init, device=run.device)[0]
-            run.aux["pairs"] = pairs_in_folder(folder, teacher["sha256"], teacher_unet, run.scheduler, c.pairs,
-                                               c.pairs_steps, mix(11, c.seed), tuple(heldout.shape[1:]), run.device,
-                                               progress)
+            pairs = pairs_in_folder(folder, teacher["sha256"], lambda: load_checkpoint(init, device=run.device)[0],
+                                    run.scheduler, c.pairs, c.pairs_steps, mix(11, c.seed), tuple(heldout.shape[1:]),
+                                    run.device, progress)
+            run.aux["pairs"] = {k: v.to(run.device) for k, v in pairs.items()}     # on the device once
     return fine_tune_in_folder(run, state, dataloader, save_dir, max_steps, resume, overwrite, init, progress,
                                "one-call fine-tune", [HeldOutAUROC(heldout, auroc_every)], teacher_pairs)

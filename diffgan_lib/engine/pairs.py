@@ -38,9 +38,10 @@ def make_pairs(unet, scheduler, n: int, steps: int, seed: int, shape: tuple[int,
     return {"z": z, "x": torch.cat(xs)}
 
 
-def pairs_in_folder(folder, teacher_sha256: str, unet, scheduler, n: int, steps: int, seed: int,
+def pairs_in_folder(folder, teacher_sha256: str, teacher, scheduler, n: int, steps: int, seed: int,
                     shape: tuple[int, int, int], device, progress: bool = True) -> dict:
-    """The pairs kept in ``folder`` if they were made by this teacher with these settings; else made and kept."""
+    """The pairs kept in ``folder`` if they were made by this teacher with these settings; else made by
+    ``teacher()`` (a function returning the teacher UNet, called only then) and kept."""
     path = Path(folder) / PAIRS_FILE
     made_by = {"teacher": teacher_sha256, "n": n, "steps": steps, "seed": seed, "shape": list(shape)}
     if path.is_file():
@@ -50,6 +51,6 @@ def pairs_in_folder(folder, teacher_sha256: str, unet, scheduler, n: int, steps:
                 return {"z": kept["z"], "x": kept["x"]}
         except Exception:          # a damaged file is made again
             pass
-    pairs = make_pairs(unet, scheduler, n, steps, seed, shape, device, progress=progress)
+    pairs = make_pairs(teacher(), scheduler, n, steps, seed, shape, device, progress=progress)
     atomic_write(path, lambda f: torch.save({**pairs, "made_by": made_by}, f))
     return pairs

@@ -25,8 +25,6 @@ def cpu_has_bf16() -> bool:
 
 def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
     """(autocast dtype or None for float32, whether a GradScaler is needed) for ``precision`` on ``device``."""
-    if precision == "off":                       # the name of float32 before "precision" replaced "amp"
-        precision = "fp32"
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: choose one of {', '.join(PRECISIONS)}")
     if precision == "fp32":
