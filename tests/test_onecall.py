@@ -147,3 +147,12 @@ def test_the_one_call_options_are_refused_for_more_levels(teacher, tmp_path, cap
                  "--out", str(tmp_path / "x"), "--device", "cpu"]) != 0
     assert "--reg-weight, --pairs: the one-call fine-tune's options (--levels 1)" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_run_without_pairs_refuses_the_regression_term_instead_of_dropping_it(teacher):
+    from diffgan_lib.engine.onecall import onecall_run
+    run = onecall_run(teacher, OneCallConfig(head_width=16, d_steps=1), "cpu")          # reg_weight 1, no pairs
+    with pytest.raises(ValueError, match=r"needs the teacher's pairs.*OneCallConfig\(reg_weight=0\)"):
+        run.step_fn(run, HELD[:4])
+    alone = onecall_run(teacher, OneCallConfig(head_width=16, d_steps=1, reg_weight=0), "cpu")
+    assert alone.step_fn(alone, HELD[:4])["reg"] == 0.0

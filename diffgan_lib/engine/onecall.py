@@ -49,6 +49,9 @@ def onecall_step(run: Run, x0: torch.Tensor, labels=None) -> dict:
     draw = lambda: torch.randn(x0.shape, generator=g).to(x0.device)                      # noqa: E731
     level = lambda: torch.randint(0, cfg.s_max, (len(x0),), generator=g).to(x0.device)   # noqa: E731
     pairs = run.aux.get("pairs")
+    if pairs is None and cfg.reg_weight > 0:
+        raise ValueError(f"reg_weight={cfg.reg_weight} needs the teacher's pairs in run.aux['pairs'] (onecall_train "
+                         "makes them); for the GAN term alone use OneCallConfig(reg_weight=0)")
     if pairs is not None:
         pick = torch.randint(0, len(pairs["z"]), (len(x0),), generator=g).to(x0.device)
         z, target = pairs["z"][pick], pairs["x"][pick]
