@@ -12,6 +12,8 @@ default recipe trained 4 epochs through the command line. For each seed, through
   * **gan** (``--reg-weight 0``: the GAN term alone), in chunks like one-call: what the regression adds;
   * **rangeonly** (``--adv-weight 0 --reg-weight 0``: nothing moves G but the range penalty), 1500 steps;
 the teacher pairs (2048 latents, about 3 min) are made once per seed and reused by its other arms;
+  * **more calls** (``calls``): each seed's one-call generator at 1500 steps, its image re-noised to t = 50 and
+    finished by its own teacher in 1 or 3 DDIM steps: 2 and 4 network calls (``sample --steps 2|4``);
 the teacher's own samplers at 1, 4 and 50 calls (DDIM at eta 0 and 1, DPM-Solver++(2M)) come from
 ``runs/flow_study/scores.json`` (same feature net, test split and noise seed). 256 samples (noise seed 1000),
 EMA weights; FD and KID in data/pretrained/xray32_featurenet.pt against the 624 test X-rays, diversity in
@@ -21,6 +23,7 @@ its nearest training image over the same for the val images: about 1 = no copyin
 
     python benchmarks/onecall_study.py run --seeds 0 1 2 [--arms onecall control gan rangeonly]
     python benchmarks/onecall_study.py reads              # each teacher read once at t* = 400 before any fine-tune
+    python benchmarks/onecall_study.py calls              # the one-call runs at 2 and 4 calls (the teacher finishes)
     python benchmarks/onecall_study.py shipped            # the shipped xray32_onecall.pth (--freeze encoder) and its teacher
     python benchmarks/onecall_study.py table              # -> benchmarks/results/onecall_study.json
 
@@ -135,6 +138,25 @@ def cmd_reads(a) -> None:
     cache_path.write_text(json.dumps(cache, indent=1))
 
 
+def cmd_calls(a) -> None:
+    """Each seed's one-call generator (1500 steps) at 2 and 4 network calls: G(z), re-noised to t = 50, finished by
+    its teacher (``sample(..., steps=k, teacher=...)``), the same noise seed as every other row."""
+    ys, cache_path = Yardstick(), OUT / (a.cache or "scores.json")
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    for seed in a.seeds:
+        ckpt = OUT / f"onecall_seed{seed}" / "final_model.pth"
+        teacher = load_checkpoint(TEACHERS / f"diffusion_seed{seed}" / "final_model.pth", device="cpu")[0]
+        G, _, sched = load_checkpoint(ckpt, device="cpu")
+        for calls in (2, 4):
+            key = f"calls{calls}_seed{seed}/{STEPS}"
+            if key not in cache:
+                t0 = time.time()
+                x = sample(G, sched, n=256, image_size=32, seed=1000, steps=calls, teacher=teacher, progress=False)
+                cache[key] = {**ys.score(x.clamp(-1, 1)), "step": STEPS, "sample_s": round(time.time() - t0, 2)}
+                print(key, cache[key], flush=True)
+                cache_path.write_text(json.dumps(cache, indent=1))
+
+
 def cmd_shipped(a) -> None:
     """Score the shipped one-call X-ray model (made from the shipped teacher with --freeze encoder) and its teacher."""
     from diffgan_lib.course import PRETRAINED_ONECALL_XRAY, PRETRAINED_XRAY
@@ -169,13 +191,14 @@ def cmd_table(a) -> None:
     rows = {}
     labels = {"onecall": "one-call (GAN + pooled regression)", "control": "control: regression alone (--adv-weight 0)",
               "gan": "GAN alone (--reg-weight 0)", "rangeonly": "range penalty alone (--adv-weight 0 --reg-weight 0)"}
-    for label, key in [("the teacher read once at t* = 400, 0 steps", "read_seed{s}/0")] + [
-            (f"{labels[arm]}, {n} steps", f"{arm}_seed{{s}}/{n}") for arm, (_, steps) in ARMS.items() for n in steps]:
+    more = [(f"one-call + the teacher from t = 50, {k} calls, {STEPS} steps", f"calls{k}_seed{{s}}/{STEPS}", k) for k in (2, 4)]
+    for label, key, calls in [("the teacher read once at t* = 400, 0 steps", "read_seed{s}/0", 1)] + [
+            (f"{labels[arm]}, {n} steps", f"{arm}_seed{{s}}/{n}", 1) for arm, (_, steps) in ARMS.items() for n in steps] + more:
         got = [cache[key.format(s=s)] for s in seeds if key.format(s=s) in cache]
         if got:
             rows[label] = {m: _ms([g[m] for g in got]) for m in ("fd", "kid", "diversity", "nn_ratio", "auroc_max")
                            if all(g.get(m) is not None for g in got)} | {
-                "calls": 1, "seeds": len(got), "seed_list": [s for s in seeds if key.format(s=s) in cache]}
+                "calls": calls, "seeds": len(got), "seed_list": [s for s in seeds if key.format(s=s) in cache]}
     for how in ("ddim_eta0", "ddim_eta1", "dpm++2m"):
         for n in (1, 4, 50):
             got = [teacher[f"diffusion_seed{s}/{how}/{n}"] for s in seeds if f"diffusion_seed{s}/{how}/{n}" in teacher]
@@ -193,7 +216,7 @@ def cmd_table(a) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=("run", "reads", "shipped", "table"))
+    p.add_argument("command", choices=("run", "reads", "calls", "shipped", "table"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--arms", nargs="+", default=["onecall", "control"], choices=tuple(ARMS))
@@ -202,7 +225,7 @@ def main() -> None:
                    "of two processes running different seeds side by side its own, e.g. scores_seed2.json")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    {"run": cmd_run, "reads": cmd_reads, "shipped": cmd_shipped, "table": cmd_table}[a.command](a)
+    {"run": cmd_run, "reads": cmd_reads, "calls": cmd_calls, "shipped": cmd_shipped, "table": cmd_table}[a.command](a)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def test_a_run_writes_heads_not_the_encoder_loads_samples_and_resumes_exactly(te
     assert isinstance(G, OneCallGenerator) and D is None and loaded.kind == "onecall"
     x = sample(G, scheduler, n=3, image_size=32, seed=0, progress=False)
     assert x.shape == (3, 1, 32, 32)
-    with pytest.raises(ValueError, match="one-call generator.*steps=50"):
+    with pytest.raises(ValueError, match="one-call generator.*sampler='ddim' does not apply"):
         sample(G, scheduler, n=3, image_size=32, sampler="ddim", steps=50)
     onecall_train(teacher, loader(), CFG, 2, tmp_path / "b", HELD, progress=False, auroc_every=2)
     resumed = onecall_train(teacher, loader(), None, 4, tmp_path / "b", HELD, resume=tmp_path / "b" / "final_model.pth",
@@ -156,3 +156,65 @@ def test_a_run_without_pairs_refuses_the_regression_term_instead_of_dropping_it(
         run.step_fn(run, HELD[:4])
     alone = onecall_run(teacher, OneCallConfig(head_width=16, d_steps=1, reg_weight=0), "cpu")
     assert alone.step_fn(alone, HELD[:4])["reg"] == 0.0
+
+
+def test_more_calls_renoise_the_image_and_let_the_hash_checked_teacher_finish_it(teacher, tmp_path, capsys):
+    import shutil
+    from diffgan_lib.engine import load_teacher
+    from diffgan_lib.core.onecall import REFINE_T
+    run = onecall_train(teacher, loader(), CFG, 1, tmp_path / "k", HELD, progress=False)
+    G, _, sched = load_checkpoint(run.checkpoint, device="cpu")
+    with pytest.raises(ValueError, match="more calls need its teacher"):
+        sample(G, sched, n=2, image_size=32, steps=2)
+    with pytest.raises(Exception, match="found neither beside it nor among the shipped models"):
+        load_teacher(run.checkpoint)                          # the teacher file is in another folder
+    T = load_teacher(run.checkpoint, teacher=teacher)
+    calls = []
+    T.register_forward_hook(lambda m, args, out: calls.append(args[1].unique().tolist()))
+    one = sample(G, sched, n=3, image_size=32, seed=0, progress=False)
+    four = sample(G, sched, n=3, image_size=32, seed=0, steps=4, teacher=T, progress=False)
+    assert calls == [[REFINE_T], [33], [17]] and four.shape == one.shape and not torch.equal(four, one)
+    assert four.abs().max() <= 1                               # the teacher's x̂0 is clipped
+    with pytest.raises(ValueError, match="not one: leave it out"):
+        sample(load_checkpoint(teacher, device="cpu")[0], sched, n=1, image_size=32, teacher=T)
+    with pytest.raises(Exception, match="is not it: name the file it was fine-tuned from"):
+        load_teacher(run.checkpoint, teacher=run.checkpoint)
+    shutil.copy(teacher, tmp_path / "k" / teacher.name)        # beside it: found without being named
+    assert main(["sample", "--checkpoint", str(run.checkpoint), "-n", "2", "--steps", "2", "--out",
+                 str(tmp_path / "s2"), "--device", "cpu"]) == 0
+    assert main(["sample", "--checkpoint", str(run.checkpoint), "-n", "2", "--teacher", str(teacher), "--out",
+                 str(tmp_path / "s1"), "--device", "cpu"]) != 0
+    assert "--teacher: the teacher finishes a one-call model's images when --steps is 2 or more" in capsys.readouterr().err
+    assert not (tmp_path / "s1").exists()
+
+
+def test_stochastic_pairs_are_seeded_and_kept_apart_from_deterministic_ones(teacher, tmp_path):
+    from diffgan_lib.engine.pairs import PAIRS_FILE, make_pairs, pairs_in_folder
+    unet, _, sched = load_checkpoint(teacher, device="cpu")
+    a0, a1, b1 = (make_pairs(unet, sched, 4, 3, 0, (1, 32, 32), "cpu", progress=False, eta=e) for e in (0, 1, 1))
+    assert torch.equal(a0["z"], a1["z"]) and not torch.equal(a0["x"], a1["x"]) and torch.equal(a1["x"], b1["x"])
+    pairs_in_folder(tmp_path, "sha", lambda: unet, sched, 4, 3, 0, (1, 32, 32), "cpu", False)
+    made = torch.load(tmp_path / PAIRS_FILE, weights_only=True)["made_by"]
+    assert "eta" not in made                                   # files from before eta was a setting stay valid
+    again = pairs_in_folder(tmp_path, "sha", lambda: unet, sched, 4, 3, 0, (1, 32, 32), "cpu", False, eta=1.0)
+    assert torch.equal(again["x"], a1["x"])                    # made again, not the eta-0 file
+    with pytest.raises(ValueError, match="pairs_eta"):
+        OneCallConfig(pairs_eta=2.0)
+
+
+def test_freezing_most_of_G_trains_only_the_outer_decoder_and_exports_only_it(teacher, tmp_path):
+    import shutil
+    from diffgan_lib.engine import export_for_sampling
+    run = onecall_train(teacher, loader(), OneCallConfig(head_width=16, d_steps=1, freeze="most", pairs=6, pairs_steps=2),
+                        2, tmp_path / "m", HELD, progress=False)
+    full, t = read_checkpoint(run.checkpoint), read_checkpoint(teacher)
+    assert all(torch.equal(full["G"][k], t["G_ema"][k]) for k in full["G"] if k.startswith(("mid", "up3")))
+    assert not all(torch.equal(full["G"][k], t["G_ema"][k]) for k in full["G"] if k.startswith("up1"))
+    small = export_for_sampling(run.checkpoint, tmp_path / "ship" / "small.pth")
+    assert {k.split(".")[0] for k in read_checkpoint(small)["G"]} <= {"up2", "up1", "final", "mean_proj"}
+    shutil.copy(teacher, tmp_path / "ship" / teacher.name)
+    z = torch.randn(2, 1, 32, 32)
+    assert torch.allclose(load_checkpoint(small, device="cpu")[0](z), load_checkpoint(run.checkpoint, device="cpu")[0](z),
+                          atol=2e-2)
+    with pytest.raises(ValueError, match="freeze='all'"):
+        OneCallConfig(freeze="all")

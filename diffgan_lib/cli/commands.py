@@ -203,6 +203,9 @@ def sample_command(a) -> int:
         raise ValueError(f"--guidance {a.guidance} needs --label, the class to guide towards (see --list-labels)")
     if a.guidance is not None and not 0 <= a.guidance < 100:          # also refuses nan
         raise ValueError(f"--guidance {a.guidance}: use a number in [0, 100): 0 unconditional, 1 conditional, 3 usual")
+    if a.teacher is not None and not (loaded.kind == "onecall" and (a.steps or 1) > 1):
+        raise ValueError("--teacher: the teacher finishes a one-call model's images when --steps is 2 or more; "
+                         "leave it out here")
     if loaded.kind in ("fewstep", "onecall") and not a.clip_x0:
         raise ValueError("--no-clip-x0: a few-step generator always clamps its x̂0 to [-1, 1]; leave the flag out")
     guided = {} if a.label is None else {"labels": label_index(a.label, names), "guidance_scale": a.guidance}
@@ -216,8 +219,12 @@ def sample_command(a) -> int:
         x = sample(G, scheduler, n=a.n, image_size=size, sampler=a.solver, steps=a.steps, eta=a.eta or 0.0,
                    seed=a.seed, batch_size=a.batch_size or DEFAULT_BATCH, **guided)
     elif loaded.kind in ("fewstep", "onecall"):   # its own levels; sample() names any sampler option given
+        teacher = None
+        if loaded.kind == "onecall" and (a.steps or 1) > 1:
+            from ..engine.models import load_teacher
+            teacher = load_teacher(loaded.path, a.teacher and local_path(a.teacher, "--teacher"), device=a.device)
         x = sample(G, scheduler, n=a.n, image_size=size, sampler=a.sampler, steps=a.steps, eta=a.eta or 0.0,
-                   seed=a.seed, batch_size=a.batch_size or DEFAULT_BATCH)
+                   seed=a.seed, batch_size=a.batch_size or DEFAULT_BATCH, teacher=teacher)
     else:
         sampler = a.sampler or FAST_SAMPLER["sampler"]
         if sampler == "ddpm" and a.steps is not None:

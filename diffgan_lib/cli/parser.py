@@ -106,7 +106,10 @@ def _sample_options(sub) -> None:
     s.add_argument("--sampler", choices=("ddim", "ddpm"), help="ddim: --steps steps (fast, the default); ddpm: "
                    "all T steps, the original sampler. A few-step model uses its own levels: leave it out")
     s.add_argument("--steps", type=int, help="DDIM steps, or a flow model's ODE steps (default 50; not for ddpm or "
-                   "a few-step model)")
+                   "a few-step model); a one-call model's network calls per image (default 1; K >= 2: its image is "
+                   "re-noised to t = 50 and its teacher finishes it in K - 1 steps)")
+    s.add_argument("--teacher", metavar="CKPT", help="a one-call model with --steps >= 2: its teacher's file (default: "
+                   "the one its record names, beside the checkpoint or among the shipped models; the hash is checked)")
     s.add_argument("--solver", choices=("euler", "heun"), help="a flow model's ODE solver: euler (one network call a "
                    "step, the default) or heun (second order, two calls a step)")
     s.add_argument("--eta", type=float, help="DDIM noise: 1 fresh noise each step, like DDPM (default: measured "
@@ -140,9 +143,9 @@ def _fewstep_options(sub) -> None:
                    "generator, fine-tuned against a discriminator on the teacher's own features; 2-8 = DDGAN-style "
                    "jumps (default 4: t = 999, 749, 499, 249); a resumed run keeps its own")
     f.add_argument("--max-steps", type=int, default=300, help="fine-tune steps in total (default 300)")
-    f.add_argument("--freeze", choices=("none", "encoder"), help="--levels 1: keep G's encoder as the teacher's "
-                   "(only the decoder trains; an export then stores only the decoder and finds the teacher by its "
-                   "hash); default none")
+    f.add_argument("--freeze", choices=("none", "encoder", "most"), help="--levels 1: keep G's encoder as the "
+                   "teacher's (only the decoder trains; an export then stores only the decoder and finds the teacher "
+                   "by its hash); most: also the deepest decoder block (90 %% of the weights); default none")
     f.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
     f.add_argument("--adv-weight", type=float, help="weight of the adversarial term (default 1; "
                    "0 = the regression-only control, no discriminator; a resumed run keeps its own)")

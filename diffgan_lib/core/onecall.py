@@ -9,13 +9,20 @@ Why not t* = T - 1, the textbook read of pure noise: there 1 / sqrt(ᾱ) ≈ 157
 and the untrained read is saturated noise (FD 483 on the X-rays); at t* = 400 the factor is 2.3 and the
 teacher's single call already gives a blurred chest (FD 58.5, ``benchmarks/onecall_study.py``). Fine-tuning
 against a discriminator (``engine.onecall``) then sharpens it. Shapes: z and G(z) (B, C, S, S); G(z) in [-1, 1].
+
+More calls, if one is not enough (``sampling.OneCall``): G(z) re-noised to the low level ``REFINE_T`` and finished
+by the *teacher* in k - 1 DDIM steps (eta 0) is a k-call sample. At t = 50 the noise hides G's fine speckle
+but not its layout, and the teacher, which denoises well at low levels, removes the speckle (chosen on the
+validation X-rays among t = 10 ... 200, ``benchmarks/onecall_tune.py``).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-__all__ = ["OneCallGenerator", "softclamp"]
+__all__ = ["OneCallGenerator", "softclamp", "REFINE_T"]
+
+REFINE_T = 50           # the level a k-call sample re-noises G(z) to before the teacher finishes it
 
 
 def softclamp(x: torch.Tensor, knee: float = 0.95) -> torch.Tensor:
@@ -56,11 +63,15 @@ class OneCallGenerator(nn.Module):
         return softclamp(self.raw(z))
 
     ENCODER = ("time_mlp", "class_emb", "down1", "down2", "down3", "mid")
+    FROZEN = {"none": (), "encoder": ENCODER, "most": ENCODER + ("up3",)}   # what each freeze keeps as the teacher's
 
-    def freeze_encoder(self) -> "OneCallGenerator":
-        """Keep the encoder's weights (the time MLP, the down blocks, the bottleneck) as they are: only the
-        decoder trains. Returns self."""
-        for name in self.ENCODER:
+    def freeze(self, which: str) -> "OneCallGenerator":
+        """Keep some of the teacher's weights as they are: ``"encoder"`` the time MLP, the down blocks and the
+        bottleneck (only the decoder trains, 39 % of the weights at base 32); ``"most"`` also the deepest decoder
+        block (10 % train: D2O freezes about 85 % of its generator); ``"none"`` nothing. Returns self."""
+        if which not in self.FROZEN:
+            raise ValueError(f"freeze={which!r}: choose one of {', '.join(map(repr, self.FROZEN))}")
+        for name in self.FROZEN[which]:
             if hasattr(self.unet, name):
                 getattr(self.unet, name).requires_grad_(False)
         return self

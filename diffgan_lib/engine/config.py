@@ -290,6 +290,9 @@ class OneCallConfig(_FineTuneConfig):
     reg_pool: int = 4
     pairs: int = 2048
     pairs_steps: int = 25
+    pairs_eta: float = 0.0              # the pairs' DDIM eta: 0 a deterministic map z -> x, 1 one stochastic draw
+    denoise_weight: float = 0.0         # weight of the pull of G(z) towards the teacher's x̂0 of G(z) re-noised to
+    denoise_t: int = 50                 # level denoise_t (a fixed target: no gradient through the teacher)
     range_weight: float = 1.0
     lr_G: float = 5e-6
     lr_D: float = 1e-3
@@ -299,21 +302,24 @@ class OneCallConfig(_FineTuneConfig):
     head_width: int = 64
     ema_decay: float = 0.99
     freeze: str = "none"                # "encoder": G's encoder (time MLP, down blocks, bottleneck) stays the
-                                        # teacher's (D2O freezes most of G); an export then stores only the rest
+                                        # teacher's; "most": also the deepest decoder block (D2O freezes most of
+                                        # G); an export then stores only the rest
     seed: int = 0
 
     def __post_init__(self):
-        if self.freeze not in ("none", "encoder"):
-            raise ValueError(f"freeze={self.freeze!r}: choose 'none' or 'encoder'")
-        for name in ("adv_weight", "reg_weight", "range_weight", "lr_G", "lr_D"):
+        if self.freeze not in ("none", "encoder", "most"):
+            raise ValueError(f"freeze={self.freeze!r}: choose 'none', 'encoder' or 'most'")
+        for name in ("adv_weight", "reg_weight", "range_weight", "lr_G", "lr_D", "denoise_weight"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name}={v!r} must be a finite number >= 0")
         for name, low in (("t_star", 1), ("d_steps", 1), ("s_max", 1), ("head_width", 8), ("reg_pool", 1),
-                          ("pairs", 1), ("pairs_steps", 1)):
+                          ("pairs", 1), ("pairs_steps", 1), ("denoise_t", 1)):
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= low):
                 raise ValueError(f"{name}={v!r} must be an int >= {low}")
+        if isinstance(self.pairs_eta, bool) or not (isinstance(self.pairs_eta, (int, float)) and 0 <= self.pairs_eta <= 1):
+            raise ValueError(f"pairs_eta={self.pairs_eta!r} must lie in [0, 1]: the DDIM eta of the teacher's pairs")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay={self.ema_decay!r} must lie in [0, 1)")
         object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))

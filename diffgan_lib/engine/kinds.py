@@ -24,7 +24,7 @@ from .checkpoints import CheckpointError
 from .config import FewStepConfig, OneCallConfig, TrainConfig
 from .weights import LoadedCheckpoint, build_models, load_state, members_record, unet_fields, unwrap, weights_sha256
 
-__all__ = ["KINDS", "MAX_T"]
+__all__ = ["KINDS", "MAX_T", "teacher_weights"]
 
 MAX_T = 100_000          # the largest T accepted, checked before any network is built
 
@@ -171,7 +171,7 @@ class _OneCall:
         unet, _ = build_models(m)
         weights = ckpt["G_ema"] if which == "ema" and ckpt.get("G_ema") is not None else ckpt["G"]
         if m.get("partial"):                     # an export that keeps only what the fine-tune changed
-            weights = {**_teacher_weights(m["teacher"], path, read), **weights}
+            weights = {**teacher_weights(m["teacher"], path, read), **weights}
         load_state(unet, weights, "G", path)
         G = OneCallGenerator(unet, DiffusionScheduler(**(ckpt["scheduler"] or {}), device=dev), m["t_star"])
         return LoadedCheckpoint(G.to(dev).eval(), None, G.scheduler, config=None, onecall_config=ckpt["config"],
@@ -180,20 +180,23 @@ class _OneCall:
                                 history=_history(ckpt))
 
 
-def _teacher_weights(teacher: dict, path, read) -> dict:
-    """The teacher's generator weights for a partial one-call file: the file ``teacher["file"]`` beside ``path`` or
-    among the shipped models, checked against the recorded hash."""
+def teacher_weights(teacher: dict, path, read, given=None,
+                     why: str = "keeps only the layers its fine-tune changed; the rest come from") -> dict:
+    """The teacher's generator weights for a fine-tuned file at ``path``: the file ``given``, else
+    ``teacher["file"]`` beside ``path`` or among the shipped models, checked against the recorded hash."""
     from ..data.files import shipped_path
     name = teacher.get("file") or "?"
-    for candidate in (Path(path).parent / name, shipped_path(f"pretrained/{name}", must_exist=False)):
+    candidates = [Path(given)] if given is not None else [Path(path).parent / name,
+                                                          shipped_path(f"pretrained/{name}", must_exist=False)]
+    for candidate in candidates:
         if candidate.is_file():
             t = read(candidate)
-            w = t["G_ema"] if t.get("G_ema") is not None else t["G"]
-            if weights_sha256(w) == teacher["sha256"]:
+            w = t.get("G_ema") if t.get("G_ema") is not None else t.get("G")
+            if w is not None and weights_sha256(w) == teacher["sha256"]:
                 return w
-    raise CheckpointError(f"{path} keeps only the layers its fine-tune changed; the rest come from its teacher "
-                          f"{name} (sha256 {teacher['sha256'][:12]}...), found neither beside it nor among the shipped "
-                          "models: put the teacher file beside it")
+    where = f"{given} is not it" if given is not None else "found neither beside it nor among the shipped models"
+    fix = "put the teacher file beside it" if given is None else "name the file it was fine-tuned from"
+    raise CheckpointError(f"{path} {why} its teacher {name} (sha256 {teacher['sha256'][:12]}...), {where}: {fix}")
 
 
 KINDS = {"diffusion": _Diffusion(), "fewstep": _FewStep(), "flow": _Flow(), "onecall": _OneCall()}

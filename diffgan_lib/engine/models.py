@@ -13,7 +13,7 @@ from .kinds import KINDS, MAX_T
 from .weights import (LoadedCheckpoint, build_models, load_state, members_record, unet_fields, unwrap,
                       weights_sha256)
 
-__all__ = ["KINDS", "read_checkpoint", "load_checkpoint", "LoadedCheckpoint", "build_models", "load_state",
+__all__ = ["KINDS", "read_checkpoint", "load_checkpoint", "load_teacher", "LoadedCheckpoint", "build_models", "load_state",
            "unet_fields", "unwrap", "weights_sha256", "training_members", "export_for_sampling", "MAX_T"]
 
 _POSITIVE_EVEN = lambda v: isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= MAX_BASE and v % 8 == 0  # noqa: E731
@@ -90,6 +90,23 @@ def load_checkpoint(path, device=None, which: str = "ema") -> LoadedCheckpoint:
     return KINDS[ckpt["model"]["kind"]].load(ckpt, which, path, pick_device(device), read=read_checkpoint)
 
 
+def load_teacher(checkpoint, teacher=None, device=None):
+    """The teacher UNet of a one-call checkpoint (a path), in eval mode on ``device``: the file ``teacher`` if
+    given, else the file its record names beside the checkpoint or among the shipped models, always checked
+    against the recorded weight hash. ``sample(G, scheduler, steps=k, teacher=...)`` uses it for k >= 2 calls."""
+    from .kinds import teacher_weights
+    ckpt = read_checkpoint(checkpoint)
+    if ckpt["model"]["kind"] != "onecall":
+        raise ValueError(f"{checkpoint} holds a {ckpt['model']['kind']!r} model; only a one-call generator "
+                         "(fewstep --levels 1) has a teacher that finishes its images")
+    record = ckpt["model"]["teacher"]
+    weights = teacher_weights(record, checkpoint, read_checkpoint, given=teacher,
+                               why="makes images in more than one call with")
+    unet, _ = build_models(record["model"])
+    load_state(unet, weights, "G", teacher or record.get("file"))
+    return unet.to(pick_device(device)).eval()
+
+
 def export_for_sampling(path, out, half: bool = True, keep_D: bool = False):
     """Write a small copy of checkpoint ``path`` at ``out`` holding what sampling needs.
 
@@ -106,8 +123,9 @@ def export_for_sampling(path, out, half: bool = True, keep_D: bool = False):
     if ckpt["model"]["kind"] == "onecall":       # D's heads read the teacher: no use for sampling
         ckpt["D"] = None
         G = ckpt["G_ema"] if ckpt["G_ema"] is not None else ckpt["G"]
-        if (ckpt["config"] or {}).get("freeze") == "encoder":         # keep only what the fine-tune changed
-            ckpt["G_ema"] = {k: v for k, v in G.items() if not k.startswith(OneCallGenerator.ENCODER)}
+        frozen = OneCallGenerator.FROZEN.get((ckpt["config"] or {}).get("freeze", "none"), ())
+        if frozen:                                                   # keep only what the fine-tune changed
+            ckpt["G_ema"] = {k: v for k, v in G.items() if not k.startswith(frozen)}
             ckpt["model"] = {**ckpt["model"], "partial": True}
     slim = {**ckpt, "G": cast(ckpt["G_ema"] if ckpt["G_ema"] is not None else ckpt["G"]), "G_ema": None,
             "D": cast(ckpt["D"]) if ckpt["D"] is not None else None, "opt_G": None, "opt_D": None, "scaler": None,

@@ -72,6 +72,8 @@ def onecall_step(run: Run, x0: torch.Tensor, labels=None) -> dict:
     k = cfg.reg_pool
     reg = (F.avg_pool2d(raw, k) - F.avg_pool2d(target, k)).pow(2).mean() if target is not None else raw.new_zeros(())
     G_loss = cfg.adv_weight * adv + cfg.reg_weight * reg + cfg.range_weight * out_of_range
+    if cfg.denoise_weight > 0:      # the teacher's one-call denoise of G(z) at a low level, a fixed target
+        G_loss = G_loss + cfg.denoise_weight * (raw - _teacher_x0(run, fake.detach(), cfg.denoise_t, draw())).pow(2).mean()
     run.opt_G.zero_grad(set_to_none=True)
     G_loss.backward()
     run.opt_G.step()
@@ -83,6 +85,16 @@ def onecall_step(run: Run, x0: torch.Tensor, labels=None) -> dict:
         raise FloatingPointError(f"one-call fine-tune step {run.step + 1}: a loss is not finite ({values}); "
                                  f"lower lr_G={cfg.lr_G} / lr_D={cfg.lr_D}")
     return values
+
+
+@torch.no_grad()
+def _teacher_x0(run: Run, x0: torch.Tensor, t: int, noise: torch.Tensor) -> torch.Tensor:
+    """The teacher's x̂0 (clamped to [-1, 1]) of x0 re-noised to level t."""
+    teacher = run.aux["teacher"]
+    tt = torch.full((len(x0),), t, dtype=torch.long, device=x0.device)
+    x_t, _ = run.scheduler.add_noise(x0, tt, noise)
+    a = run.scheduler.alpha_hat[t]
+    return ((x_t - (1 - a).sqrt() * teacher(x_t, tt)) / a.sqrt()).clamp(-1, 1)
 
 
 class HeldOutAUROC:
@@ -117,16 +129,18 @@ def onecall_run(init, cfg: OneCallConfig, device=None, teacher: dict | None = No
     size = loaded.image_size or 32
     torch.manual_seed(cfg.seed)
     G = OneCallGenerator(copy.deepcopy(unet).train().requires_grad_(True), scheduler, cfg.t_star).to(dev)
-    if cfg.freeze == "encoder":
-        G.freeze_encoder()
+    G.freeze(cfg.freeze)
     D = FeatureDiscriminator(unet, scheduler, size, cfg.head_width, cfg.s_max).to(dev)
-    return Run(config=cfg, G=G, D=D, scheduler=scheduler,
+    run = Run(config=cfg, G=G, D=D, scheduler=scheduler,
                opt_G=torch.optim.Adam([p for p in G.unet.parameters() if p.requires_grad], lr=cfg.lr_G,
                                       betas=cfg.adam_betas),
                opt_D=torch.optim.Adam(D.heads.parameters(), lr=cfg.lr_D, betas=cfg.adam_betas),
                scaler=None, ema=EMA(G.unet, cfg.ema_decay) if cfg.ema_decay > 0 else None, device=dev,
                kind="onecall", info={"image_size": size, "teacher": teacher}, step_fn=onecall_step,
                history_keys=ONECALL_KEYS)
+    if cfg.denoise_weight > 0:
+        run.aux["teacher"] = unet.eval().requires_grad_(False)
+    return run
 
 
 def onecall_train(init, dataloader, cfg: OneCallConfig | None, max_steps: int, save_dir, heldout: torch.Tensor,
@@ -146,7 +160,7 @@ def onecall_train(init, dataloader, cfg: OneCallConfig | None, max_steps: int, s
         if c.reg_weight > 0:
             pairs = pairs_in_folder(folder, teacher["sha256"], lambda: load_checkpoint(init, device=run.device)[0],
                                     run.scheduler, c.pairs, c.pairs_steps, mix(11, c.seed), tuple(heldout.shape[1:]),
-                                    run.device, progress)
+                                    run.device, progress, eta=c.pairs_eta)
             run.aux["pairs"] = {k: v.to(run.device) for k, v in pairs.items()}     # on the device once
     return fine_tune_in_folder(run, state, dataloader, save_dir, max_steps, resume, overwrite, init, progress,
                                "one-call fine-tune", [HeldOutAUROC(heldout, auroc_every)], teacher_pairs)

@@ -3,7 +3,8 @@
 - ``DDPM(scheduler)``: Ho et al. 2020, Algorithm 2, all T steps (the seed's sampler);
 - ``DDIM(scheduler, steps, eta)``: Song et al. 2021, eq. 12, ``steps`` evenly spaced timesteps;
   eta = 0 deterministic, 1 fresh noise at every step like DDPM;
-- ``FewStep()``: a few-step generator's own K levels, K network calls (``core.fewstep``).
+- ``FewStep`` and ``OneCall`` (``generators``): a few-step generator's own K levels, and a one-call generator,
+  alone or finished by its teacher.
 
 ``sample`` returns raw samples x (n, C, S, S), roughly in [-1, 1] (the training range, ERRATA 9);
 ``to_unit`` maps them to [0, 1]. C comes from the model (``G.in_ch``, ERRATA 6).
@@ -25,11 +26,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..core.device import pick_device
-from ..core.fewstep import FewStepGenerator, posterior_sample
+from ..core.fewstep import FewStepGenerator
 from ..core.flow import RectifiedFlow
 from ..core.onecall import OneCallGenerator
 from ..core.guidance import GuidedModel
 from ..data.phantoms import check_image_size
+from .generators import FewStep, OneCall, draw_noise
 from .images import image_grid, save_image_files, save_image_grid, to_unit
 from .ode import SOLVERS, Euler, Heun
 
@@ -37,13 +39,7 @@ FAST_SAMPLER = dict(sampler="ddim", steps=50, eta=1.0)   # the measured fast def
 PROGRESS_MIN_WORK = 500     # a bar from this many image-evaluations of the network (a few seconds on a CPU)
 MAX_SAMPLE_BYTES = 2**31    # the largest set of samples one call returns (float32): 2 GiB
 
-__all__ = ["FAST_SAMPLER", "DDPM", "DDIM", "FewStep", "OneCall", "sample", "generate_and_visualize", "sample_grid"]
-
-
-def draw_noise(shape, generator, device) -> torch.Tensor:
-    """N(0, I) of ``shape``, drawn from ``generator`` on its own device (the CPU by default), moved to ``device``."""
-    gen_dev = generator.device if generator is not None else torch.device("cpu")
-    return torch.randn(shape, generator=generator, device=gen_dev).to(device)
+__all__ = ["FAST_SAMPLER", "DDPM", "DDIM", "sample", "generate_and_visualize", "sample_grid"]
 
 
 class _Chain:
@@ -103,48 +99,6 @@ class DDIM(_Chain):
         return self.scheduler.ddim_step(eps_pred, t, t_prev, x, eta=self.eta, noise=noise, clip_x0=self.clip_x0)
 
 
-class FewStep:
-    """A few-step generator's own levels: x̂0 = G(x_t, k), then the next level from q(. | x_t, x̂0);
-    the last level outputs x̂0. K network calls."""
-
-    def __init__(self, G: FewStepGenerator):
-        self.G = G
-
-    def evaluations(self) -> int:
-        return self.G.n_levels
-
-    @torch.inference_mode()
-    def sample(self, model: FewStepGenerator, x_T: torch.Tensor, generator=None, record=None, bar=None):
-        x, levels = x_T, model.levels
-        for level in range(model.n_levels):
-            x0_hat = model(x, torch.full((x.shape[0],), level, dtype=torch.long, device=x.device))
-            if level == model.n_levels - 1:
-                x = x0_hat
-            else:
-                noise = draw_noise(x.shape, generator, x.device)
-                x = posterior_sample(model.scheduler, x, x0_hat, levels[level], levels[level + 1], noise)
-            if bar is not None:
-                bar.update(1)
-        return x
-
-
-class OneCall:
-    """A one-call generator: G(x_T), x_T the latent z ~ N(0, I); one network call."""
-
-    def __init__(self, G):
-        self.G = G
-
-    def evaluations(self) -> int:
-        return 1
-
-    @torch.inference_mode()
-    def sample(self, model, x_T: torch.Tensor, generator=None, record=None, bar=None) -> torch.Tensor:
-        x = model(x_T)
-        if bar is not None:
-            bar.update(1)
-        return x
-
-
 def _model_info(G, device, scheduler) -> tuple[int, torch.device]:
     core = getattr(G, "_orig_mod", G)
     if not hasattr(core, "in_ch"):
@@ -182,15 +136,17 @@ def _guided_models(G, labels, guidance_scale, n: int, chunks: list[int]) -> list
     return [GuidedModel(G, part, w) for part in labels.split(chunks)]
 
 
-def _pick_sampler(G, scheduler, sampler, steps, eta, variance, clip_x0, trajectory_at):
+def _pick_sampler(G, scheduler, sampler, steps, eta, variance, clip_x0, trajectory_at, teacher=None):
     """The sampler object for these arguments (ValueError naming what does not apply)."""
     if isinstance(G, OneCallGenerator):
-        given = {k: v for k, v in dict(sampler=sampler, steps=steps if steps != 1 else None, trajectory_at=trajectory_at,
+        given = {k: v for k, v in dict(sampler=sampler, trajectory_at=trajectory_at,
                                        eta=eta or None).items() if v is not None}
         if given:
             raise ValueError(f"this is a one-call generator: it makes each image in one network call, so "
                              f"{', '.join(f'{k}={v!r}' for k, v in given.items())} does not apply; leave it out")
-        return OneCall(G)
+        return OneCall(G, teacher, 1 if steps is None else steps)
+    if teacher is not None:
+        raise ValueError("teacher= finishes a one-call generator's images; this model is not one: leave it out")
     if isinstance(G, FewStepGenerator):
         given = {k: v for k, v in dict(sampler=sampler, steps=steps, trajectory_at=trajectory_at).items() if v is not None}
         given.update({"eta": eta} if eta else {})
@@ -237,7 +193,7 @@ def sample(G, scheduler, n: int = 8, image_size: int = 128, device=None, sampler
            steps: int | None = None, eta: float = 0.0, generator: torch.Generator | None = None,
            seed: int | None = None, trajectory_at=None, progress: bool = True,
            variance: str = "fixed_large", clip_x0: bool = False, batch_size: int | None = None,
-           labels=None, guidance_scale: float | None = None):
+           labels=None, guidance_scale: float | None = None, teacher=None):
     """Generate n images from pure noise: x (n, C, image_size, image_size), roughly in [-1, 1].
 
     sampler: ``"ddpm"`` (default, the seed's; ``steps`` None or T) or ``"ddim"`` (``steps``, default 50,
@@ -246,10 +202,12 @@ def sample(G, scheduler, n: int = 8, image_size: int = 128, device=None, sampler
     ``generator`` or ``seed`` fix the noise; ``batch_size`` splits n into chunks (same seed and
     batch_size -> same images). ``trajectory_at=[999, 500, 0]`` also returns {t: x_t (n, C, S, S)}.
     A class-conditional G takes ``labels`` (an int for all n, or n ints) and ``guidance_scale`` w
-    (classifier-free guidance: 0 unconditional, 1 conditional, default 3). A progress bar shows when
+    (classifier-free guidance: 0 unconditional, 1 conditional, default 3). A one-call generator makes each
+    image in one call; with its ``teacher`` UNet (``load_teacher``), ``steps=k`` >= 2 re-noises that image to
+    t = 50 and lets the teacher finish it in k - 1 DDIM steps (``OneCall``). A progress bar shows when
     the work is more than a few seconds and ``progress`` is on. G's train/eval mode is restored.
     """
-    chain = _pick_sampler(G, scheduler, sampler, steps, eta, variance, clip_x0, trajectory_at)
+    chain = _pick_sampler(G, scheduler, sampler, steps, eta, variance, clip_x0, trajectory_at, teacher)
     _check_counts(n, batch_size)
     check_image_size(image_size)
     trajectory_at = [] if trajectory_at is None else [int(t) for t in trajectory_at]

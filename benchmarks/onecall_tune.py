@@ -1,0 +1,124 @@
+"""Tuning the one-call recipe on validation data: variants of ``OneCallConfig`` on one teacher, scored against
+PneumoniaMNIST's **val** split (the test split is kept for the study's final table, benchmarks/onecall_study.py).
+
+Each variant fine-tunes the teacher of seed 0 (``runs/flow_study/diffusion_seed0``) exactly as
+``fewstep --levels 1 --batch-size 32`` does (the same loader, held-out images and pairs), in chunks of 500 steps
+to 1500 (a resume is exact), and scores its EMA generator after every chunk: FD and KID against the 524 val
+X-rays in data/pretrained/xray32_featurenet.pt, diversity, D's best held-out AUROC so far.
+
+    python benchmarks/onecall_tune.py run VARIANT [VARIANT ...]
+    python benchmarks/onecall_tune.py table        # -> benchmarks/results/onecall_tune.json
+
+Every step skips what is on disk (``runs/onecall_tune/``), so a stopped run continues.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from diffgan_lib import load_checkpoint, sample
+from diffgan_lib.cli.commands import _heldout
+from diffgan_lib.course import PRETRAINED_XRAY_FEATURES
+from diffgan_lib.data import ImageDataset
+from diffgan_lib.data.loaders import make_dataloader
+from diffgan_lib.engine.config import OneCallConfig
+from diffgan_lib.engine.onecall import onecall_train
+from diffgan_lib.engine.pairs import PAIRS_FILE
+from diffgan_lib.eval import diversity, extract_features, frechet_distance, kid, load_feature_net
+
+OUT, TEACHER = Path("runs/onecall_tune"), Path("runs/flow_study/diffusion_seed0/final_model.pth")
+PAIRS_FROM = Path("runs/onecall_study/onecall_seed0") / PAIRS_FILE       # the same teacher, seed and settings
+RESULTS = Path(__file__).resolve().parent / "results" / "onecall_tune.json"
+CHUNKS = (500, 1000, 1500)
+VARIANTS = {                      # name: OneCallConfig overrides (seed 0)
+    "default": {},
+    "lr1e-5": {"lr_G": 1e-5},
+    "lr1e-5_freeze": {"lr_G": 1e-5, "freeze": "encoder"},
+    "freeze": {"freeze": "encoder"},
+    "pairs_eta1": {"pairs_eta": 1.0},
+    "reg3": {"reg_weight": 3.0},
+    "ema0.995": {"ema_decay": 0.995},
+    "smax100": {"s_max": 100},
+    "freeze_most": {"freeze": "most"},
+    "denoise1": {"denoise_weight": 1.0},
+}
+
+
+def score(net, f_val, ckpt: Path) -> dict:
+    loaded = load_checkpoint(ckpt, device="cpu")
+    G, _, sched = loaded
+    x = sample(G, sched, n=256, image_size=32, seed=1000, progress=False).clamp(-1, 1)
+    f = extract_features(net, x)
+    auc = [v for v in loaded.history.get("auroc", []) if v == v]
+    return {"fd": frechet_distance(f, f_val), "kid": kid(f, f_val, seed=0)[0], "diversity": diversity(f),
+            "auroc_max": max(auc) if auc else None, "step": loaded.step}
+
+
+def cmd_run(a) -> None:
+    net = load_feature_net(PRETRAINED_XRAY_FEATURES)
+    f_val = extract_features(net, ImageDataset("pneumoniamnist", 32, split="val").images)
+    cache_path = OUT / f"scores_{'_'.join(a.variants)}.json"
+    OUT.mkdir(parents=True, exist_ok=True)
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    cache.setdefault("val_diversity", diversity(f_val))
+    loader = make_dataloader("pneumoniamnist", 32, 32, seed=0)
+    heldout = _heldout("pneumoniamnist", 32, 0, loader)
+    for name in a.variants:
+        if name == "default":      # the study's own run of this config and seed, through the command line
+            if "default/1500" not in cache:
+                cache["default/1500"] = score(net, f_val, PAIRS_FROM.parent / "final_model.pth")
+                print("default/1500", cache["default/1500"], flush=True)
+                cache_path.write_text(json.dumps(cache, indent=1))
+            continue
+        folder = OUT / name
+        cfg = OneCallConfig(seed=0, **VARIANTS[name])
+        if PAIRS_FROM.exists() and not (folder / PAIRS_FILE).exists() and not cfg.pairs_eta:
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy(PAIRS_FROM, folder / PAIRS_FILE)
+        for n in CHUNKS:
+            key = f"{name}/{n}"
+            if key in cache:
+                continue
+            final = folder / "final_model.pth"
+            t0 = time.time()
+            onecall_train(TEACHER, loader, None if final.exists() else cfg, n, folder, heldout,
+                          resume=final if final.exists() else None, progress=False)
+            cache[key] = {**score(net, f_val, final), "wall_s": round(time.time() - t0, 1)}
+            print(key, cache[key], flush=True)
+            cache_path.write_text(json.dumps(cache, indent=1))
+
+
+def cmd_table(a) -> None:
+    cache = {}
+    for path in sorted(OUT.glob("scores_*.json")):
+        cache.update(json.loads(path.read_text()))
+    rows = {k: v for k, v in cache.items() if "/" in k}
+    RESULTS.write_text(json.dumps({"protocol": __doc__.split("\n\n")[1], "variants": VARIANTS, "rows": rows,
+                                   "val_diversity": cache.get("val_diversity"),
+                                   "machine": f"{platform.machine()}, torch {torch.__version__}"}, indent=1))
+    for k, v in rows.items():
+        print(f"{k:28s} FD {v['fd']:6.2f}  KID {v['kid']:.4f}  div {v['diversity']:.3f}  AUROC {v['auroc_max']}")
+    print(f"wrote {RESULTS}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("command", choices=("run", "table"))
+    p.add_argument("variants", nargs="*", default=[])
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args()
+    unknown = [v for v in a.variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+    torch.set_num_threads(a.threads)
+    {"run": cmd_run, "table": cmd_table}[a.command](a)
+
+
+if __name__ == "__main__":
+    main()

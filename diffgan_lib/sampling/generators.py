@@ -1,0 +1,84 @@
+"""The samplers of fine-tuned generators, which make an image in a handful of network calls:
+``FewStep`` (a few-step generator's own K levels, ``core.fewstep``) and ``OneCall`` (a one-call generator,
+optionally finished by its teacher, ``core.onecall``); and ``draw_noise``, which every sampler draws with."""
+from __future__ import annotations
+
+import torch
+
+from ..core.fewstep import FewStepGenerator, posterior_sample
+from ..core.onecall import REFINE_T
+
+__all__ = ["FewStep", "OneCall", "draw_noise"]
+
+
+def draw_noise(shape, generator, device) -> torch.Tensor:
+    """N(0, I) of ``shape``, drawn from ``generator`` on its own device (the CPU by default), moved to ``device``."""
+    gen_dev = generator.device if generator is not None else torch.device("cpu")
+    return torch.randn(shape, generator=generator, device=gen_dev).to(device)
+
+
+class FewStep:
+    """A few-step generator's own levels: x̂0 = G(x_t, k), then the next level from q(. | x_t, x̂0);
+    the last level outputs x̂0. K network calls."""
+
+    def __init__(self, G: FewStepGenerator):
+        self.G = G
+
+    def evaluations(self) -> int:
+        return self.G.n_levels
+
+    @torch.inference_mode()
+    def sample(self, model: FewStepGenerator, x_T: torch.Tensor, generator=None, record=None, bar=None):
+        x, levels = x_T, model.levels
+        for level in range(model.n_levels):
+            x0_hat = model(x, torch.full((x.shape[0],), level, dtype=torch.long, device=x.device))
+            if level == model.n_levels - 1:
+                x = x0_hat
+            else:
+                noise = draw_noise(x.shape, generator, x.device)
+                x = posterior_sample(model.scheduler, x, x0_hat, levels[level], levels[level + 1], noise)
+            if bar is not None:
+                bar.update(1)
+        return x
+
+
+class OneCall:
+    """A one-call generator: G(x_T), x_T the latent z ~ N(0, I); one network call. With a ``teacher`` UNet and
+    ``calls`` k >= 2: G(z) re-noised to ``REFINE_T`` (noise from the generator), then the teacher's DDIM (eta 0,
+    x̂0 clipped) over k - 1 evenly spaced levels from there to 0 (``core.onecall``): k network calls."""
+
+    def __init__(self, G, teacher=None, calls: int = 1):
+        if not isinstance(calls, int) or isinstance(calls, bool) or calls < 1:
+            raise ValueError(f"steps={calls!r}: a one-call generator's network calls per image, an int >= 1")
+        if calls > 1 and teacher is None:
+            raise ValueError(f"steps={calls}: a one-call generator makes an image in one call; more calls need its "
+                             "teacher to finish the image (pass teacher=, e.g. load_teacher(checkpoint)), or leave "
+                             "steps out")
+        if calls > REFINE_T + 1:
+            raise ValueError(f"steps={calls}: at most {REFINE_T + 1} (the teacher's steps run from t = {REFINE_T} to 0)")
+        self.G, self.teacher, self.calls = G, teacher, calls
+
+    def evaluations(self) -> int:
+        return self.calls
+
+    @torch.inference_mode()
+    def sample(self, model, x_T: torch.Tensor, generator=None, record=None, bar=None) -> torch.Tensor:
+        x = model(x_T)
+        if bar is not None:
+            bar.update(1)
+        if self.calls == 1:
+            return x
+        sched, teacher = model.scheduler, self.teacher.to(x.device)
+        ts = torch.linspace(REFINE_T, 0, self.calls).round().long().tolist()[:self.calls - 1]
+        x, _ = sched.add_noise(x, torch.full((len(x),), REFINE_T, device=x.device), draw_noise(x.shape, generator, x.device))
+        was_training = teacher.training
+        teacher.eval()
+        try:
+            for i, t in enumerate(ts):
+                eps_pred = teacher(x, torch.full((len(x),), t, dtype=torch.long, device=x.device))
+                x = sched.ddim_step(eps_pred, t, ts[i + 1] if i + 1 < len(ts) else -1, x, clip_x0=True)
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            teacher.train(was_training)
+        return x
