@@ -12,9 +12,10 @@ default recipe trained 4 epochs through the command line. For each seed, through
   * **gan** (``--reg-weight 0``: the GAN term alone), in chunks like one-call: what the regression adds;
   * **rangeonly** (``--adv-weight 0 --reg-weight 0``: nothing moves G but the range penalty), 1500 steps;
 the teacher pairs (2048 latents, about 3 min) are made once per seed and reused by its other arms;
-  * **more calls** (``calls``): each seed's one-call generator at 1500 steps, its image re-noised to t = 50 and
-    finished by its own teacher in 1 or 3 DDIM steps: 2 and 4 network calls (``sample --steps 2|4``);
-the teacher's own samplers at 1, 4 and 50 calls (DDIM at eta 0 and 1, DPM-Solver++(2M)) come from
+  * **more calls** (``calls``): each seed's one-call generator at 1500 steps (and the control, the GAN alone and the
+    teacher read once with no fine-tune), its image re-noised to t = 50 and finished by its own teacher in 1 or 3
+    DDIM steps: 2 and 4 network calls (``sample --steps 2|4``);
+the teacher's own samplers at 1, 2, 4 and 50 calls (DDIM at eta 0 and 1, DPM-Solver++(2M)) come from
 ``runs/flow_study/scores.json`` (same feature net, test split and noise seed). 256 samples (noise seed 1000),
 EMA weights; FD and KID in data/pretrained/xray32_featurenet.pt against the 624 test X-rays, diversity in
 those features (real test images for scale) and the memorisation ratio (median distance of each sample to
@@ -139,22 +140,31 @@ def cmd_reads(a) -> None:
 
 
 def cmd_calls(a) -> None:
-    """Each seed's one-call generator (1500 steps) at 2 and 4 network calls: G(z), re-noised to t = 50, finished by
-    its teacher (``sample(..., steps=k, teacher=...)``), the same noise seed as every other row."""
+    """Each seed's generators at 2 and 4 network calls: G(z), re-noised to t = 50, finished by its teacher
+    (``sample(..., steps=k, teacher=...)``), the same noise seed as every other row. G: the one-call run at 1500
+    steps, the same with the regression alone (control) or the GAN term alone, and the teacher read once at
+    t* = 400 with no fine-tune (what the teacher's finish does on its own)."""
+    import copy
+    from diffgan_lib.core.onecall import OneCallGenerator
+    from diffgan_lib.engine import OneCallConfig
     ys, cache_path = Yardstick(), OUT / (a.cache or "scores.json")
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     for seed in a.seeds:
-        ckpt = OUT / f"onecall_seed{seed}" / "final_model.pth"
-        teacher = load_checkpoint(TEACHERS / f"diffusion_seed{seed}" / "final_model.pth", device="cpu")[0]
-        G, _, sched = load_checkpoint(ckpt, device="cpu")
-        for calls in (2, 4):
-            key = f"calls{calls}_seed{seed}/{STEPS}"
-            if key not in cache:
-                t0 = time.time()
-                x = sample(G, sched, n=256, image_size=32, seed=1000, steps=calls, teacher=teacher, progress=False)
-                cache[key] = {**ys.score(x.clamp(-1, 1)), "step": STEPS, "sample_s": round(time.time() - t0, 2)}
-                print(key, cache[key], flush=True)
-                cache_path.write_text(json.dumps(cache, indent=1))
+        teacher, _, sched = load_checkpoint(TEACHERS / f"diffusion_seed{seed}" / "final_model.pth", device="cpu")
+        for arm in ("onecall", "control", "gan", "read"):
+            ckpt = OUT / f"{arm}_seed{seed}" / "final_model.pth"
+            if arm != "read" and not ckpt.exists():
+                continue
+            G = (OneCallGenerator(copy.deepcopy(teacher), sched, OneCallConfig().t_star).eval() if arm == "read"
+                 else load_checkpoint(ckpt, device="cpu")[0])
+            for calls in (2, 4):
+                key = f"calls{calls}_{arm}_seed{seed}/{0 if arm == 'read' else STEPS}"
+                if key not in cache:
+                    t0 = time.time()
+                    x = sample(G, sched, n=256, image_size=32, seed=1000, steps=calls, teacher=teacher, progress=False)
+                    cache[key] = {**ys.score(x.clamp(-1, 1)), "sample_s": round(time.time() - t0, 2)}
+                    print(key, cache[key], flush=True)
+                    cache_path.write_text(json.dumps(cache, indent=1))
 
 
 def cmd_shipped(a) -> None:
@@ -191,7 +201,10 @@ def cmd_table(a) -> None:
     rows = {}
     labels = {"onecall": "one-call (GAN + pooled regression)", "control": "control: regression alone (--adv-weight 0)",
               "gan": "GAN alone (--reg-weight 0)", "rangeonly": "range penalty alone (--adv-weight 0 --reg-weight 0)"}
-    more = [(f"one-call + the teacher from t = 50, {k} calls, {STEPS} steps", f"calls{k}_seed{{s}}/{STEPS}", k) for k in (2, 4)]
+    finished = {"onecall": f"one-call (GAN + pooled regression), {STEPS} steps", "control": f"control: regression alone, {STEPS} steps",
+                "gan": f"GAN alone, {STEPS} steps", "read": "the teacher read once at t* = 400, 0 steps"}
+    more = [(f"{what}, finished by the teacher from t = 50: {k} calls", f"calls{k}_{arm}_seed{{s}}/{0 if arm == 'read' else STEPS}", k)
+            for arm, what in finished.items() for k in (2, 4)]
     for label, key, calls in [("the teacher read once at t* = 400, 0 steps", "read_seed{s}/0", 1)] + [
             (f"{labels[arm]}, {n} steps", f"{arm}_seed{{s}}/{n}", 1) for arm, (_, steps) in ARMS.items() for n in steps] + more:
         got = [cache[key.format(s=s)] for s in seeds if key.format(s=s) in cache]
@@ -200,7 +213,7 @@ def cmd_table(a) -> None:
                            if all(g.get(m) is not None for g in got)} | {
                 "calls": calls, "seeds": len(got), "seed_list": [s for s in seeds if key.format(s=s) in cache]}
     for how in ("ddim_eta0", "ddim_eta1", "dpm++2m"):
-        for n in (1, 4, 50):
+        for n in (1, 2, 4, 50):
             got = [teacher[f"diffusion_seed{s}/{how}/{n}"] for s in seeds if f"diffusion_seed{s}/{how}/{n}" in teacher]
             if got:
                 rows[f"teacher, {how}, {n} call{'s' * (n > 1)}"] = {"fd": _ms([g["fd"] for g in got]), "kid": _ms([g["kid"] for g in got]),
