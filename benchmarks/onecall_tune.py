@@ -7,7 +7,11 @@ to 1500 (a resume is exact), and scores its EMA generator after every chunk: FD 
 X-rays in data/pretrained/xray32_featurenet.pt, diversity, D's best held-out AUROC so far.
 
     python benchmarks/onecall_tune.py run VARIANT [VARIANT ...]
+    python benchmarks/onecall_tune.py finish       # the level t the teacher finishes a 2-call sample from
     python benchmarks/onecall_tune.py table        # -> benchmarks/results/onecall_tune.json
+
+``finish`` scores, on the same val X-rays, the one-call generators of ``benchmarks/onecall_study.py`` (seeds 0-2,
+1500 steps) re-noised to t and finished by their teacher in one DDIM step (2 calls), for t in FINISH_T.
 
 Every step skips what is on disk (``runs/onecall_tune/``), so a stopped run continues.
 """
@@ -94,22 +98,51 @@ def cmd_run(a) -> None:
             cache_path.write_text(json.dumps(cache, indent=1))
 
 
+FINISH_T = (10, 25, 35, 50, 100, 150, 200)
+
+
+def cmd_finish(a) -> None:
+    from diffgan_lib.sampling import OneCall
+    net = load_feature_net(PRETRAINED_XRAY_FEATURES)
+    f_val = extract_features(net, ImageDataset("pneumoniamnist", 32, split="val").images)
+    cache_path = OUT / "scores_finish.json"
+    OUT.mkdir(parents=True, exist_ok=True)
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    for seed in a.seeds:
+        G, _, sched = load_checkpoint(f"runs/onecall_study/onecall_seed{seed}/final_model.pth", device="cpu")
+        teacher = load_checkpoint(f"runs/flow_study/diffusion_seed{seed}/final_model.pth", device="cpu")[0]
+        for t in FINISH_T:
+            key = f"finish_seed{seed}/t{t}"
+            if key not in cache:
+                g = torch.Generator().manual_seed(1000)                  # as sample(..., seed=1000) draws
+                z = torch.randn((256, 1, 32, 32), generator=g)
+                x = OneCall(G, teacher, calls=2, t_finish=t).sample(G, z, g)
+                f = extract_features(net, x.clamp(-1, 1))
+                cache[key] = {"fd": frechet_distance(f, f_val), "diversity": diversity(f)}
+                print(key, cache[key], flush=True)
+                cache_path.write_text(json.dumps(cache, indent=1))
+
+
 def cmd_table(a) -> None:
     cache = {}
     for path in sorted(OUT.glob("scores_*.json")):
         cache.update(json.loads(path.read_text()))
-    rows = {k: v for k, v in cache.items() if "/" in k}
+    rows = {k: v for k, v in cache.items() if "/" in k and not k.startswith("finish_")}
+    finish = {k: v for k, v in cache.items() if k.startswith("finish_")}
     RESULTS.write_text(json.dumps({"protocol": __doc__.split("\n\n")[1], "variants": VARIANTS, "rows": rows,
-                                   "val_diversity": cache.get("val_diversity"),
+                                   "finish": finish, "val_diversity": cache.get("val_diversity"),
                                    "machine": f"{platform.machine()}, torch {torch.__version__}"}, indent=1))
     for k, v in rows.items():
         print(f"{k:28s} FD {v['fd']:6.2f}  KID {v['kid']:.4f}  div {v['diversity']:.3f}  AUROC {v['auroc_max']}")
+    for k, v in finish.items():
+        print(f"{k:28s} FD {v['fd']:6.2f}  div {v['diversity']:.3f}")
     print(f"wrote {RESULTS}")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=("run", "table"))
+    p.add_argument("command", choices=("run", "finish", "table"))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="finish: the study's seeds")
     p.add_argument("variants", nargs="*", default=[])
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
@@ -117,7 +150,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
     torch.set_num_threads(a.threads)
-    {"run": cmd_run, "table": cmd_table}[a.command](a)
+    {"run": cmd_run, "finish": cmd_finish, "table": cmd_table}[a.command](a)
 
 
 if __name__ == "__main__":

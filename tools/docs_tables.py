@@ -365,6 +365,30 @@ def onecall():
     return table(("arm", "calls", "FD ↓", "KID ↓", "diversity", "memorisation", "D's AUROC"), rows) + "\n\n" + note
 
 
+def onecall_calls():
+    """Each one-call arm at 1, 2 and 4 calls (the teacher finishing from t = 50) against the teacher's samplers
+    at the same calls (onecall_regression_study.json)."""
+    f = load("onecall_regression_study")
+    r = f["rows"]
+    arms = (("GAN + pooled regression (`fewstep --levels 1`)", "one-call (GAN + pooled regression), 1500 steps",
+             "one-call (GAN + pooled regression), 1500 steps"),
+            ("regression alone (`--adv-weight 0`)", "control: regression alone (--adv-weight 0), 1500 steps",
+             "control: regression alone, 1500 steps"),
+            ("GAN alone (`--reg-weight 0`)", "GAN alone (--reg-weight 0), 1500 steps", "GAN alone, 1500 steps"),
+            ("the teacher read once at t* = 400, no fine-tune", "the teacher read once at t* = 400, 0 steps",
+             "the teacher read once at t* = 400, 0 steps"))
+    fin = lambda key, k: r[f"{key}, finished by the teacher from t = 50: {k} calls"]      # noqa: E731
+    rows = [(name, ms(r[one]["fd"]["values"]), ms(fin(key, 2)["fd"]["values"]), ms(fin(key, 4)["fd"]["values"]),
+             ms(fin(key, 2)["diversity"]["values"], 2)) for name, one, key in arms]
+    for how, name in (("ddim_eta1", "the teacher's DDIM, η 1"), ("ddim_eta0", "the teacher's DDIM, η 0"),
+                      ("dpm++2m", "the teacher's DPM-Solver++(2M)")):
+        rows.append((name, *(ms(r[f"teacher, {how}, {n} call{'s' * (n > 1)}"]["fd"]["values"]) for n in (1, 2, 4)), "—"))
+    note = (f"X-rays, 256 samples, 3 training seeds, FD ↓ (mean ± sd); the teacher's DDIM-50 at η 1 (50 calls): "
+            f"{ms(r['teacher, ddim_eta1, 50 calls']['fd']['values'])}; real vs real FD {f['real_vs_real']['fd']:.1f}, "
+            f"real diversity {f['real_test_diversity']:.2f}; {f['machine']}.")
+    return table(("generator, 1500 fine-tune steps", "1 call", "2 calls", "4 calls", "diversity, 2 calls"), rows) + "\n\n" + note
+
+
 TABLES = {   # name: (function, the file that quotes it)
     "xray": (xray, "docs/results.md"),
     "mean-path": (mean_path, "docs/results.md"),
@@ -379,6 +403,7 @@ TABLES = {   # name: (function, the file that quotes it)
     "tstr": (tstr, "docs/results.md"),
     "flow": (flow, "docs/results.md"),
     "onecall": (onecall, "docs/results.md"),
+    "onecall-calls": (onecall_calls, "docs/results.md"),
     "privacy": (privacy, "docs/results.md"),
     "lesions": (lesions, "docs/results.md"),
 }

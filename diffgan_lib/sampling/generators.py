@@ -44,19 +44,20 @@ class FewStep:
 
 class OneCall:
     """A one-call generator: G(x_T), x_T the latent z ~ N(0, I); one network call. With a ``teacher`` UNet and
-    ``calls`` k >= 2: G(z) re-noised to ``REFINE_T`` (noise from the generator), then the teacher's DDIM (eta 0,
+    ``calls`` k >= 2: G(z) re-noised to ``t_finish`` (default ``REFINE_T``; noise from the generator), then the
+    teacher's DDIM (eta 0,
     x̂0 clipped) over k - 1 evenly spaced levels from there to 0 (``core.onecall``): k network calls."""
 
-    def __init__(self, G, teacher=None, calls: int = 1):
+    def __init__(self, G, teacher=None, calls: int = 1, t_finish: int = REFINE_T):
         if not isinstance(calls, int) or isinstance(calls, bool) or calls < 1:
             raise ValueError(f"steps={calls!r}: a one-call generator's network calls per image, an int >= 1")
         if calls > 1 and teacher is None:
             raise ValueError(f"steps={calls}: a one-call generator makes an image in one call; more calls need its "
                              "teacher to finish the image (pass teacher=, e.g. load_teacher(checkpoint)), or leave "
                              "steps out")
-        if calls > REFINE_T + 1:
-            raise ValueError(f"steps={calls}: at most {REFINE_T + 1} (the teacher's steps run from t = {REFINE_T} to 0)")
-        self.G, self.teacher, self.calls = G, teacher, calls
+        if calls > t_finish + 1:
+            raise ValueError(f"steps={calls}: at most {t_finish + 1} (the teacher's steps run from t = {t_finish} to 0)")
+        self.G, self.teacher, self.calls, self.t_finish = G, teacher, calls, t_finish
 
     def evaluations(self) -> int:
         return self.calls
@@ -69,8 +70,9 @@ class OneCall:
         if self.calls == 1:
             return x
         sched, teacher = model.scheduler, self.teacher.to(x.device)
-        ts = torch.linspace(REFINE_T, 0, self.calls).round().long().tolist()[:self.calls - 1]
-        x, _ = sched.add_noise(x, torch.full((len(x),), REFINE_T, device=x.device), draw_noise(x.shape, generator, x.device))
+        ts = torch.linspace(self.t_finish, 0, self.calls).round().long().tolist()[:self.calls - 1]
+        x, _ = sched.add_noise(x, torch.full((len(x),), self.t_finish, device=x.device),
+                               draw_noise(x.shape, generator, x.device))
         was_training = teacher.training
         teacher.eval()
         try:
