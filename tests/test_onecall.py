@@ -218,3 +218,16 @@ def test_freezing_most_of_G_trains_only_the_outer_decoder_and_exports_only_it(te
                           atol=2e-2)
     with pytest.raises(ValueError, match="freeze='all'"):
         OneCallConfig(freeze="all")
+
+
+def test_the_teacher_denoise_term_moves_G_and_needs_no_gradient_through_the_teacher(teacher):
+    from diffgan_lib.engine.onecall import onecall_run
+    runs = [onecall_run(teacher, OneCallConfig(head_width=16, d_steps=1, reg_weight=0, denoise_weight=w), "cpu")
+            for w in (0.0, 1.0)]
+    assert "teacher" not in runs[0].aux and not any(p.requires_grad for p in runs[1].aux["teacher"].parameters())
+    for run in runs:
+        run.step_fn(run, HELD[:4])
+    a, b = (dict(r.G.unet.named_parameters()) for r in runs)
+    assert not all(torch.equal(a[k], b[k]) for k in a)         # the same seed: only the denoise term differs
+    with pytest.raises(ValueError, match="denoise_weight"):
+        OneCallConfig(denoise_weight=-1.0)
