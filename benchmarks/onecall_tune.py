@@ -11,7 +11,9 @@ X-rays in data/pretrained/xray32_featurenet.pt, diversity, D's best held-out AUR
     python benchmarks/onecall_tune.py table        # -> benchmarks/results/onecall_tune.json
 
 ``finish`` scores, on the same val X-rays, the one-call generators of ``benchmarks/onecall_study.py`` (seeds 0-2,
-1500 steps) re-noised to t and finished by their teacher in one DDIM step (2 calls), for t in FINISH_T.
+1500 steps) re-noised to t and finished by their teacher in one DDIM step (2 calls), for t in FINISH_T; and, at
+t = 50 and 100, finished by the fine-tuned network itself instead (ADD's multi-step sampling re-noises and calls
+the student again).
 
 Every step skips what is on disk (``runs/onecall_tune/``), so a stopped run continues.
 """
@@ -111,12 +113,12 @@ def cmd_finish(a) -> None:
     for seed in a.seeds:
         G, _, sched = load_checkpoint(f"runs/onecall_study/onecall_seed{seed}/final_model.pth", device="cpu")
         teacher = load_checkpoint(f"runs/flow_study/diffusion_seed{seed}/final_model.pth", device="cpu")[0]
-        for t in FINISH_T:
-            key = f"finish_seed{seed}/t{t}"
+        for who, t in [("teacher", t) for t in FINISH_T] + [("student", 50), ("student", 100)]:
+            key = f"finish_seed{seed}/t{t}" if who == "teacher" else f"finish_student_seed{seed}/t{t}"
             if key not in cache:
                 g = torch.Generator().manual_seed(1000)                  # as sample(..., seed=1000) draws
                 z = torch.randn((256, 1, 32, 32), generator=g)
-                x = OneCall(G, teacher, calls=2, t_finish=t).sample(G, z, g)
+                x = OneCall(G, teacher if who == "teacher" else G.unet, calls=2, t_finish=t).sample(G, z, g)
                 f = extract_features(net, x.clamp(-1, 1))
                 cache[key] = {"fd": frechet_distance(f, f_val), "diversity": diversity(f)}
                 print(key, cache[key], flush=True)
