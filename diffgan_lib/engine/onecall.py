@@ -132,12 +132,12 @@ def onecall_run(init, cfg: OneCallConfig, device=None, teacher: dict | None = No
     G.freeze(cfg.freeze)
     D = FeatureDiscriminator(unet, scheduler, size, cfg.head_width, cfg.s_max).to(dev)
     run = Run(config=cfg, G=G, D=D, scheduler=scheduler,
-               opt_G=torch.optim.Adam([p for p in G.unet.parameters() if p.requires_grad], lr=cfg.lr_G,
-                                      betas=cfg.adam_betas),
-               opt_D=torch.optim.Adam(D.heads.parameters(), lr=cfg.lr_D, betas=cfg.adam_betas),
-               scaler=None, ema=EMA(G.unet, cfg.ema_decay) if cfg.ema_decay > 0 else None, device=dev,
-               kind="onecall", info={"image_size": size, "teacher": teacher}, step_fn=onecall_step,
-               history_keys=ONECALL_KEYS)
+              opt_G=torch.optim.Adam([p for p in G.unet.parameters() if p.requires_grad], lr=cfg.lr_G,
+                                     betas=cfg.adam_betas),
+              opt_D=torch.optim.Adam(D.heads.parameters(), lr=cfg.lr_D, betas=cfg.adam_betas),
+              scaler=None, ema=EMA(G.unet, cfg.ema_decay) if cfg.ema_decay > 0 else None, device=dev,
+              kind="onecall", info={"image_size": size, "teacher": teacher}, step_fn=onecall_step,
+              history_keys=ONECALL_KEYS)
     if cfg.denoise_weight > 0:
         run.aux["teacher"] = unet.eval().requires_grad_(False)
     return run
