@@ -166,9 +166,14 @@ def test_more_calls_renoise_the_image_and_let_the_hash_checked_teacher_finish_it
     G, _, sched = load_checkpoint(run.checkpoint, device="cpu")
     with pytest.raises(ValueError, match="more calls need its teacher"):
         sample(G, sched, n=2, image_size=32, steps=2)
+    T = load_teacher(run.checkpoint)                          # found where it was when the fine-tune ran
+    assert read_checkpoint(run.checkpoint)["model"]["teacher"]["path"] == str(teacher.resolve())
+    from diffgan_lib.engine import export_for_sampling
+    shared = export_for_sampling(run.checkpoint, tmp_path / "shared" / "oc.pth")
+    assert "path" not in read_checkpoint(shared)["model"]["teacher"]          # no machine path in a shared file
     with pytest.raises(Exception, match="found neither beside it nor among the shipped models"):
-        load_teacher(run.checkpoint)                          # the teacher file is in another folder
-    T = load_teacher(run.checkpoint, teacher=teacher)
+        load_teacher(shared)                                  # the teacher file is in another folder
+    assert torch.equal(next(load_teacher(shared, teacher=teacher).parameters()), next(T.parameters()))
     calls = []
     T.register_forward_hook(lambda m, args, out: calls.append(args[1].unique().tolist()))
     one = sample(G, sched, n=3, image_size=32, seed=0, progress=False)
@@ -179,8 +184,8 @@ def test_more_calls_renoise_the_image_and_let_the_hash_checked_teacher_finish_it
         sample(load_checkpoint(teacher, device="cpu")[0], sched, n=1, image_size=32, teacher=T)
     with pytest.raises(Exception, match="is not it: name the file it was fine-tuned from"):
         load_teacher(run.checkpoint, teacher=run.checkpoint)
-    shutil.copy(teacher, tmp_path / "k" / teacher.name)        # beside it: found without being named
-    assert main(["sample", "--checkpoint", str(run.checkpoint), "-n", "2", "--steps", "2", "--out",
+    shutil.copy(teacher, tmp_path / "shared" / teacher.name)   # beside it: found without being named
+    assert main(["sample", "--checkpoint", str(shared), "-n", "2", "--steps", "2", "--out",
                  str(tmp_path / "s2"), "--device", "cpu"]) == 0
     assert main(["sample", "--checkpoint", str(run.checkpoint), "-n", "2", "--teacher", str(teacher), "--out",
                  str(tmp_path / "s1"), "--device", "cpu"]) != 0

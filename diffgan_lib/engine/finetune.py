@@ -17,7 +17,8 @@ __all__ = ["teacher_record", "check_fine_tune", "resumed_config", "fine_tune_in_
 
 
 def teacher_record(path) -> dict:
-    """What a few-step checkpoint keeps of its teacher: its model and scheduler fields, config and weight hash.
+    """What a few-step checkpoint keeps of its teacher: its model and scheduler fields, config, weight hash, file
+    name and absolute path (where ``load_teacher`` looks first; a moved file is found by name and hash).
     ValueError when ``path`` is not an unconditional diffusion model."""
     ckpt = read_checkpoint(path)
     if ckpt["model"]["kind"] != "diffusion":
@@ -28,7 +29,7 @@ def teacher_record(path) -> dict:
                          "generators and would drop its classes: use an unconditional teacher")
     weights = ckpt["G_ema"] if ckpt.get("G_ema") is not None else ckpt["G"]
     return {"model": ckpt["model"], "scheduler": ckpt["scheduler"], "config": ckpt["config"],
-            "sha256": weights_sha256(weights), "file": Path(path).name}
+            "sha256": weights_sha256(weights), "file": Path(path).name, "path": str(Path(path).resolve())}
 
 
 def check_fine_tune(init, max_steps, resume, teacher: dict | None, kind: str):

@@ -182,19 +182,23 @@ class _OneCall:
 
 def teacher_weights(teacher: dict, path, read, given=None,
                      why: str = "keeps only the layers its fine-tune changed; the rest come from") -> dict:
-    """The teacher's generator weights for a fine-tuned file at ``path``: the file ``given``, else
-    ``teacher["file"]`` beside ``path`` or among the shipped models, checked against the recorded hash."""
+    """The teacher's generator weights for a fine-tuned file at ``path``: the file ``given``, else the recorded
+    ``teacher["path"]``, else ``teacher["file"]`` beside ``path`` or among the shipped models; always checked
+    against the recorded hash."""
     from ..data.files import shipped_path
     name = teacher.get("file") or "?"
-    candidates = [Path(given)] if given is not None else [Path(path).parent / name,
-                                                          shipped_path(f"pretrained/{name}", must_exist=False)]
+    candidates = [Path(given)] if given is not None else [
+        *([Path(teacher["path"])] if teacher.get("path") else []),          # where it was when the fine-tune ran
+        Path(path).parent / name, shipped_path(f"pretrained/{name}", must_exist=False)]
     for candidate in candidates:
         if candidate.is_file():
             t = read(candidate)
             w = t.get("G_ema") if t.get("G_ema") is not None else t.get("G")
             if w is not None and weights_sha256(w) == teacher["sha256"]:
                 return w
-    where = f"{given} is not it" if given is not None else "found neither beside it nor among the shipped models"
+    where = (f"{given} is not it" if given is not None else
+             f"found neither {'at ' + teacher['path'] + ', ' if teacher.get('path') else ''}beside it nor among the "
+             "shipped models")
     fix = "put the teacher file beside it" if given is None else "name the file it was fine-tuned from"
     raise CheckpointError(f"{path} {why} its teacher {name} (sha256 {teacher['sha256'][:12]}...), {where}: {fix}")
 

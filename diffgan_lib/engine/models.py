@@ -120,6 +120,8 @@ def export_for_sampling(path, out, half: bool = True, keep_D: bool = False):
     d_hist = ckpt["history"].get("D")
     if not keep_D or d_hist is not None and not torch.isfinite(d_hist).any():   # unasked for, or never trained
         ckpt["D"] = None
+    if ckpt["model"]["kind"] in ("onecall", "fewstep"):      # a shared file names its teacher, not this machine's path
+        ckpt["model"] = {**ckpt["model"], "teacher": {k: v for k, v in ckpt["model"]["teacher"].items() if k != "path"}}
     if ckpt["model"]["kind"] == "onecall":       # D's heads read the teacher: no use for sampling
         ckpt["D"] = None
         G = ckpt["G_ema"] if ckpt["G_ema"] is not None else ckpt["G"]
