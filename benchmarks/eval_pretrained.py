@@ -7,7 +7,10 @@ with the real-vs-real baseline of 256 held-out phantoms (seed 123). It also answ
 cover all three contrasts?": each sample gets the contrast (CT, T1, T2) of its nearest labelled
 training phantom in feature space, and the shares are printed (real phantoms: a third each).
 
-    python benchmarks/eval_pretrained.py data/pretrained/phantoms32_*.pth --out benchmarks/results/pretrained.json
+    python benchmarks/eval_pretrained.py data/pretrained/phantoms32_pure_10k.pth data/pretrained/phantoms32_hybrid_10k.pth --out benchmarks/results/pretrained.json
+    python benchmarks/eval_pretrained.py data/pretrained/phantoms32_onecall.pth --out benchmarks/results/pretrained_onecall.json
+
+A one-call generator is sampled in one call and in two (its image finished by its teacher from t = 50).
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from recipe_study import stack, write_json
 
 SAMPLERS = {"ddim50": dict(sampler="ddim", steps=50), "ddim50_eta1": dict(sampler="ddim", steps=50, eta=1.0),
             "ddim4": dict(sampler="ddim", steps=4)}
+ONECALL_SAMPLERS = {"one_call": {}, "two_calls": dict(steps=2)}
 KEYS = ("fd", "kid", "swd", "diversity_pixel")
 
 
@@ -65,16 +69,22 @@ def main() -> None:
           + "  " + "/".join(f"{v:.2f}" for v in results["real_contrasts"].values()))
     for path in a.checkpoints:
         G, _, scheduler = ck = load_checkpoint(path, device="cpu")
-        row = {"step": ck.step, "config": ck.config.to_dict() if ck.config else None}
-        for name, kw in SAMPLERS.items():
+        row = {"step": ck.step, "config": ck.config.to_dict() if ck.config else ck.onecall_config}
+        samplers = SAMPLERS
+        if ck.kind == "onecall":
+            from diffgan_lib.engine import load_teacher
+            teacher = load_teacher(path)
+            samplers = {k: {**kw, "teacher": teacher} if kw else kw for k, kw in ONECALL_SAMPLERS.items()}
+        for name, kw in samplers.items():
             t0 = time.time()
-            x = sample(G, scheduler, n=a.n_samples, image_size=32, seed=1000, clip_x0=True, progress=False, **kw)
+            x = sample(G, scheduler, n=a.n_samples, image_size=32, seed=1000, progress=False,
+                       **({} if ck.kind == "onecall" else {"clip_x0": True}), **kw)
             m = evaluate(x.clamp(-1, 1), train_x, held_x[a.n_samples:], net=net)
             row[name] = {**{k: m[k] for k in KEYS}, "contrasts": contrast_shares(x, net, train_x, train_contrast),
                          "sample_s": round(time.time() - t0, 1)}
             print(f"{Path(path).name:34s} {name:12s} " + " ".join(f"{row[name][k]:9.3f}" for k in KEYS)
                   + "  " + "/".join(f"{v:.2f}" for v in row[name]["contrasts"].values()), flush=True)
-            if a.grids and name == "ddim50":
+            if a.grids and name in ("ddim50", "one_call"):
                 save_image_grid(to_unit(x[:64]), Path(a.grids) / f"{Path(path).stem}_ddim50.png", nrow=8)
         results[Path(path).name] = row
     if a.out:
@@ -93,9 +103,10 @@ def markdown(results: dict) -> str:
     for name, row in results.items():
         if not isinstance(row, dict) or "step" not in row:
             continue
-        for sname in SAMPLERS:
+        for sname in (k for k, v in row.items() if isinstance(v, dict) and "fd" in v):
             r = row[sname]
-            rows.append(f"| {name} | {row['step']} | {sname.replace('ddim', 'DDIM-').replace('_eta1', ', η 1')} | "
+            label = sname.replace('ddim', 'DDIM-').replace('_eta1', ', η 1').replace("_", " ")
+            rows.append(f"| {name} | {row['step']} | {label} | "
                         f"{r['fd']:.3g} | {r['kid']:.3g} | {r['swd']:.3g} | "
                         + " / ".join(f"{v:.2f}" for v in r["contrasts"].values()) + " |")
     return "\n".join(rows)

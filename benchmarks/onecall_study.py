@@ -25,7 +25,7 @@ its nearest training image over the same for the val images: about 1 = no copyin
     python benchmarks/onecall_study.py run --seeds 0 1 2 [--arms onecall control gan rangeonly]
     python benchmarks/onecall_study.py reads              # each teacher read once at t* = 400 before any fine-tune
     python benchmarks/onecall_study.py calls              # the one-call runs at 2 and 4 calls (the teacher finishes)
-    python benchmarks/onecall_study.py shipped            # the shipped xray32_onecall.pth (--freeze encoder) and its teacher
+    python benchmarks/onecall_study.py shipped --cache scores_shipped.json   # the shipped xray32_onecall.pth (--freeze encoder), 1 and 2 calls, and its teacher
     python benchmarks/onecall_study.py table              # -> benchmarks/results/onecall_study.json
 
 Every step skips what is on disk (``runs/onecall_study/``), so a stopped study continues.
@@ -168,11 +168,19 @@ def cmd_calls(a) -> None:
 
 
 def cmd_shipped(a) -> None:
-    """Score the shipped one-call X-ray model (made from the shipped teacher with --freeze encoder) and its teacher."""
+    """Score the shipped one-call X-ray model (made from the shipped teacher with --freeze encoder) in one and two
+    calls, and its teacher's own samplers."""
     from diffgan_lib.course import PRETRAINED_ONECALL_XRAY, PRETRAINED_XRAY
+    from diffgan_lib.engine import load_teacher
     ys, cache_path = Yardstick(), OUT / (a.cache or "scores.json")
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     scored(ys, cache, "shipped/onecall", PRETRAINED_ONECALL_XRAY)
+    if "shipped/onecall_2calls" not in cache:
+        G, _, sched = load_checkpoint(PRETRAINED_ONECALL_XRAY, device="cpu")
+        x = sample(G, sched, n=256, image_size=32, seed=1000, steps=2, teacher=load_teacher(PRETRAINED_ONECALL_XRAY),
+                   progress=False)
+        cache["shipped/onecall_2calls"] = ys.score(x.clamp(-1, 1))
+        print("shipped/onecall_2calls", cache["shipped/onecall_2calls"], flush=True)
     G, _, sched = load_checkpoint(PRETRAINED_XRAY, device="cpu")
     for steps in (1, 4, 50):
         key = f"shipped/teacher_ddim{steps}_eta1"

@@ -18,13 +18,14 @@ from ..engine.rundir import run_files
 from ..engine.train import train
 
 __all__ = ["ensure_checkpoint", "quick_config", "make_pretrained", "load_results", "PRETRAINED", "PRETRAINED_PURE",
-           "PRETRAINED_ONECALL_XRAY", "PRETRAINED_XRAY", "PRETRAINED_FLOW_XRAY", "PRETRAINED_COND_PHANTOMS", "PRETRAINED_COND_XRAY",
+           "PRETRAINED_ONECALL_XRAY", "PRETRAINED_ONECALL_PHANTOMS", "PRETRAINED_XRAY", "PRETRAINED_FLOW_XRAY", "PRETRAINED_COND_PHANTOMS", "PRETRAINED_COND_XRAY",
            "PRETRAINED_XRAY_FEATURES", "RECIPES", "RESULTS_DIR"]
 
 PRETRAINED_DIR = shipped_path("pretrained", must_exist=False)     # the clone's data/, or $DIFFGAN_DATA's
 PRETRAINED = PRETRAINED_DIR / "phantoms32_hybrid_10k.pth"       # the seed's hybrid (adv_weight 0.01), plain UNet
 PRETRAINED_PURE = PRETRAINED_DIR / "phantoms32_pure_10k.pth"    # pure diffusion, plain UNet
 PRETRAINED_ONECALL_XRAY = PRETRAINED_DIR / "xray32_onecall.pth"           # one call, fine-tuned from PRETRAINED_XRAY
+PRETRAINED_ONECALL_PHANTOMS = PRETRAINED_DIR / "phantoms32_onecall.pth"   # one call, fine-tuned from PRETRAINED_PURE
 PRETRAINED_XRAY = PRETRAINED_DIR / "xray32_pure_4ep.pth"        # pure diffusion + mean path, 4 epochs of PneumoniaMNIST
 PRETRAINED_FLOW_XRAY = PRETRAINED_DIR / "xray32_flow_4ep.pth"   # rectified flow, the same network and 4 epochs
 PRETRAINED_COND_PHANTOMS = PRETRAINED_DIR / "phantoms32_conditional.pth"   # 6 phantom classes, 3000 steps

@@ -283,9 +283,9 @@ class OneCallConfig(_FineTuneConfig):
     (``pairs`` fixed latents, ``engine.pairs``) + ``range_weight`` * mean(relu(|raw x̂0| - 1)^2) (keeps pixels
     where the soft clamp still passes a gradient). With ``reg_weight > 0`` G's latents are the pairs' z.
     ``adv_weight = 0`` is the control without the GAN term: D still trains and is measured, but gives G no
-    gradient. A file saved before the regression term existed reads as ``reg_weight = 0``. ``denoise_weight``
-    and ``freeze = "most"`` were measured on the val X-rays and not adopted (``benchmarks/onecall_tune.py``);
-    ``pairs_eta`` is not measured yet."""
+    gradient. A file saved before the regression term existed reads as ``reg_weight = 0``. ``pairs_eta``,
+    ``denoise_weight`` and ``freeze = "most"`` were measured on the val X-rays and not adopted as defaults
+    (``benchmarks/onecall_tune.py``)."""
     t_star: int = 400
     adv_weight: float = 1.0
     reg_weight: float = 1.0
