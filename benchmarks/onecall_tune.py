@@ -53,6 +53,7 @@ VARIANTS = {                      # name: OneCallConfig overrides (seed 0)
     "smax100": {"s_max": 100},
     "freeze_most": {"freeze": "most"},
     "denoise1": {"denoise_weight": 1.0},
+    "denoise10": {"denoise_weight": 10.0},
 }
 
 
