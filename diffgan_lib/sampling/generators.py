@@ -56,7 +56,8 @@ class OneCall:
                              "teacher to finish the image (pass teacher=, e.g. load_teacher(checkpoint)), or leave "
                              "steps out")
         if calls > t_finish + 1:
-            raise ValueError(f"steps={calls}: at most {t_finish + 1} (the teacher's steps run from t = {t_finish} to 0)")
+            raise ValueError(f"steps={calls}: a one-call image is finished by its teacher from t = {t_finish} down to 0, "
+                             f"so at most {t_finish + 1} calls")
         self.G, self.teacher, self.calls, self.t_finish = G, teacher, calls, t_finish
 
     def evaluations(self) -> int:

@@ -142,7 +142,8 @@ def _pick_sampler(G, scheduler, sampler, steps, eta, variance, clip_x0, trajecto
         given = {k: v for k, v in dict(sampler=sampler, trajectory_at=trajectory_at,
                                        eta=eta or None).items() if v is not None}
         if given:
-            raise ValueError(f"this is a one-call generator: it makes each image in one network call, so "
+            raise ValueError(f"this is a one-call generator: it makes each image in one network call (steps=k >= 2: "
+                             f"its teacher finishes it in k - 1 more), so "
                              f"{', '.join(f'{k}={v!r}' for k, v in given.items())} does not apply; leave it out")
         return OneCall(G, teacher, 1 if steps is None else steps)
     if teacher is not None:
