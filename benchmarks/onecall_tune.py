@@ -8,6 +8,7 @@ X-rays in data/pretrained/xray32_featurenet.pt, diversity, D's best held-out AUR
 
     python benchmarks/onecall_tune.py run VARIANT [VARIANT ...]
     python benchmarks/onecall_tune.py finish       # the level t the teacher finishes a 2-call sample from
+    python benchmarks/onecall_tune.py teacher      # the teacher's own DDIM-50 (eta 1) on the same val X-rays
     python benchmarks/onecall_tune.py table        # -> benchmarks/results/onecall_tune.json
 
 ``finish`` scores, on the same val X-rays, the one-call generators of ``benchmarks/onecall_study.py`` (seeds 0-2,
@@ -104,6 +105,19 @@ def cmd_run(a) -> None:
 FINISH_T = (10, 25, 35, 50, 100, 150, 200)
 
 
+def cmd_teacher(a) -> None:
+    net = load_feature_net(PRETRAINED_XRAY_FEATURES)
+    f_val = extract_features(net, ImageDataset("pneumoniamnist", 32, split="val").images)
+    cache_path = OUT / "scores_teacher.json"
+    OUT.mkdir(parents=True, exist_ok=True)
+    G, _, sched = load_checkpoint(TEACHER, device="cpu")
+    x = sample(G, sched, n=256, image_size=32, seed=1000, sampler="ddim", steps=50, eta=1.0, clip_x0=True, progress=False)
+    f = extract_features(net, x.clamp(-1, 1))
+    cache_path.write_text(json.dumps({"teacher/ddim50_eta1": {"fd": frechet_distance(f, f_val), "kid": kid(f, f_val, seed=0)[0],
+                                                              "diversity": diversity(f)}}, indent=1))
+    print(cache_path.read_text())
+
+
 def cmd_finish(a) -> None:
     from diffgan_lib.sampling import OneCall
     net = load_feature_net(PRETRAINED_XRAY_FEATURES)
@@ -130,13 +144,13 @@ def cmd_table(a) -> None:
     cache = {}
     for path in sorted(OUT.glob("scores_*.json")):
         cache.update(json.loads(path.read_text()))
-    rows = {k: v for k, v in cache.items() if "/" in k and not k.startswith("finish_")}
+    rows = {k: v for k, v in cache.items() if "/" in k and not k.startswith("finish_")}    # (teacher/ too)
     finish = {k: v for k, v in cache.items() if k.startswith("finish_")}
     RESULTS.write_text(json.dumps({"protocol": __doc__.split("\n\n")[1], "variants": VARIANTS, "rows": rows,
                                    "finish": finish, "val_diversity": cache.get("val_diversity"),
                                    "machine": f"{platform.machine()}, torch {torch.__version__}"}, indent=1))
     for k, v in rows.items():
-        print(f"{k:28s} FD {v['fd']:6.2f}  KID {v['kid']:.4f}  div {v['diversity']:.3f}  AUROC {v['auroc_max']}")
+        print(f"{k:28s} FD {v['fd']:6.2f}  KID {v['kid']:.4f}  div {v['diversity']:.3f}  AUROC {v.get('auroc_max', '-')}")
     for k, v in finish.items():
         print(f"{k:28s} FD {v['fd']:6.2f}  div {v['diversity']:.3f}")
     print(f"wrote {RESULTS}")
@@ -144,7 +158,7 @@ def cmd_table(a) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=("run", "finish", "table"))
+    p.add_argument("command", choices=("run", "finish", "teacher", "table"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="finish: the study's seeds")
     p.add_argument("variants", nargs="*", default=[])
     p.add_argument("--threads", type=int, default=1)
@@ -153,7 +167,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
     torch.set_num_threads(a.threads)
-    {"run": cmd_run, "finish": cmd_finish, "table": cmd_table}[a.command](a)
+    {"run": cmd_run, "finish": cmd_finish, "teacher": cmd_teacher, "table": cmd_table}[a.command](a)
 
 
 if __name__ == "__main__":
