@@ -11,6 +11,8 @@ default recipe trained 4 epochs through the command line. For each seed, through
     gradient): what the GAN term adds, 1500 steps;
   * **gan** (``--reg-weight 0``: the GAN term alone), in chunks like one-call: what the regression adds;
   * **rangeonly** (``--adv-weight 0 --reg-weight 0``: nothing moves G but the range penalty), 1500 steps;
+  * **reg3** (``--reg-weight 3``): the regression weighted 3 instead of 1, the best variant of the val tuning
+    (``onecall_tune.py``), 1500 steps;
 the teacher pairs (2048 latents, about 3 min) are made once per seed and reused by its other arms;
   * **more calls** (``calls``): each seed's one-call generator at 1500 steps (and the control, the GAN alone and the
     teacher read once with no fine-tune), its image re-noised to t = 50 and finished by its own teacher in 1 or 3
@@ -54,7 +56,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "onecall_study.json"
 CHUNK, STEPS = 250, 1500
 CURVE = range(CHUNK, STEPS + 1, CHUNK)
 ARMS = {"onecall": ([], CURVE), "control": (["--adv-weight", "0"], [STEPS]), "gan": (["--reg-weight", "0"], CURVE),
-        "rangeonly": (["--adv-weight", "0", "--reg-weight", "0"], [STEPS])}
+        "rangeonly": (["--adv-weight", "0", "--reg-weight", "0"], [STEPS]), "reg3": (["--reg-weight", "3"], [STEPS])}
 FT = ["--data", "pneumoniamnist", "--levels", "1", "--batch-size", "32"]
 
 
@@ -109,7 +111,8 @@ def cmd_run(a) -> None:
             extra, steps = ARMS[arm]
             folder = OUT / f"{arm}_seed{seed}"
             made = OUT / f"onecall_seed{seed}" / PAIRS_FILE
-            if "--reg-weight" not in extra and made.exists() and not (folder / PAIRS_FILE).exists():
+            no_pairs = "--reg-weight" in extra and extra[extra.index("--reg-weight") + 1] == "0"
+            if not no_pairs and made.exists() and not (folder / PAIRS_FILE).exists():
                 folder.mkdir(parents=True, exist_ok=True)        # the same teacher, seed and settings: the same pairs
                 shutil.copy(made, folder / PAIRS_FILE)
             for n in steps:
@@ -151,7 +154,7 @@ def cmd_calls(a) -> None:
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     for seed in a.seeds:
         teacher, _, sched = load_checkpoint(TEACHERS / f"diffusion_seed{seed}" / "final_model.pth", device="cpu")
-        for arm in ("onecall", "control", "gan", "read"):
+        for arm in ("onecall", "control", "gan", "reg3", "read"):
             ckpt = OUT / f"{arm}_seed{seed}" / "final_model.pth"
             if arm != "read" and not ckpt.exists():
                 continue
@@ -208,9 +211,11 @@ def cmd_table(a) -> None:
                     if k.split("_seed")[0] in ARMS and "/" in k})           # every seed any arm has
     rows = {}
     labels = {"onecall": "one-call (GAN + pooled regression)", "control": "control: regression alone (--adv-weight 0)",
-              "gan": "GAN alone (--reg-weight 0)", "rangeonly": "range penalty alone (--adv-weight 0 --reg-weight 0)"}
+              "gan": "GAN alone (--reg-weight 0)", "rangeonly": "range penalty alone (--adv-weight 0 --reg-weight 0)",
+              "reg3": "GAN + pooled regression at weight 3 (--reg-weight 3)"}
     finished = {"onecall": f"one-call (GAN + pooled regression), {STEPS} steps", "control": f"control: regression alone, {STEPS} steps",
-                "gan": f"GAN alone, {STEPS} steps", "read": "the teacher read once at t* = 400, 0 steps"}
+                "gan": f"GAN alone, {STEPS} steps", "reg3": f"GAN + pooled regression at weight 3, {STEPS} steps",
+                "read": "the teacher read once at t* = 400, 0 steps"}
     more = [(f"{what}, finished by the teacher from t = 50: {k} calls", f"calls{k}_{arm}_seed{{s}}/{0 if arm == 'read' else STEPS}", k)
             for arm, what in finished.items() for k in (2, 4)]
     for label, key, calls in [("the teacher read once at t* = 400, 0 steps", "read_seed{s}/0", 1)] + [
