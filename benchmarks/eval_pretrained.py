@@ -35,7 +35,6 @@ from recipe_study import stack, write_json
 
 SAMPLERS = {"ddim50": dict(sampler="ddim", steps=50), "ddim50_eta1": dict(sampler="ddim", steps=50, eta=1.0),
             "ddim4": dict(sampler="ddim", steps=4)}
-ONECALL_SAMPLERS = {"one_call": {}, "two_calls": dict(steps=2)}
 KEYS = ("fd", "kid", "swd", "diversity_pixel")
 
 
@@ -70,22 +69,20 @@ def main() -> None:
     for path in a.checkpoints:
         G, _, scheduler = ck = load_checkpoint(path, device="cpu")
         row = {"step": ck.step, "config": ck.config.to_dict() if ck.config else ck.onecall_config}
-        samplers = SAMPLERS
-        if ck.kind == "onecall":
+        samplers = {k: {**kw, "clip_x0": True} for k, kw in SAMPLERS.items()}
+        if ck.kind == "onecall":                     # one call, and two: the teacher finishes from t = 50
             from diffgan_lib.engine import load_teacher
-            teacher = load_teacher(path)
-            samplers = {k: {**kw, "teacher": teacher} if kw else kw for k, kw in ONECALL_SAMPLERS.items()}
+            samplers = {"one_call": {}, "two_calls": dict(steps=2, teacher=load_teacher(path))}
         for name, kw in samplers.items():
             t0 = time.time()
-            x = sample(G, scheduler, n=a.n_samples, image_size=32, seed=1000, progress=False,
-                       **({} if ck.kind == "onecall" else {"clip_x0": True}), **kw)
+            x = sample(G, scheduler, n=a.n_samples, image_size=32, seed=1000, progress=False, **kw)
             m = evaluate(x.clamp(-1, 1), train_x, held_x[a.n_samples:], net=net)
             row[name] = {**{k: m[k] for k in KEYS}, "contrasts": contrast_shares(x, net, train_x, train_contrast),
                          "sample_s": round(time.time() - t0, 1)}
             print(f"{Path(path).name:34s} {name:12s} " + " ".join(f"{row[name][k]:9.3f}" for k in KEYS)
                   + "  " + "/".join(f"{v:.2f}" for v in row[name]["contrasts"].values()), flush=True)
             if a.grids and name in ("ddim50", "one_call"):
-                save_image_grid(to_unit(x[:64]), Path(a.grids) / f"{Path(path).stem}_ddim50.png", nrow=8)
+                save_image_grid(to_unit(x[:64]), Path(a.grids) / f"{Path(path).stem}_{name}.png", nrow=8)
         results[Path(path).name] = row
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -93,8 +93,7 @@ def _teacher_x0(run: Run, x0: torch.Tensor, t: int, noise: torch.Tensor) -> torc
     teacher = run.aux["teacher"]
     tt = torch.full((len(x0),), t, dtype=torch.long, device=x0.device)
     x_t, _ = run.scheduler.add_noise(x0, tt, noise)
-    a = run.scheduler.alpha_hat[t]
-    return ((x_t - (1 - a).sqrt() * teacher(x_t, tt)) / a.sqrt()).clamp(-1, 1)
+    return run.scheduler.predict_x0(x_t, tt, teacher(x_t, tt)).clamp(-1, 1)
 
 
 class HeldOutAUROC:

@@ -45,8 +45,8 @@ class FewStep:
 class OneCall:
     """A one-call generator: G(x_T), x_T the latent z ~ N(0, I); one network call. With a ``teacher`` UNet and
     ``calls`` k >= 2: G(z) re-noised to ``t_finish`` (default ``REFINE_T``; noise from the generator), then the
-    teacher's DDIM (eta 0,
-    x̂0 clipped) over k - 1 evenly spaced levels from there to 0 (``core.onecall``): k network calls."""
+    teacher's DDIM (eta 0, x̂0 clipped) over k - 1 evenly spaced levels from there to 0 (``core.onecall``):
+    k network calls."""
 
     def __init__(self, G, teacher=None, calls: int = 1, t_finish: int = REFINE_T):
         if not isinstance(calls, int) or isinstance(calls, bool) or calls < 1:
