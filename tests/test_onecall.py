@@ -151,7 +151,7 @@ def test_the_one_call_options_are_refused_for_more_levels(teacher, tmp_path, cap
 
 def test_a_run_without_pairs_refuses_the_regression_term_instead_of_dropping_it(teacher):
     from diffgan_lib.engine.onecall import onecall_run
-    run = onecall_run(teacher, OneCallConfig(head_width=16, d_steps=1), "cpu")          # reg_weight 1, no pairs
+    run = onecall_run(teacher, OneCallConfig(head_width=16, d_steps=1), "cpu")          # the default regression term, no pairs
     with pytest.raises(ValueError, match=r"needs the teacher's pairs.*OneCallConfig\(reg_weight=0\)"):
         run.step_fn(run, HELD[:4])
     alone = onecall_run(teacher, OneCallConfig(head_width=16, d_steps=1, reg_weight=0), "cpu")
