@@ -115,3 +115,17 @@ def test_fast_default_is_stochastic_ddim(scheduler):
     assert not torch.equal(shown, to_unit(sample(G, scheduler, eta=0.0, **kw)))
     assert torch.equal(generate_and_visualize(G, scheduler, n=2, image_size=32, steps=3, eta=0.0, show=False),
                        to_unit(sample(G, scheduler, eta=0.0, **kw)))
+
+
+def test_ddim_over_given_timesteps(scheduler):
+    """DDIM(timesteps=...) walks exactly the levels given (a one-call image finished from t = 50), recovers x0
+    from a perfect oracle started at its first level, and refuses levels that do not descend within [0, T)."""
+    from diffgan_lib.sampling import DDIM
+    x0 = torch.rand(4, 1, 8, 8) * 2 - 1
+    ddim = DDIM(scheduler, eta=0.0, timesteps=[30, 20, 10])
+    assert ddim.timesteps() == [30, 20, 10] and ddim.evaluations() == 3
+    x_t, _ = scheduler.add_noise(x0, torch.full((4,), 30), torch.randn(4, 1, 8, 8))
+    assert torch.allclose(ddim.sample(Oracle(x0, scheduler), x_t), x0, atol=1e-4)
+    for bad in ([], [10, 20], [30, 30], [T, 10], [10, -1]):
+        with pytest.raises(ValueError, match="must descend strictly"):
+            DDIM(scheduler, timesteps=bad)

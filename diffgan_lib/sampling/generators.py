@@ -1,20 +1,15 @@
 """The samplers of fine-tuned generators, which make an image in a handful of network calls:
 ``FewStep`` (a few-step generator's own K levels, ``core.fewstep``) and ``OneCall`` (a one-call generator,
-optionally finished by its teacher, ``core.onecall``); and ``draw_noise``, which every sampler draws with."""
+optionally finished by its teacher's DDIM, ``core.onecall``)."""
 from __future__ import annotations
 
 import torch
 
 from ..core.fewstep import FewStepGenerator, posterior_sample
 from ..core.onecall import REFINE_T
+from .chains import DDIM, draw_noise
 
-__all__ = ["FewStep", "OneCall", "draw_noise"]
-
-
-def draw_noise(shape, generator, device) -> torch.Tensor:
-    """N(0, I) of ``shape``, drawn from ``generator`` on its own device (the CPU by default), moved to ``device``."""
-    gen_dev = generator.device if generator is not None else torch.device("cpu")
-    return torch.randn(shape, generator=generator, device=gen_dev).to(device)
+__all__ = ["FewStep", "OneCall"]
 
 
 class FewStep:
@@ -77,11 +72,6 @@ class OneCall:
         was_training = teacher.training
         teacher.eval()
         try:
-            for i, t in enumerate(ts):
-                eps_pred = teacher(x, torch.full((len(x),), t, dtype=torch.long, device=x.device))
-                x = sched.ddim_step(eps_pred, t, ts[i + 1] if i + 1 < len(ts) else -1, x, clip_x0=True)
-                if bar is not None:
-                    bar.update(1)
+            return DDIM(sched, eta=0.0, clip_x0=True, timesteps=ts).sample(teacher, x, generator, bar=bar)
         finally:
             teacher.train(was_training)
-        return x

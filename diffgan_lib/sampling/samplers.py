@@ -1,8 +1,8 @@
 """Sampling: one object per method, each with ``sample(model, x_T)``, and the seed's ``sample()`` front end.
 
-- ``DDPM(scheduler)``: Ho et al. 2020, Algorithm 2, all T steps (the seed's sampler);
-- ``DDIM(scheduler, steps, eta)``: Song et al. 2021, eq. 12, ``steps`` evenly spaced timesteps;
-  eta = 0 deterministic, 1 fresh noise at every step like DDPM;
+- ``DDPM(scheduler)`` and ``DDIM(scheduler, steps, eta)`` (``chains``): Ho et al. 2020's Algorithm 2 over all
+  T steps (the seed's sampler), and Song et al. 2021's eq. 12 over ``steps`` evenly spaced timesteps (eta = 0
+  deterministic, 1 fresh noise at every step like DDPM);
 - ``FewStep`` and ``OneCall`` (``generators``): a few-step generator's own K levels, and a one-call generator,
   alone or finished by its teacher.
 
@@ -31,7 +31,8 @@ from ..core.flow import RectifiedFlow
 from ..core.onecall import OneCallGenerator
 from ..core.guidance import GuidedModel
 from ..data.phantoms import check_image_size
-from .generators import FewStep, OneCall, draw_noise
+from .chains import DDIM, DDPM, draw_noise
+from .generators import FewStep, OneCall
 from .images import image_grid, save_image_files, save_image_grid, to_unit
 from .ode import SOLVERS, Euler, Heun
 
@@ -39,64 +40,7 @@ FAST_SAMPLER = dict(sampler="ddim", steps=50, eta=1.0)   # the measured fast def
 PROGRESS_MIN_WORK = 500     # a bar from this many image-evaluations of the network (a few seconds on a CPU)
 MAX_SAMPLE_BYTES = 2**31    # the largest set of samples one call returns (float32): 2 GiB
 
-__all__ = ["FAST_SAMPLER", "DDPM", "DDIM", "sample", "generate_and_visualize", "sample_grid"]
-
-
-class _Chain:
-    """A reverse chain over ``timesteps()``: one network call per timestep, then ``update``."""
-
-    def evaluations(self) -> int:
-        return len(self.timesteps())
-
-    @torch.inference_mode()
-    def sample(self, model, x_T: torch.Tensor, generator=None, record=None, bar=None) -> torch.Tensor:
-        """x_T (B, C, S, S) -> x0 (B, C, S, S). ``record`` {t: list}: the state when the chain reaches t
-        (the first visited timestep <= t, else the final x) is appended; ``bar`` is updated per call."""
-        ts, x = self.timesteps(), x_T
-        record = {} if record is None else record
-        pending = sorted(record, reverse=True)
-        for i, t in enumerate(ts):
-            while pending and t <= pending[0]:
-                record[pending.pop(0)].append(x.clone())
-            eps_pred = model(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device))
-            x = self.update(eps_pred, i, t, ts, x, generator)
-            if bar is not None:
-                bar.update(1)
-        for t in pending:
-            record[t].append(x.clone())
-        return x
-
-
-class DDPM(_Chain):
-    """Ho et al. 2020, Algorithm 2: t = T-1 ... 0; ``variance`` "fixed_large" = the seed's sigma^2 = beta."""
-
-    def __init__(self, scheduler, variance: str = "fixed_large", clip_x0: bool = False):
-        self.scheduler, self.variance, self.clip_x0 = scheduler, variance, clip_x0
-
-    def timesteps(self) -> list[int]:
-        return list(range(self.scheduler.T - 1, -1, -1))
-
-    def update(self, eps_pred, i, t, ts, x, generator):
-        noise = draw_noise(x.shape, generator, x.device) if t > 0 else torch.zeros_like(x)
-        return self.scheduler.step(eps_pred, t, x, noise=noise, variance=self.variance, clip_x0=self.clip_x0)
-
-
-class DDIM(_Chain):
-    """Song et al. 2021, eq. 12 over ``steps`` evenly spaced timesteps; ``eta`` in [0, 1]."""
-
-    def __init__(self, scheduler, steps: int = 50, eta: float = 0.0, clip_x0: bool = False):
-        if not (isinstance(eta, (int, float)) and 0 <= eta <= 1):      # also refuses nan
-            raise ValueError(f"eta={eta!r} must lie in [0, 1]: 0 is deterministic DDIM, 1 is DDPM-like noise")
-        self.scheduler, self.steps, self.eta, self.clip_x0 = scheduler, steps, eta, clip_x0
-        self._ts = scheduler.timesteps_for(steps)
-
-    def timesteps(self) -> list[int]:
-        return self._ts
-
-    def update(self, eps_pred, i, t, ts, x, generator):
-        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        noise = draw_noise(x.shape, generator, x.device) if self.eta > 0 else None
-        return self.scheduler.ddim_step(eps_pred, t, t_prev, x, eta=self.eta, noise=noise, clip_x0=self.clip_x0)
+__all__ = ["FAST_SAMPLER", "sample", "generate_and_visualize", "sample_grid"]
 
 
 def _model_info(G, device, scheduler) -> tuple[int, torch.device]:

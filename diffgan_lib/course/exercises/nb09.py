@@ -6,7 +6,7 @@ import torch
 from ...core.guidance import GuidedModel, guided_eps
 from ...core.scheduler import DiffusionScheduler
 from ...core.unet import UNet
-from ...sampling.samplers import DDIM
+from ...sampling.chains import DDIM
 from . import Exercise, tensor_problem
 
 __all__ = ["guided_prediction", "label_dropout", "guided_ddim"]
