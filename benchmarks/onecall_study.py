@@ -234,8 +234,14 @@ def cmd_table(a) -> None:
                 rows[f"teacher, {how}, {n} call{'s' * (n > 1)}"] = {"fd": _ms([g["fd"] for g in got]), "kid": _ms([g["kid"] for g in got]),
                                                       "calls": n, "seeds": len(got)}
     shipped = {k.split("/")[1]: v for k, v in cache.items() if k.startswith("shipped/")}
+    arms = {}                               # arm -> its rows at 1, 2 and 4 calls, for readers of this file
+    for arm in (*ARMS, "read"):
+        keys = {"1": f"{labels[arm]}, {STEPS} steps" if arm in labels else finished[arm]} | {
+            str(k): f"{finished.get(arm)}, finished by the teacher from t = 50: {k} calls" for k in (2, 4)}
+        arms[arm] = {"label": labels[arm] if arm in labels else finished[arm], "args": " ".join(ARMS[arm][0]) if arm in ARMS else None,
+                     **{k: key for k, key in keys.items() if key in rows}}
     out = Path(a.out) if a.out else RESULTS
-    out.write_text(json.dumps({"shipped": shipped,
+    out.write_text(json.dumps({"shipped": shipped, "arms": arms,
         "protocol": __doc__.split("\n\n")[1], "seeds": seeds, "rows": rows, "real_vs_real": teacher["real_vs_real"],
         "real_test_diversity": cache["real_test_diversity"], "wall_s": cache.get("wall_s", {}),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}"}, indent=1))

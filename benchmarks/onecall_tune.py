@@ -58,6 +58,7 @@ VARIANTS = {     # name: OneCallConfig overrides (seed 0); the first round varie
     "reg10": {"reg_weight": 10.0},
     "reg3_pool2": {"reg_weight": 3.0, "reg_pool": 2},
     "reg3_denoise10": {"reg_weight": 3.0, "denoise_weight": 10.0},
+    "reg3_pairs8k": {"reg_weight": 3.0, "pairs": 8192},      # 4x the latents G trains on (a new pairs file)
 }
 
 
@@ -89,7 +90,7 @@ def cmd_run(a) -> None:
             continue
         folder = OUT / name
         cfg = OneCallConfig(seed=0, **VARIANTS[name])
-        if PAIRS_FROM.exists() and not (folder / PAIRS_FILE).exists() and not cfg.pairs_eta:
+        if PAIRS_FROM.exists() and not (folder / PAIRS_FILE).exists() and not cfg.pairs_eta and cfg.pairs == OneCallConfig().pairs:
             folder.mkdir(parents=True, exist_ok=True)
             shutil.copy(PAIRS_FROM, folder / PAIRS_FILE)
         for n in CHUNKS:
