@@ -8,7 +8,7 @@ cover all three contrasts?": each sample gets the contrast (CT, T1, T2) of its n
 training phantom in feature space, and the shares are printed (real phantoms: a third each).
 
     python benchmarks/eval_pretrained.py data/pretrained/phantoms32_pure_10k.pth data/pretrained/phantoms32_hybrid_10k.pth --out benchmarks/results/pretrained.json
-    python benchmarks/eval_pretrained.py data/pretrained/phantoms32_onecall.pth --out benchmarks/results/pretrained_onecall.json
+    python benchmarks/eval_pretrained.py data/pretrained/phantoms32_pure_10k.pth data/pretrained/phantoms32_onecall.pth --out benchmarks/results/pretrained_onecall.json
 
 A one-call generator is sampled in one call and in two (its image finished by its teacher from t = 50).
 """

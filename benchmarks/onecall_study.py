@@ -11,6 +11,7 @@ default recipe trained 4 epochs through the command line. For each seed, through
     of the val tuning, ``onecall_tune.py``), 1500 steps;
   * **control** and **control3** (``--adv-weight 0`` at regression weight 1 and 3: the regression alone; D still
     trains and is measured but gives G no gradient): what the GAN term adds, 1500 steps;
+  * **reg10** (``--reg-weight 10``): the regression weighted 10, the next step up on the val tuning, 1500 steps;
   * **gan** (``--reg-weight 0``: the GAN term alone), in chunks like onecall: what the regression adds;
   * **rangeonly** (``--adv-weight 0 --reg-weight 0``: nothing moves G but the range penalty), 1500 steps;
 the teacher pairs (2048 latents, about 3 min) are made once per seed and reused by its other arms;
@@ -57,7 +58,8 @@ CHUNK, STEPS = 250, 1500
 CURVE = range(CHUNK, STEPS + 1, CHUNK)
 ARMS = {"onecall": (["--reg-weight", "1"], CURVE), "control": (["--adv-weight", "0", "--reg-weight", "1"], [STEPS]),
         "gan": (["--reg-weight", "0"], CURVE), "rangeonly": (["--adv-weight", "0", "--reg-weight", "0"], [STEPS]),
-        "reg3": (["--reg-weight", "3"], [STEPS]), "control3": (["--adv-weight", "0", "--reg-weight", "3"], [STEPS])}
+        "reg3": (["--reg-weight", "3"], [STEPS]), "control3": (["--adv-weight", "0", "--reg-weight", "3"], [STEPS]),
+        "reg10": (["--reg-weight", "10"], [STEPS])}
 FT = ["--data", "pneumoniamnist", "--levels", "1", "--batch-size", "32"]
 
 
@@ -155,7 +157,7 @@ def cmd_calls(a) -> None:
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     for seed in a.seeds:
         teacher, _, sched = load_checkpoint(TEACHERS / f"diffusion_seed{seed}" / "final_model.pth", device="cpu")
-        for arm in ("onecall", "control", "gan", "reg3", "control3", "read"):
+        for arm in ("onecall", "control", "gan", "reg3", "control3", "reg10", "read"):
             ckpt = OUT / f"{arm}_seed{seed}" / "final_model.pth"
             if arm != "read" and not ckpt.exists():
                 continue
@@ -215,8 +217,9 @@ def cmd_table(a) -> None:
               "control": "control: regression alone at weight 1 (--adv-weight 0 --reg-weight 1)",
               "gan": "GAN alone (--reg-weight 0)", "rangeonly": "range penalty alone (--adv-weight 0 --reg-weight 0)",
               "reg3": "the course's recipe: GAN + pooled regression at weight 3",
-              "control3": "control: regression alone at weight 3 (--adv-weight 0)"}
-    finished = {arm: labels[arm].split(" (--")[0] + f", {STEPS} steps" for arm in ("onecall", "control", "gan", "reg3", "control3")} | {
+              "control3": "control: regression alone at weight 3 (--adv-weight 0)",
+              "reg10": "GAN + pooled regression at weight 10 (--reg-weight 10)"}
+    finished = {arm: labels[arm].split(" (--")[0] + f", {STEPS} steps" for arm in ("onecall", "control", "gan", "reg3", "control3", "reg10")} | {
                 "read": "the teacher read once at t* = 400, 0 steps"}
     more = [(f"{what}, finished by the teacher from t = 50: {k} calls", f"calls{k}_{arm}_seed{{s}}/{0 if arm == 'read' else STEPS}", k)
             for arm, what in finished.items() for k in (2, 4)]

@@ -58,6 +58,7 @@ VARIANTS = {     # name: OneCallConfig overrides (seed 0); the first round varie
     "reg10": {"reg_weight": 10.0},
     "reg3_pool2": {"reg_weight": 3.0, "reg_pool": 2},
     "reg3_denoise10": {"reg_weight": 3.0, "denoise_weight": 10.0},
+    "reg3_denoise100": {"reg_weight": 3.0, "denoise_weight": 100.0},
     "reg3_pairs8k": {"reg_weight": 3.0, "pairs": 8192},      # 4x the latents G trains on (a new pairs file)
 }
 
