@@ -214,11 +214,11 @@ def cmd_table(a) -> None:
                     if k.split("_seed")[0] in ARMS and "/" in k})           # every seed any arm has
     rows = {}
     labels = {"onecall": "GAN + pooled regression at weight 1 (--reg-weight 1)",
+              "reg3": "GAN + pooled regression at weight 3 (--reg-weight 3)",
+              "reg10": "GAN + pooled regression at weight 10 (--reg-weight 10)",
               "control": "control: regression alone at weight 1 (--adv-weight 0 --reg-weight 1)",
-              "gan": "GAN alone (--reg-weight 0)", "rangeonly": "range penalty alone (--adv-weight 0 --reg-weight 0)",
-              "reg3": "the course's recipe: GAN + pooled regression at weight 3",
-              "control3": "control: regression alone at weight 3 (--adv-weight 0)",
-              "reg10": "GAN + pooled regression at weight 10 (--reg-weight 10)"}
+              "control3": "control: regression alone at weight 3 (--adv-weight 0 --reg-weight 3)",
+              "gan": "GAN alone (--reg-weight 0)", "rangeonly": "range penalty alone (--adv-weight 0 --reg-weight 0)"}
     finished = {arm: labels[arm].split(" (--")[0] + f", {STEPS} steps" for arm in ("onecall", "control", "gan", "reg3", "control3", "reg10")} | {
                 "read": "the teacher read once at t* = 400, 0 steps"}
     more = [(f"{what}, finished by the teacher from t = 50: {k} calls", f"calls{k}_{arm}_seed{{s}}/{0 if arm == 'read' else STEPS}", k)
@@ -241,7 +241,10 @@ def cmd_table(a) -> None:
     for arm in (*ARMS, "read"):
         keys = {"1": f"{labels[arm]}, {STEPS} steps" if arm in labels else finished[arm]} | {
             str(k): f"{finished.get(arm)}, finished by the teacher from t = 50: {k} calls" for k in (2, 4)}
-        arms[arm] = {"label": labels[arm] if arm in labels else finished[arm], "args": " ".join(ARMS[arm][0]) if arm in ARMS else None,
+        args = ARMS[arm][0] if arm in ARMS else []
+        weights = {w: float(args[args.index(f"--{w.replace('_', '-')}") + 1]) if f"--{w.replace('_', '-')}" in args else 1.0
+                   for w in ("adv_weight", "reg_weight")} if arm in ARMS else {}
+        arms[arm] = {"label": labels[arm] if arm in labels else finished[arm], "args": " ".join(args) or None, **weights,
                      **{k: key for k, key in keys.items() if key in rows}}
     out = Path(a.out) if a.out else RESULTS
     out.write_text(json.dumps({"shipped": shipped, "arms": arms,

@@ -365,19 +365,27 @@ def onecall():
     return table(("arm", "calls", "FD ↓", "KID ↓", "diversity", "memorisation", "D's AUROC"), rows) + "\n\n" + note
 
 
-ONECALL_ARMS = (("reg3", "the course's recipe: GAN + pooled regression, weight 3 (`fewstep --levels 1`)"),
-                ("control3", "regression alone, weight 3 (`--adv-weight 0`)"),
-                ("onecall", "GAN + pooled regression, weight 1 (`--reg-weight 1`)"),
-                ("control", "regression alone, weight 1 (`--adv-weight 0 --reg-weight 1`)"),
-                ("gan", "GAN alone (`--reg-weight 0`)"),
-                ("rangeonly", "range penalty alone (`--adv-weight 0 --reg-weight 0`)"))
+def _onecall_arms(f):
+    """(arm, name) for the one-call study's arms in reading order: the GAN + regression by falling weight, the
+    controls, the GAN alone, the range penalty alone; the command's default weight is named as such."""
+    from diffgan_lib.engine import OneCallConfig
+    arms, default = f["arms"], OneCallConfig().reg_weight
+    flag = lambda a: "`" + arms[a]["args"] + "`"                                            # noqa: E731
+    both = sorted((a for a in arms if arms[a].get("adv_weight") and arms[a].get("reg_weight")),
+                  key=lambda a: -arms[a]["reg_weight"])
+    out = [(a, f"GAN + pooled regression, weight {arms[a]['reg_weight']:g} "
+               + ("(the default: `fewstep --levels 1`)" if arms[a]["reg_weight"] == default else f"({flag(a)})"))
+           for a in both]
+    out += [(a, f"regression alone, weight {arms[a]['reg_weight']:g} ({flag(a)})") for a in sorted(
+        (a for a in arms if arms[a].get("adv_weight") == 0 and arms[a].get("reg_weight")), key=lambda a: -arms[a]["reg_weight"])]
+    return out + [(a, f"{arms[a]['label'].split(' (--')[0]} ({flag(a)})") for a in ("gan", "rangeonly")]
 
 
 def onecall_arms():
     """Each arm of the one-call study after 1500 steps, one call (onecall_regression_study.json)."""
     f = load("onecall_regression_study")
     r, rows = f["rows"], []
-    for arm, name in ONECALL_ARMS:
+    for arm, name in _onecall_arms(f):
         if "1" in f["arms"][arm]:                 # an arm appears once it is measured
             x = r[f["arms"][arm]["1"]]
             g = lambda m, d=2: ms(x[m]["values"], d) if m in x else "—"       # noqa: E731
@@ -398,7 +406,7 @@ def onecall_calls():
     at the same calls (onecall_regression_study.json)."""
     f = load("onecall_regression_study")
     r, rows = f["rows"], []
-    for arm, name in (*ONECALL_ARMS[:5], ("read", "the teacher read once at t* = 400, no fine-tune")):
+    for arm, name in (*_onecall_arms(f), ("read", "the teacher read once at t* = 400, no fine-tune")):
         keys = f["arms"][arm]
         if all(k in keys for k in ("1", "2", "4")):      # an arm appears once it is measured at every count
             rows.append((name, *(ms(r[keys[k]]["fd"]["values"]) for k in ("1", "2", "4")),
