@@ -49,6 +49,7 @@ from diffgan_lib import load_checkpoint, sample
 from diffgan_lib.cli import main as cli
 from diffgan_lib.course import PRETRAINED_XRAY_FEATURES
 from diffgan_lib.data import ImageDataset
+from diffgan_lib.engine.config import OneCallConfig
 from diffgan_lib.engine.pairs import PAIRS_FILE
 from diffgan_lib.eval import diversity, extract_features, frechet_distance, kid, load_feature_net, memorisation
 
@@ -131,7 +132,6 @@ def cmd_reads(a) -> None:
     """Each teacher read once at t* = 400 before any fine-tune (step 0): where the one-call runs start."""
     import copy
     from diffgan_lib.core.onecall import OneCallGenerator
-    from diffgan_lib.engine import OneCallConfig
     ys, cache_path = Yardstick(), OUT / (a.cache or "scores.json")
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     for seed in a.seeds:
@@ -152,7 +152,6 @@ def cmd_calls(a) -> None:
     t* = 400 with no fine-tune (what the teacher's finish does on its own)."""
     import copy
     from diffgan_lib.core.onecall import OneCallGenerator
-    from diffgan_lib.engine import OneCallConfig
     ys, cache_path = Yardstick(), OUT / (a.cache or "scores.json")
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     for seed in a.seeds:
@@ -243,8 +242,8 @@ def cmd_table(a) -> None:
         keys = {"1": f"{labels[arm]}, {STEPS} steps" if arm in labels else finished[arm]} | {
             str(k): f"{finished.get(arm)}, finished by the teacher from t = 50: {k} calls" for k in (2, 4)}
         args = ARMS[arm][0] if arm in ARMS else []
-        weights = {w: float(args[args.index(f"--{w.replace('_', '-')}") + 1]) if f"--{w.replace('_', '-')}" in args else 1.0
-                   for w in ("adv_weight", "reg_weight")} if arm in ARMS else {}
+        weights = {w: float(args[args.index(f"--{w.replace('_', '-')}") + 1]) if f"--{w.replace('_', '-')}" in args
+                   else getattr(OneCallConfig(), w) for w in ("adv_weight", "reg_weight")} if arm in ARMS else {}
         arms[arm] = {"label": labels[arm] if arm in labels else finished[arm], "args": " ".join(args) or None, **weights,
                      **{k: key for k, key in keys.items() if key in rows}}
     out = Path(a.out) if a.out else RESULTS

@@ -56,6 +56,7 @@ VARIANTS = {     # name: OneCallConfig overrides (seed 0); the first round varie
     "denoise1": {"reg_weight": 1.0, "denoise_weight": 1.0},
     "denoise10": {"reg_weight": 1.0, "denoise_weight": 10.0},
     "reg10": {"reg_weight": 10.0},
+    "reg30": {"reg_weight": 30.0},
     "reg3_pool2": {"reg_weight": 3.0, "reg_pool": 2},
     "reg3_denoise10": {"reg_weight": 3.0, "denoise_weight": 10.0},
     "reg3_denoise100": {"reg_weight": 3.0, "denoise_weight": 100.0},

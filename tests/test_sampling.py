@@ -126,6 +126,6 @@ def test_ddim_over_given_timesteps(scheduler):
     assert ddim.timesteps() == [30, 20, 10] and ddim.evaluations() == 3
     x_t, _ = scheduler.add_noise(x0, torch.full((4,), 30), torch.randn(4, 1, 8, 8))
     assert torch.allclose(ddim.sample(Oracle(x0, scheduler), x_t), x0, atol=1e-4)
-    for bad in ([], [10, 20], [30, 30], [T, 10], [10, -1]):
-        with pytest.raises(ValueError, match="must descend strictly"):
+    for bad in ([], [10, 20], [30, 30], [T, 10], [10, -1], [30.7, 20], [True, False]):
+        with pytest.raises(ValueError, match="must be ints that descend strictly"):
             DDIM(scheduler, timesteps=bad)

@@ -10,7 +10,6 @@ again, paste it over the old one, and check that every doc still quotes its tabl
 Reads JSON only: no torch, runs in a second.
 """
 import json
-import math
 import statistics
 import sys
 from pathlib import Path
@@ -369,12 +368,13 @@ def _onecall_arms(f):
     """(arm, name) for the one-call study's arms in reading order: the GAN + regression by falling weight, the
     controls, the GAN alone, the range penalty alone; the command's default weight is named as such."""
     from diffgan_lib.engine import OneCallConfig
-    arms, default = f["arms"], OneCallConfig().reg_weight
+    arms, default = f["arms"], OneCallConfig()
     flag = lambda a: "`" + arms[a]["args"] + "`"                                            # noqa: E731
     both = sorted((a for a in arms if arms[a].get("adv_weight") and arms[a].get("reg_weight")),
                   key=lambda a: -arms[a]["reg_weight"])
     out = [(a, f"GAN + pooled regression, weight {arms[a]['reg_weight']:g} "
-               + ("(the default: `fewstep --levels 1`)" if arms[a]["reg_weight"] == default else f"({flag(a)})"))
+               + ("(the default: `fewstep --levels 1`)" if (arms[a]["reg_weight"], arms[a]["adv_weight"]) ==
+                  (default.reg_weight, default.adv_weight) else f"({flag(a)})"))
            for a in both]
     out += [(a, f"regression alone, weight {arms[a]['reg_weight']:g} ({flag(a)})") for a in sorted(
         (a for a in arms if arms[a].get("adv_weight") == 0 and arms[a].get("reg_weight")), key=lambda a: -arms[a]["reg_weight"])]
@@ -408,7 +408,7 @@ def onecall_calls():
     r, rows = f["rows"], []
     for arm, name in (*_onecall_arms(f), ("read", "the teacher read once at t* = 400, no fine-tune")):
         keys = f["arms"][arm]
-        if all(k in keys for k in ("1", "2", "4")):      # an arm appears once it is measured at every count
+        if all(k in keys and r[keys[k]]["seeds"] == len(f["seeds"]) for k in ("1", "2", "4")):   # measured in full
             rows.append((name, *(ms(r[keys[k]]["fd"]["values"]) for k in ("1", "2", "4")),
                          ms(r[keys["2"]]["diversity"]["values"], 2)))
     for how, name in (("ddim_eta1", "the teacher's DDIM, η 1"), ("ddim_eta0", "the teacher's DDIM, η 0"),

@@ -62,10 +62,12 @@ class DDIM(_Chain):
                  timesteps: list[int] | None = None):
         if not (isinstance(eta, (int, float)) and 0 <= eta <= 1):      # also refuses nan
             raise ValueError(f"eta={eta!r} must lie in [0, 1]: 0 is deterministic DDIM, 1 is DDPM-like noise")
-        if timesteps is not None and (not timesteps or any(a <= b for a, b in zip(timesteps, timesteps[1:]))
-                                      or not 0 <= timesteps[-1] <= timesteps[0] < scheduler.T):
-            raise ValueError(f"timesteps={timesteps!r} must descend strictly within [0, {scheduler.T - 1}]")
-        self._ts = scheduler.timesteps_for(steps) if timesteps is None else [int(t) for t in timesteps]
+        if timesteps is not None:       # the levels to walk, given instead of steps
+            ts = list(timesteps)
+            if (not ts or not all(isinstance(t, int) and not isinstance(t, bool) for t in ts)
+                    or any(a <= b for a, b in zip(ts, ts[1:])) or not 0 <= ts[-1] <= ts[0] < scheduler.T):
+                raise ValueError(f"timesteps={timesteps!r} must be ints that descend strictly within [0, {scheduler.T - 1}]")
+        self._ts = scheduler.timesteps_for(steps) if timesteps is None else ts
         self.scheduler, self.steps, self.eta, self.clip_x0 = scheduler, len(self._ts), eta, clip_x0
 
     def timesteps(self) -> list[int]:
