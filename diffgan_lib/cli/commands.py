@@ -264,7 +264,7 @@ def _onecall(a, teacher, loader, side) -> int:
     given = {k: v for k, v in dict(adv_weight=a.adv_weight, reg_weight=a.reg_weight, pairs=a.pairs, seed=a.seed,
                                    freeze=a.freeze).items() if v is not None}
     cfg = None if a.resume and not given else OneCallConfig(**given)
-    if a.resume and given:         # the run's own settings (not today's defaults); the ones given must agree
+    if a.resume and given:         # the run's own settings, not the current defaults; the ones given must agree
         from ..engine.run import load_training_state
         cfg = OneCallConfig.from_dict({**load_training_state(local_path(a.resume, "--resume"))["config"], **given})
     result = onecall_train(a.init, loader, cfg, a.max_steps, a.out, _heldout(a.data, side, cfg.seed if cfg else 0, loader),
