@@ -9,7 +9,8 @@ default recipe trained 4 epochs through the command line. For each seed, through
     1500 (a resume is exact), scored after every chunk: the FD curve;
   * **reg3** and **reg10** (``--reg-weight 3`` and ``10``): the regression weighted 3 and 10, the steps up found on
     the val tuning (``onecall_tune.py``), 1500 steps; weight 10 is the command's default since it beat 3 and 1 on
-    every seed here; **reg30** (``--reg-weight 30``), the next step up, 1500 steps;
+    every seed here; **reg30** (``--reg-weight 30``), the next step up on val, 1500 steps (worse than weight 10
+    on every test seed, so it got no control);
   * **control**, **control3** and **control10** (``--adv-weight 0`` at regression weight 1, 3 and 10: the regression alone; D still
     trains and is measured but gives G no gradient): what the GAN term adds, 1500 steps;
   * **gan** (``--reg-weight 0``: the GAN term alone), in chunks like onecall: what the regression adds;
