@@ -7,7 +7,7 @@ to 1500 (a resume is exact), and scores its EMA generator after every chunk: FD 
 X-rays in data/pretrained/xray32_featurenet.pt, diversity, D's best held-out AUROC so far.
 
     python benchmarks/onecall_tune.py run VARIANT [VARIANT ...]
-    python benchmarks/onecall_tune.py finish       # the level t the teacher finishes a 2-call sample from
+    python benchmarks/onecall_tune.py finish [--arm reg10]   # the level t the teacher finishes a 2-call sample from
     python benchmarks/onecall_tune.py teacher      # the teacher's own DDIM-50 (eta 1) on the same val X-rays
     python benchmarks/onecall_tune.py table        # -> benchmarks/results/onecall_tune.json
 
@@ -131,11 +131,13 @@ def cmd_finish(a) -> None:
     cache_path = OUT / "scores_finish.json"
     OUT.mkdir(parents=True, exist_ok=True)
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    tag = "" if a.arm == "onecall" else f"_{a.arm}"         # the study's arm whose generators are finished
     for seed in a.seeds:
-        G, _, sched = load_checkpoint(f"runs/onecall_study/onecall_seed{seed}/final_model.pth", device="cpu")
+        G, _, sched = load_checkpoint(f"runs/onecall_study/{a.arm}_seed{seed}/final_model.pth", device="cpu")
         teacher = load_checkpoint(f"runs/flow_study/diffusion_seed{seed}/final_model.pth", device="cpu")[0]
-        for who, t in [("teacher", t) for t in FINISH_T] + [("student", 50), ("student", 100)]:
-            key = f"finish_seed{seed}/t{t}" if who == "teacher" else f"finish_student_seed{seed}/t{t}"
+        students = [("student", 50), ("student", 100)] if a.arm == "onecall" else []
+        for who, t in [("teacher", t) for t in FINISH_T] + students:
+            key = f"finish{tag}_seed{seed}/t{t}" if who == "teacher" else f"finish_student_seed{seed}/t{t}"
             if key not in cache:
                 g = torch.Generator().manual_seed(1000)                  # as sample(..., seed=1000) draws
                 z = torch.randn((256, 1, 32, 32), generator=g)
@@ -166,6 +168,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("command", choices=("run", "finish", "teacher", "table"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="finish: the study's seeds")
+    p.add_argument("--arm", default="onecall", help="finish: the study's arm (onecall = weight 1, reg10 = the default)")
     p.add_argument("variants", nargs="*", default=[])
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
