@@ -247,7 +247,9 @@ def cmd_table(a) -> None:
         args = ARMS[arm][0] if arm in ARMS else []
         weights = {w: float(args[args.index(f"--{w.replace('_', '-')}") + 1]) if f"--{w.replace('_', '-')}" in args
                    else getattr(OneCallConfig(), w) for w in ("adv_weight", "reg_weight")} if arm in ARMS else {}
+        default = bool(weights) and all(weights[w] == getattr(OneCallConfig(), w) for w in weights)   # the command's
         arms[arm] = {"label": labels[arm] if arm in labels else finished[arm], "args": " ".join(args) or None, **weights,
+                     "default": default,
                      **{k: key for k, key in keys.items() if key in rows}}
     out = Path(a.out) if a.out else RESULTS
     out.write_text(json.dumps({"shipped": shipped, "arms": arms,

@@ -95,9 +95,9 @@ def test_the_command_line_makes_a_one_call_model_and_says_whether_D_learned(teac
                  str(tmp_path / "s"), "--device", "cpu"]) == 0
 
 
-def test_a_resume_given_an_option_keeps_the_runs_own_settings_not_todays_defaults(teacher, tmp_path, capsys):
+def test_a_resume_given_an_option_keeps_the_runs_own_settings_not_the_defaults(teacher, tmp_path, capsys):
     """A run made at --reg-weight 1 resumes with --pairs given: the unnamed settings are the run's, not the
-    defaults (reg_weight 3); an option that disagrees with the run is refused by name."""
+    defaults (another reg_weight); an option that disagrees with the run is refused by name."""
     args = ["fewstep", "--init", str(teacher), "--data", "phantoms", "--n-images", "8", "--levels", "1",
             "--batch-size", "4", "--pairs", "4", "--out", str(tmp_path / "r"), "--device", "cpu"]
     assert main([*args, "--max-steps", "1", "--reg-weight", "1"]) == 0

@@ -366,15 +366,13 @@ def onecall():
 
 def _onecall_arms(f):
     """(arm, name) for the one-call study's arms in reading order: the GAN + regression by falling weight, the
-    controls, the GAN alone, the range penalty alone; the command's default weight is named as such."""
-    from diffgan_lib.engine import OneCallConfig
-    arms, default = f["arms"], OneCallConfig()
+    controls, the GAN alone, the range penalty alone; the arm the study marked as the command's default is named so."""
+    arms = f["arms"]
     flag = lambda a: "`" + arms[a]["args"] + "`"                                            # noqa: E731
     both = sorted((a for a in arms if arms[a].get("adv_weight") and arms[a].get("reg_weight")),
                   key=lambda a: -arms[a]["reg_weight"])
     out = [(a, f"GAN + pooled regression, weight {arms[a]['reg_weight']:g} "
-               + ("(the default: `fewstep --levels 1`)" if (arms[a]["reg_weight"], arms[a]["adv_weight"]) ==
-                  (default.reg_weight, default.adv_weight) else f"({flag(a)})"))
+               + ("(the default: `fewstep --levels 1`)" if arms[a]["default"] else f"({flag(a)})"))
            for a in both]
     out += [(a, f"regression alone, weight {arms[a]['reg_weight']:g} ({flag(a)})") for a in sorted(
         (a for a in arms if arms[a].get("adv_weight") == 0 and arms[a].get("reg_weight")), key=lambda a: -arms[a]["reg_weight"])]

@@ -257,16 +257,25 @@ def _heldout(data: str, side: int, seed: int, loader):
     return loader.dataset.images[:256] if hasattr(loader.dataset, "images") else next(iter(loader))[:256]
 
 
+def _given_config(config_cls, a, given: dict):
+    """The fine-tune's config from the options ``given``: None for a resume given none (the run keeps its own);
+    for a resume, the run's own settings with ``given`` on top (not the current defaults), which the engine then
+    checks against the run; else ``config_cls(**given)``."""
+    if not a.resume:
+        return config_cls(**given)
+    if not given:
+        return None
+    from ..engine.run import load_training_state
+    return config_cls.from_dict({**load_training_state(local_path(a.resume, "--resume"))["config"], **given})
+
+
 def _onecall(a, teacher, loader, side) -> int:
     """fewstep --levels 1: the one-call generator with the teacher-feature discriminator."""
     from ..engine.config import OneCallConfig
     from ..engine.onecall import CHANCE_BAND, onecall_train
     given = {k: v for k, v in dict(adv_weight=a.adv_weight, reg_weight=a.reg_weight, pairs=a.pairs, seed=a.seed,
                                    freeze=a.freeze).items() if v is not None}
-    cfg = None if a.resume and not given else OneCallConfig(**given)
-    if a.resume and given:         # the run's own settings, not the current defaults; the ones given must agree
-        from ..engine.run import load_training_state
-        cfg = OneCallConfig.from_dict({**load_training_state(local_path(a.resume, "--resume"))["config"], **given})
+    cfg = _given_config(OneCallConfig, a, given)
     result = onecall_train(a.init, loader, cfg, a.max_steps, a.out, _heldout(a.data, side, cfg.seed if cfg else 0, loader),
                            resume=a.resume, device=a.device, overwrite=a.overwrite, teacher=teacher)
     scores = [v for v in result.history["auroc"] if v == v]
@@ -306,11 +315,7 @@ def fewstep_command(a) -> int:
     if only_one_call:
         raise ValueError(f"{', '.join(only_one_call)}: the one-call fine-tune's options (--levels 1)")
     given = {k: v for k, v in dict(levels=a.levels, adv_weight=a.adv_weight, seed=a.seed).items() if v is not None}
-    cfg = None if a.resume and not given else FewStepConfig(**given)
-    if a.resume and given:         # the run's own settings, and the ones given must agree with them
-        from ..engine.run import load_training_state
-        saved = load_training_state(local_path(a.resume, "--resume"))["config"]
-        cfg = FewStepConfig.from_dict({**saved, **given})
+    cfg = _given_config(FewStepConfig, a, given)
     result = fewstep_train(a.init, loader, cfg, a.max_steps, a.out, resume=a.resume, device=a.device,
                            overwrite=a.overwrite, teacher=teacher)
     return _fewstep_done(a, result, result.run.G.n_levels)
