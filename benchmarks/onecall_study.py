@@ -64,6 +64,14 @@ ARMS = {"onecall": (["--reg-weight", "1"], CURVE), "control": (["--adv-weight", 
         "reg10": (["--reg-weight", "10"], [STEPS]), "control10": (["--adv-weight", "0", "--reg-weight", "10"], [STEPS]),
         "reg30": (["--reg-weight", "30"], [STEPS])}
 FT = ["--data", "pneumoniamnist", "--levels", "1", "--batch-size", "32"]
+FINISHED = [arm for arm in ARMS if arm != "rangeonly"]     # arms also scored at 2 and 4 calls (the range penalty alone
+                                                           # draws no image worth finishing)
+
+
+def weight(args: list[str], name: str) -> float:
+    """An arm's --adv-weight or --reg-weight (``name`` adv_weight / reg_weight), else the command's default."""
+    flag = f"--{name.replace('_', '-')}"
+    return float(args[args.index(flag) + 1]) if flag in args else getattr(OneCallConfig(), name)
 
 
 class Yardstick:
@@ -117,8 +125,7 @@ def cmd_run(a) -> None:
             extra, steps = ARMS[arm]
             folder = OUT / f"{arm}_seed{seed}"
             made = OUT / f"onecall_seed{seed}" / PAIRS_FILE
-            no_pairs = "--reg-weight" in extra and extra[extra.index("--reg-weight") + 1] == "0"
-            if not no_pairs and made.exists() and not (folder / PAIRS_FILE).exists():
+            if weight(extra, "reg_weight") > 0 and made.exists() and not (folder / PAIRS_FILE).exists():
                 folder.mkdir(parents=True, exist_ok=True)        # the same teacher, seed and settings: the same pairs
                 shutil.copy(made, folder / PAIRS_FILE)
             for n in steps:
@@ -158,7 +165,7 @@ def cmd_calls(a) -> None:
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     for seed in a.seeds:
         teacher, _, sched = load_checkpoint(TEACHERS / f"diffusion_seed{seed}" / "final_model.pth", device="cpu")
-        for arm in ("onecall", "control", "gan", "reg3", "control3", "reg10", "control10", "reg30", "read"):
+        for arm in (*FINISHED, "read"):
             ckpt = OUT / f"{arm}_seed{seed}" / "final_model.pth"
             if arm != "read" and not ckpt.exists():
                 continue
@@ -222,7 +229,7 @@ def cmd_table(a) -> None:
               "control3": "control: regression alone at weight 3 (--adv-weight 0 --reg-weight 3)",
               "control10": "control: regression alone at weight 10 (--adv-weight 0 --reg-weight 10)",
               "gan": "GAN alone (--reg-weight 0)", "rangeonly": "range penalty alone (--adv-weight 0 --reg-weight 0)"}
-    finished = {arm: labels[arm].split(" (--")[0] + f", {STEPS} steps" for arm in ("onecall", "control", "gan", "reg3", "control3", "reg10", "control10", "reg30")} | {
+    finished = {arm: labels[arm].split(" (--")[0] + f", {STEPS} steps" for arm in FINISHED} | {
                 "read": "the teacher read once at t* = 400, 0 steps"}
     more = [(f"{what}, finished by the teacher from t = 50: {k} calls", f"calls{k}_{arm}_seed{{s}}/{0 if arm == 'read' else STEPS}", k)
             for arm, what in finished.items() for k in (2, 4)]
@@ -245,8 +252,7 @@ def cmd_table(a) -> None:
         keys = {"1": f"{labels[arm]}, {STEPS} steps" if arm in labels else finished[arm]} | {
             str(k): f"{finished.get(arm)}, finished by the teacher from t = 50: {k} calls" for k in (2, 4)}
         args = ARMS[arm][0] if arm in ARMS else []
-        weights = {w: float(args[args.index(f"--{w.replace('_', '-')}") + 1]) if f"--{w.replace('_', '-')}" in args
-                   else getattr(OneCallConfig(), w) for w in ("adv_weight", "reg_weight")} if arm in ARMS else {}
+        weights = {w: weight(args, w) for w in ("adv_weight", "reg_weight")} if arm in ARMS else {}
         default = bool(weights) and all(weights[w] == getattr(OneCallConfig(), w) for w in weights)   # the command's
         arms[arm] = {"label": labels[arm] if arm in labels else finished[arm], "args": " ".join(args) or None, **weights,
                      "default": default,
