@@ -157,7 +157,8 @@ def onecall_train(init, dataloader, cfg: OneCallConfig | None, max_steps: int, s
     def teacher_pairs(run, folder):        # made once the folder is checked; kept there for a resume
         c = run.config
         if c.reg_weight > 0:
-            pairs = pairs_in_folder(folder, teacher["sha256"], lambda: run.aux.get("teacher") or load_checkpoint(init, device=run.device)[0],
+            held = run.aux.get("teacher")                       # the denoise term's teacher, if it is on
+            pairs = pairs_in_folder(folder, teacher["sha256"], lambda: held or load_checkpoint(init, device=run.device)[0],
                                     run.scheduler, c.pairs, c.pairs_steps, mix(11, c.seed), tuple(heldout.shape[1:]),
                                     run.device, progress, eta=c.pairs_eta)
             run.aux["pairs"] = {k: v.to(run.device) for k, v in pairs.items()}     # on the device once
