@@ -58,19 +58,25 @@ OUT, TEACHERS = Path("runs/onecall_study"), Path("runs/flow_study")
 RESULTS = Path(__file__).resolve().parent / "results" / "onecall_study.json"
 CHUNK, STEPS = 250, 1500
 CURVE = range(CHUNK, STEPS + 1, CHUNK)
-ARMS = {"onecall": (["--reg-weight", "1"], CURVE), "control": (["--adv-weight", "0", "--reg-weight", "1"], [STEPS]),
-        "gan": (["--reg-weight", "0"], CURVE), "rangeonly": (["--adv-weight", "0", "--reg-weight", "0"], [STEPS]),
-        "reg3": (["--reg-weight", "3"], [STEPS]), "control3": (["--adv-weight", "0", "--reg-weight", "3"], [STEPS]),
-        "reg10": (["--reg-weight", "10"], [STEPS]), "control10": (["--adv-weight", "0", "--reg-weight", "10"], [STEPS]),
-        "reg30": (["--reg-weight", "30"], [STEPS])}
+LR0 = ["--lr", "5e-6"]      # the first arms' G learning rate (then the command's default), pinned
+ARMS = {"onecall": (["--reg-weight", "1", *LR0], CURVE),
+        "control": (["--adv-weight", "0", "--reg-weight", "1", *LR0], [STEPS]),
+        "gan": (["--reg-weight", "0", *LR0], CURVE), "rangeonly": (["--adv-weight", "0", "--reg-weight", "0", *LR0], [STEPS]),
+        "reg3": (["--reg-weight", "3", *LR0], [STEPS]), "control3": (["--adv-weight", "0", "--reg-weight", "3", *LR0], [STEPS]),
+        "reg10": (["--reg-weight", "10", *LR0], [STEPS]),
+        "control10": (["--adv-weight", "0", "--reg-weight", "10", *LR0], [STEPS]),
+        "reg30": (["--reg-weight", "30", *LR0], [STEPS]),
+        "reg10_lr2e-5": (["--reg-weight", "10", "--lr", "2e-5"], [STEPS]),
+        "control10_lr2e-5": (["--adv-weight", "0", "--reg-weight", "10", "--lr", "2e-5"], [STEPS])}
 FT = ["--data", "pneumoniamnist", "--levels", "1", "--batch-size", "32"]
 FINISHED = [arm for arm in ARMS if arm != "rangeonly"]     # arms also scored at 2 and 4 calls (the range penalty alone
                                                            # draws no image worth finishing)
 
 
 def weight(args: list[str], name: str) -> float:
-    """An arm's --adv-weight or --reg-weight (``name`` adv_weight / reg_weight), else the command's default."""
-    flag = f"--{name.replace('_', '-')}"
+    """An arm's --adv-weight, --reg-weight or --lr (``name`` adv_weight / reg_weight / lr_G), else the command's
+    default."""
+    flag = "--lr" if name == "lr_G" else f"--{name.replace('_', '-')}"
     return float(args[args.index(flag) + 1]) if flag in args else getattr(OneCallConfig(), name)
 
 
@@ -228,6 +234,8 @@ def cmd_table(a) -> None:
               "control": "control: regression alone at weight 1 (--adv-weight 0 --reg-weight 1)",
               "control3": "control: regression alone at weight 3 (--adv-weight 0 --reg-weight 3)",
               "control10": "control: regression alone at weight 10 (--adv-weight 0 --reg-weight 10)",
+              "reg10_lr2e-5": "GAN + pooled regression at weight 10, G's lr 2e-5 (--reg-weight 10 --lr 2e-5)",
+              "control10_lr2e-5": "control: regression alone at weight 10, G's lr 2e-5 (--adv-weight 0 --reg-weight 10 --lr 2e-5)",
               "gan": "GAN alone (--reg-weight 0)", "rangeonly": "range penalty alone (--adv-weight 0 --reg-weight 0)"}
     finished = {arm: labels[arm].split(" (--")[0] + f", {STEPS} steps" for arm in FINISHED} | {
                 "read": "the teacher read once at t* = 400, 0 steps"}
@@ -252,7 +260,7 @@ def cmd_table(a) -> None:
         keys = {"1": f"{labels[arm]}, {STEPS} steps" if arm in labels else finished[arm]} | {
             str(k): f"{finished.get(arm)}, finished by the teacher from t = 50: {k} calls" for k in (2, 4)}
         args = ARMS[arm][0] if arm in ARMS else []
-        weights = {w: weight(args, w) for w in ("adv_weight", "reg_weight")} if arm in ARMS else {}
+        weights = {w: weight(args, w) for w in ("adv_weight", "reg_weight", "lr_G")} if arm in ARMS else {}
         default = bool(weights) and all(weights[w] == getattr(OneCallConfig(), w) for w in weights)   # the command's
         arms[arm] = {"label": labels[arm] if arm in labels else finished[arm], "args": " ".join(args) or None, **weights,
                      "default": default,

@@ -1,6 +1,7 @@
 """What each command does: train, sample, fewstep. Each takes the parsed arguments and returns an exit status."""
 from __future__ import annotations
 
+import math
 import sys
 import unicodedata
 from pathlib import Path
@@ -274,7 +275,7 @@ def _onecall(a, teacher, loader, side) -> int:
     from ..engine.config import OneCallConfig
     from ..engine.onecall import CHANCE_BAND, onecall_train
     given = {k: v for k, v in dict(adv_weight=a.adv_weight, reg_weight=a.reg_weight, pairs=a.pairs, seed=a.seed,
-                                   freeze=a.freeze).items() if v is not None}
+                                   freeze=a.freeze, lr_G=a.lr).items() if v is not None}
     cfg = _given_config(OneCallConfig, a, given)
     result = onecall_train(a.init, loader, cfg, a.max_steps, a.out, _heldout(a.data, side, cfg.seed if cfg else 0, loader),
                            resume=a.resume, device=a.device, overwrite=a.overwrite, teacher=teacher)
@@ -305,6 +306,8 @@ def fewstep_command(a) -> int:
     from ..engine.config import FewStepConfig
     from ..engine.fewstep import fewstep_train, teacher_record
     _positive(levels=a.levels, max_steps=a.max_steps, batch_size=a.batch_size, n_images=a.n_images)
+    if a.lr is not None and not (math.isfinite(a.lr) and a.lr > 0):
+        raise ValueError(f"--lr {a.lr}: G's learning rate must be a positive number, e.g. 2e-5")
     teacher = teacher_record(local_path(a.init, "--init"))        # read once: its side here, its hash in the run
     side = (teacher["config"] or {}).get("image_size") or 32
     seed = a.seed if a.seed is not None else 0
@@ -314,7 +317,8 @@ def fewstep_command(a) -> int:
     only_one_call = [f"--{k.replace('_', '-')}" for k in ("freeze", "reg_weight", "pairs") if getattr(a, k) is not None]
     if only_one_call:
         raise ValueError(f"{', '.join(only_one_call)}: the one-call fine-tune's options (--levels 1)")
-    given = {k: v for k, v in dict(levels=a.levels, adv_weight=a.adv_weight, seed=a.seed).items() if v is not None}
+    given = {k: v for k, v in dict(levels=a.levels, adv_weight=a.adv_weight, seed=a.seed, lr_G=a.lr).items()
+             if v is not None}
     cfg = _given_config(FewStepConfig, a, given)
     result = fewstep_train(a.init, loader, cfg, a.max_steps, a.out, resume=a.resume, device=a.device,
                            overwrite=a.overwrite, teacher=teacher)
