@@ -365,17 +365,19 @@ def onecall():
 
 
 def _onecall_arms(f):
-    """(arm, name) for the one-call study's arms in reading order: the GAN + regression by falling weight, the
-    controls, the GAN alone, the range penalty alone; the arm the study marked as the command's default is named so."""
+    """(arm, name) for the one-call study's arms in reading order: the GAN + regression by falling G learning rate,
+    then falling weight, the controls in the same order, the GAN alone, the range penalty alone; the arm the study
+    marked as the command's default is named so."""
     arms = f["arms"]
     flag = lambda a: "`" + arms[a]["args"] + "`"                                            # noqa: E731
-    both = sorted((a for a in arms if arms[a].get("adv_weight") and arms[a].get("reg_weight")),
-                  key=lambda a: -arms[a]["reg_weight"])
-    out = [(a, f"GAN + pooled regression, weight {arms[a]['reg_weight']:g} "
+    order = lambda a: (-arms[a]["lr_G"], -arms[a]["reg_weight"])                          # noqa: E731
+    what = lambda a: f"weight {arms[a]['reg_weight']:g}, G's lr {arms[a]['lr_G']:.0e}".replace("e-0", "e-")  # noqa: E731
+    both = sorted((a for a in arms if arms[a].get("adv_weight") and arms[a].get("reg_weight")), key=order)
+    out = [(a, f"GAN + pooled regression, {what(a)} "
                + ("(the default: `fewstep --levels 1`)" if arms[a]["default"] else f"({flag(a)})"))
            for a in both]
-    out += [(a, f"regression alone, weight {arms[a]['reg_weight']:g} ({flag(a)})") for a in sorted(
-        (a for a in arms if arms[a].get("adv_weight") == 0 and arms[a].get("reg_weight")), key=lambda a: -arms[a]["reg_weight"])]
+    out += [(a, f"regression alone, {what(a)} ({flag(a)})") for a in sorted(
+        (a for a in arms if arms[a].get("adv_weight") == 0 and arms[a].get("reg_weight")), key=order)]
     return out + [(a, f"{arms[a]['label'].split(' (--')[0]} ({flag(a)})") for a in ("gan", "rangeonly")]
 
 
@@ -418,6 +420,25 @@ def onecall_calls():
     return table(("generator, 1500 fine-tune steps", "1 call", "2 calls", "4 calls", "diversity, 2 calls"), rows) + "\n\n" + note
 
 
+def onecall_tune_seeds():
+    """The second tuning round on the val X-rays: each variant on the three teachers (onecall_tune.json)."""
+    f = load("onecall_tune")
+    rows, r = [], f["rows"]
+    key = lambda v, s: f"{v}/1500" if s == 0 else f"{v}_seed{s}/1500"                    # noqa: E731
+    names = {"reg10": "weight 10, G's lr 5e-6", "reg20": "weight 20, G's lr 5e-6", "reg30": "weight 30, G's lr 5e-6",
+             "reg10_lr1e-5": "weight 10, G's lr 1e-5", "reg10_lr2e-5": "weight 10, G's lr 2e-5 (the command's default)"}
+    for v, name in names.items():
+        got = [r[key(v, s)] for s in range(3)]
+        rows.append((name, ms([g["fd"] for g in got]) + " (" + per_seed([g["fd"] for g in got]) + ")",
+                     ms([g["diversity"] for g in got], 2), ms([g["auroc_max"] for g in got], 2)))
+    t = [r["teacher/ddim50_eta1"]] + [r[f"teacher_seed{s}/ddim50_eta1"] for s in (1, 2)]
+    rows.append(("the teacher's DDIM-50, η 1", ms([g["fd"] for g in t]) + " (" + per_seed([g["fd"] for g in t]) + ")",
+                 ms([g["diversity"] for g in t], 2), "—"))
+    note = (f"val FD of the EMA generator after 1500 steps, teachers of seeds 0 / 1 / 2, 256 samples against the "
+            f"524 val X-rays (val diversity {f['val_diversity']:.2f}); {f['machine']}.")
+    return table(("GAN + pooled regression", "val FD ↓ (per teacher)", "diversity", "D's AUROC"), rows) + "\n\n" + note
+
+
 TABLES = {   # name: (function, the file that quotes it)
     "xray": (xray, "docs/results.md"),
     "mean-path": (mean_path, "docs/results.md"),
@@ -434,6 +455,7 @@ TABLES = {   # name: (function, the file that quotes it)
     "onecall": (onecall, "docs/results.md"),
     "onecall-arms": (onecall_arms, "docs/results.md"),
     "onecall-calls": (onecall_calls, "docs/results.md"),
+    "onecall-tune": (onecall_tune_seeds, "docs/results.md"),
     "privacy": (privacy, "docs/results.md"),
     "lesions": (lesions, "docs/results.md"),
 }
