@@ -5,7 +5,7 @@ PneumoniaMNIST; the teacher of seed S is ``runs/flow_study/diffusion_seed{S}/fin
 default recipe trained 4 epochs through the command line. For each seed, through the command line:
   * **onecall** (``--reg-weight 1``: the GAN term on the teacher's features + the regression of the 4x4-pooled
     layout onto the teacher's DDIM-25 image of the same latent, at weight 1): ``fewstep --init TEACHER --data
-    pneumoniamnist --levels 1 --max-steps N --batch-size 32 --reg-weight 1``, continued in chunks of 250 steps to
+    pneumoniamnist --levels 1 --max-steps N --batch-size 32 --reg-weight 1 --lr 5e-6``, continued in chunks of 250 steps to
     1500 (a resume is exact), scored after every chunk: the FD curve;
   * **reg3** and **reg10** (``--reg-weight 3`` and ``10``): the regression weighted 3 and 10, the steps up found on
     the val tuning (``onecall_tune.py``), 1500 steps; weight 10 is the command's default since it beat 3 and 1 on
@@ -13,7 +13,8 @@ default recipe trained 4 epochs through the command line. For each seed, through
     on every test seed, so it got no control);
   * **reg10_lr2e-5** (``--reg-weight 10 --lr 2e-5``): G's learning rate 2e-5 instead of 5e-6 (the arms above pin
     ``--lr 5e-6``), chosen on the val X-rays over the three teachers (``onecall_tune.py run reg10_lr2e-5 --seeds 0 1
-    2``, whose runs are these: a tuning run is bit-identical to the command line's); the command's default since;
+    2``: the runs here are copies of those, which are bit-identical to the command line's, so this arm records
+    no wall time); the command's default;
   * **control**, **control3**, **control10** and **control10_lr2e-5** (``--adv-weight 0`` at regression weight 1, 3
     and 10, and at 10 with lr 2e-5: the regression alone; D still trains and is measured but gives G no gradient):
     what the GAN term adds, 1500 steps;
@@ -33,6 +34,7 @@ its nearest training image over the same for the val images: about 1 = no copyin
     python benchmarks/onecall_study.py run --seeds 0 1 2 [--arms onecall control gan rangeonly]
     python benchmarks/onecall_study.py reads              # each teacher read once at t* = 400 before any fine-tune
     python benchmarks/onecall_study.py calls              # the one-call runs at 2 and 4 calls (the teacher finishes)
+    python benchmarks/onecall_study.py cli                # `sample -n 256` at its defaults (noise seed 0): default arm, control, teacher
     python benchmarks/onecall_study.py shipped --cache scores_shipped.json   # the shipped xray32_onecall.pth (--freeze encoder), 1 and 2 calls, and its teacher
     python benchmarks/onecall_study.py table              # -> benchmarks/results/onecall_study.json
 
@@ -62,7 +64,7 @@ OUT, TEACHERS = Path("runs/onecall_study"), Path("runs/flow_study")
 RESULTS = Path(__file__).resolve().parent / "results" / "onecall_study.json"
 CHUNK, STEPS = 250, 1500
 CURVE = range(CHUNK, STEPS + 1, CHUNK)
-LR0 = ["--lr", "5e-6"]      # the first arms' G learning rate (then the command's default), pinned
+LR0 = ["--lr", "5e-6"]      # G's learning rate of the arms measured first, pinned
 ARMS = {"onecall": (["--reg-weight", "1", *LR0], CURVE),
         "control": (["--adv-weight", "0", "--reg-weight", "1", *LR0], [STEPS]),
         "gan": (["--reg-weight", "0", *LR0], CURVE), "rangeonly": (["--adv-weight", "0", "--reg-weight", "0", *LR0], [STEPS]),
@@ -191,6 +193,31 @@ def cmd_calls(a) -> None:
                     cache_path.write_text(json.dumps(cache, indent=1))
 
 
+def cmd_cli(a) -> None:
+    """The issue's test as a user runs it: ``sample --checkpoint CKPT -n 256`` with every other option at its
+    default (noise seed 0, not the study's 1000) for each seed's teacher, its one-call generator with the command's
+    defaults and that generator's control, scored like every other row."""
+    import numpy as np
+    default = next(arm for arm in ARMS if all(weight(ARMS[arm][0], w) == getattr(OneCallConfig(), w)
+                                              for w in ("adv_weight", "reg_weight", "lr_G")))
+    control = next(arm for arm in ARMS if weight(ARMS[arm][0], "adv_weight") == 0 and all(
+        weight(ARMS[arm][0], w) == weight(ARMS[default][0], w) for w in ("reg_weight", "lr_G")))
+    ys, cache_path = Yardstick(), OUT / (a.cache or "scores_cli.json")
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    for seed in a.seeds:
+        for who, ckpt in (("teacher", TEACHERS / f"diffusion_seed{seed}"), (default, OUT / f"{default}_seed{seed}"),
+                          (control, OUT / f"{control}_seed{seed}")):
+            key = f"cli_seed{seed}/{who}"
+            if key not in cache:
+                out = OUT / "cli_samples" / f"{who}_seed{seed}"
+                if cli(["sample", "--checkpoint", str(ckpt / "final_model.pth"), "-n", "256", "--out", str(out)]):
+                    raise SystemExit(f"sample failed for {ckpt}")
+                x = torch.from_numpy(np.load(out / "samples.npy")) * 2 - 1            # [0, 1] -> [-1, 1]
+                cache[key] = ys.score(x)
+                print(key, cache[key], flush=True)
+                cache_path.write_text(json.dumps(cache, indent=1))
+
+
 def cmd_shipped(a) -> None:
     """Score the shipped one-call X-ray model (made from the shipped teacher with --freeze encoder) in one and two
     calls, and its teacher's own samplers."""
@@ -231,16 +258,17 @@ def cmd_table(a) -> None:
     seeds = sorted({int(k.split("_seed")[1].split("/")[0]) for k in cache
                     if k.split("_seed")[0] in ARMS and "/" in k})           # every seed any arm has
     rows = {}
-    labels = {"onecall": "GAN + pooled regression at weight 1 (--reg-weight 1)",
-              "reg3": "GAN + pooled regression at weight 3 (--reg-weight 3)",
-              "reg10": "GAN + pooled regression at weight 10 (--reg-weight 10)",
-              "reg30": "GAN + pooled regression at weight 30 (--reg-weight 30)",
-              "control": "control: regression alone at weight 1 (--adv-weight 0 --reg-weight 1)",
-              "control3": "control: regression alone at weight 3 (--adv-weight 0 --reg-weight 3)",
-              "control10": "control: regression alone at weight 10 (--adv-weight 0 --reg-weight 10)",
+    labels = {"onecall": "GAN + pooled regression at weight 1, G's lr 5e-6 (--reg-weight 1 --lr 5e-6)",
+              "reg3": "GAN + pooled regression at weight 3, G's lr 5e-6 (--reg-weight 3 --lr 5e-6)",
+              "reg10": "GAN + pooled regression at weight 10, G's lr 5e-6 (--reg-weight 10 --lr 5e-6)",
+              "reg30": "GAN + pooled regression at weight 30, G's lr 5e-6 (--reg-weight 30 --lr 5e-6)",
+              "control": "control: regression alone at weight 1, G's lr 5e-6 (--adv-weight 0 --reg-weight 1 --lr 5e-6)",
+              "control3": "control: regression alone at weight 3, G's lr 5e-6 (--adv-weight 0 --reg-weight 3 --lr 5e-6)",
+              "control10": "control: regression alone at weight 10, G's lr 5e-6 (--adv-weight 0 --reg-weight 10 --lr 5e-6)",
               "reg10_lr2e-5": "GAN + pooled regression at weight 10, G's lr 2e-5 (--reg-weight 10 --lr 2e-5)",
               "control10_lr2e-5": "control: regression alone at weight 10, G's lr 2e-5 (--adv-weight 0 --reg-weight 10 --lr 2e-5)",
-              "gan": "GAN alone (--reg-weight 0)", "rangeonly": "range penalty alone (--adv-weight 0 --reg-weight 0)"}
+              "gan": "GAN alone, G's lr 5e-6 (--reg-weight 0 --lr 5e-6)",
+              "rangeonly": "range penalty alone, G's lr 5e-6 (--adv-weight 0 --reg-weight 0 --lr 5e-6)"}
     finished = {arm: labels[arm].split(" (--")[0] + f", {STEPS} steps" for arm in FINISHED} | {
                 "read": "the teacher read once at t* = 400, 0 steps"}
     more = [(f"{what}, finished by the teacher from t = 50: {k} calls", f"calls{k}_{arm}_seed{{s}}/{0 if arm == 'read' else STEPS}", k)
@@ -259,6 +287,7 @@ def cmd_table(a) -> None:
                 rows[f"teacher, {how}, {n} call{'s' * (n > 1)}"] = {"fd": _ms([g["fd"] for g in got]), "kid": _ms([g["kid"] for g in got]),
                                                       "calls": n, "seeds": len(got)}
     shipped = {k.split("/")[1]: v for k, v in cache.items() if k.startswith("shipped/")}
+    by_cli = {k: v for k, v in cache.items() if k.startswith("cli_seed")}     # `sample -n 256` at its defaults
     arms = {}                               # arm -> its rows at 1, 2 and 4 calls, for readers of this file
     for arm in (*ARMS, "read"):
         keys = {"1": f"{labels[arm]}, {STEPS} steps" if arm in labels else finished[arm]} | {
@@ -270,7 +299,7 @@ def cmd_table(a) -> None:
                      "default": default,
                      **{k: key for k, key in keys.items() if key in rows}}
     out = Path(a.out) if a.out else RESULTS
-    out.write_text(json.dumps({"shipped": shipped, "arms": arms,
+    out.write_text(json.dumps({"shipped": shipped, "cli": by_cli, "arms": arms,
         "protocol": __doc__.split("\n\n")[1], "seeds": seeds, "rows": rows, "real_vs_real": teacher["real_vs_real"],
         "real_test_diversity": cache["real_test_diversity"], "wall_s": cache.get("wall_s", {}),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}"}, indent=1))
@@ -279,7 +308,7 @@ def cmd_table(a) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=("run", "reads", "calls", "shipped", "table"))
+    p.add_argument("command", choices=("run", "reads", "calls", "cli", "shipped", "table"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--arms", nargs="+", default=["onecall", "control"], choices=tuple(ARMS))
@@ -288,7 +317,8 @@ def main() -> None:
                    "of two processes running different seeds side by side its own, e.g. scores_seed2.json")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    {"run": cmd_run, "reads": cmd_reads, "calls": cmd_calls, "shipped": cmd_shipped, "table": cmd_table}[a.command](a)
+    {"run": cmd_run, "reads": cmd_reads, "calls": cmd_calls, "cli": cmd_cli, "shipped": cmd_shipped,
+     "table": cmd_table}[a.command](a)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Tuning the one-call recipe on validation data: variants of ``OneCallConfig`` on one teacher, scored against
+"""Tuning the one-call recipe on validation data: variants of ``OneCallConfig`` on flow_study's teachers, scored against
 PneumoniaMNIST's **val** split (the test split is kept for the study's final table, benchmarks/onecall_study.py).
 
 Each variant fine-tunes the teacher of seed S (``runs/flow_study/diffusion_seed{S}``, ``--seeds``, default 0)
@@ -63,7 +63,7 @@ VARIANTS = {     # name: OneCallConfig overrides; the first round varied the rec
     "reg20": {"reg_weight": 20.0, "lr_G": 5e-6},
     "reg10_lr1e-5": {"reg_weight": 10.0, "lr_G": 1e-5},
     "reg10_lr2e-5": {"reg_weight": 10.0, "lr_G": 2e-5},
-    "reg10_lr4e-5": {"reg_weight": 10.0, "lr_G": 4e-5},
+    "reg10_lr4e-5": {"reg_weight": 10.0, "lr_G": 4e-5},         # the next step up: run, not yet reported
 }
 STUDY_ARM = {"reg1": "onecall", "reg10": "reg10", "reg30": "reg30"}   # variant: the study's arm of the same settings
 
@@ -86,7 +86,8 @@ def score(net, f_val, ckpt: Path) -> dict:
 
 def cmd_run(a) -> None:
     net, f_val = val_features()
-    cache_path = OUT / f"scores_{'_'.join(a.variants)}{''.join(f'_s{s}' for s in a.seeds if a.seeds != [0])}.json"
+    seeds = "" if a.seeds == [0] else "".join(f"_s{s}" for s in a.seeds)     # seed 0 alone: the first round's names
+    cache_path = OUT / f"scores_{'_'.join(a.variants)}{seeds}.json"
     OUT.mkdir(parents=True, exist_ok=True)
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     cache.setdefault("val_diversity", diversity(f_val))
@@ -98,6 +99,7 @@ def cmd_run(a) -> None:
         for name in a.variants:
             run = name if seed == 0 else f"{name}_seed{seed}"      # seed 0's runs keep their first names
             study_run = STUDY / f"{STUDY_ARM.get(name, '-')}_seed{seed}" / "final_model.pth"
+            # reuse the study's run, except where this script ran seed 0 itself in chunks (its FD after 500 and 1000)
             if study_run.exists() and (name == "reg1" or seed > 0):
                 if f"{run}/1500" not in cache:        # the study's run of these settings, through the command line
                     cache[f"{run}/1500"] = score(net, f_val, study_run)
@@ -147,6 +149,7 @@ def cmd_splits(a) -> None:
     two yardsticks stand before any model is involved, and each split's share of pneumonia."""
     net, f_val = val_features()
     cache_path = OUT / "scores_splits.json"
+    OUT.mkdir(parents=True, exist_ok=True)
     d = {s: ImageDataset("pneumoniamnist", 32, split=s, return_labels=True) for s in ("train", "val", "test")}
     f_test = extract_features(net, d["test"].images)
     order = torch.randperm(len(d["train"].images), generator=torch.Generator().manual_seed(0))
@@ -205,7 +208,8 @@ def main() -> None:
     p.add_argument("command", choices=("run", "finish", "teacher", "splits", "table"))
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="the teachers' seeds (run: default 0; finish and teacher: default 0 1 2)")
-    p.add_argument("--arm", default="onecall", help="finish: the study's arm (onecall = weight 1, reg10 = the default)")
+    p.add_argument("--arm", default="onecall", help="finish: the study's arm (onecall = weight 1, reg10 = weight 10, "
+                   "both at G's lr 5e-6)")
     p.add_argument("variants", nargs="*", default=[])
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()

@@ -112,14 +112,29 @@ def test_a_resume_given_an_option_keeps_the_runs_own_settings_not_the_defaults(t
 
 def test_lr_sets_Gs_learning_rate_and_a_bad_one_is_refused_by_name(teacher, tmp_path, capsys):
     args = ["fewstep", "--init", str(teacher), "--data", "phantoms", "--n-images", "8", "--levels", "1",
-            "--batch-size", "4", "--pairs", "4", "--max-steps", "1", "--device", "cpu"]
-    assert main([*args, "--lr", "3e-5", "--out", str(tmp_path / "a")]) == 0
+            "--batch-size", "4", "--pairs", "4", "--device", "cpu"]
+    assert main([*args, "--max-steps", "1", "--lr", "3e-5", "--out", str(tmp_path / "a")]) == 0
     saved = read_checkpoint(tmp_path / "a" / "final_model.pth")
     assert saved["config"]["lr_G"] == 3e-5 and saved["opt_G"]["param_groups"][0]["lr"] == 3e-5
     capsys.readouterr()
-    assert main([*args, "--lr", "0", "--out", str(tmp_path / "b")]) != 0
+    assert main([*args, "--max-steps", "1", "--lr", "0", "--out", str(tmp_path / "b")]) != 0
     assert "--lr 0.0: G's learning rate must be a positive number" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+    resume = ["--resume", str(tmp_path / "a" / "final_model.pth"), "--out", str(tmp_path / "a")]
+    assert main([*args, "--max-steps", "2", "--lr", "1e-5", *resume]) != 0      # a resumed run keeps its own
+    assert "lr_G=3e-05" in (err := capsys.readouterr().err) and "leave --lr out" in err
+
+
+def test_lr_reaches_the_few_step_generator_and_a_resume_keeps_it(teacher, tmp_path, capsys):
+    args = ["fewstep", "--init", str(teacher), "--data", "phantoms", "--n-images", "8", "--levels", "2",
+            "--batch-size", "4", "--device", "cpu", "--out", str(tmp_path / "f")]
+    assert main([*args, "--max-steps", "1", "--lr", "3e-5"]) == 0
+    saved = read_checkpoint(tmp_path / "f" / "final_model.pth")
+    assert saved["config"]["lr_G"] == 3e-5 and saved["opt_G"]["param_groups"][0]["lr"] == 3e-5
+    capsys.readouterr()
+    resume = ["--resume", str(tmp_path / "f" / "final_model.pth")]
+    assert main([*args, "--max-steps", "2", "--lr", "1e-5", *resume]) != 0
+    assert "leave --lr out" in capsys.readouterr().err
 
 
 def test_a_frozen_encoder_exports_only_the_decoder_and_finds_its_teacher(teacher, tmp_path):

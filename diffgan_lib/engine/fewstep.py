@@ -105,7 +105,7 @@ def fewstep_train(init, dataloader, cfg: FewStepConfig | None, max_steps: int, s
     (G the EMA generator), ``.checkpoint`` and ``.stopped_by``."""
     init, teacher, resume, state = check_fine_tune(init, max_steps, resume, teacher, "fewstep")
     if state is not None:
-        cfg = resumed_config(FewStepConfig, state, cfg, resume, ("levels", "adv_weight", "rec_weight", "seed"))
+        cfg = resumed_config(FewStepConfig, state, cfg, resume, ("levels", "adv_weight", "rec_weight", "lr_G", "seed"))
     run = fewstep_run(init, cfg or FewStepConfig(), device, teacher)
     return fine_tune_in_folder(run, state, dataloader, save_dir, max_steps, resume, overwrite, init, progress,
                                "few-step fine-tune")

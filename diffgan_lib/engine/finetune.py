@@ -54,6 +54,9 @@ def check_fine_tune(init, max_steps, resume, teacher: dict | None, kind: str):
     return init, teacher, resume, state
 
 
+FLAGS = {"lr_G": "--lr"}        # config fields whose command-line option is not --field-name
+
+
 def resumed_config(config_cls, state: dict, cfg, resume, keys=None):
     """The resumed run's saved config; a ``cfg`` given must agree with it on ``keys`` (default: every field)."""
     saved = config_cls.from_dict(state["config"])
@@ -62,8 +65,9 @@ def resumed_config(config_cls, state: dict, cfg, resume, keys=None):
     keys = keys or [f.name for f in dataclasses.fields(saved)]
     differ = [k for k in keys if getattr(cfg, k) != getattr(saved, k)]
     if differ:
+        flag = FLAGS.get(differ[0], "--" + differ[0].replace("_", "-"))
         raise ValueError(f"{resume} was fine-tuned with {', '.join(f'{k}={getattr(saved, k)!r}' for k in differ)}; "
-                         f"a resumed run keeps them (leave --{differ[0].replace('_', '-')} out, or start a new run)")
+                         f"a resumed run keeps them (leave {flag} out, or start a new run)")
     return cfg
 
 
