@@ -8,8 +8,8 @@ default recipe trained 4 epochs through the command line. For each seed, through
     pneumoniamnist --levels 1 --max-steps N --batch-size 32 --reg-weight 1 --lr 5e-6``, continued in chunks of 250 steps to
     1500 (a resume is exact), scored after every chunk: the FD curve;
   * **reg3** and **reg10** (``--reg-weight 3`` and ``10``): the regression weighted 3 and 10, the steps up found on
-    the val tuning (``onecall_tune.py``), 1500 steps; weight 10 is the command's default weight because it beat 3 and 1 on
-    every seed here; **reg30** (``--reg-weight 30``), the next step up on val, 1500 steps (worse than weight 10
+    the val tuning (``onecall_tune.py``), 1500 steps; weight 10 is the command's default weight because it beat
+    3 and 1 on every seed here; **reg30** (``--reg-weight 30``), the next step up on val, 1500 steps (worse than weight 10
     on every test seed, so it got no control);
   * **reg10_lr2e-5** (``--reg-weight 10 --lr 2e-5``): G's learning rate 2e-5 instead of 5e-6 (the arms above pin
     ``--lr 5e-6``), chosen on the val X-rays over the three teachers (``onecall_tune.py run reg10_lr2e-5 --seeds 0 1
