@@ -63,7 +63,7 @@ VARIANTS = {     # name: OneCallConfig overrides; the first round varied the rec
     "reg20": {"reg_weight": 20.0, "lr_G": 5e-6},
     "reg10_lr1e-5": {"reg_weight": 10.0, "lr_G": 1e-5},
     "reg10_lr2e-5": {"reg_weight": 10.0, "lr_G": 2e-5},
-    "reg10_lr4e-5": {"reg_weight": 10.0, "lr_G": 4e-5},         # the next step up: run, not yet reported
+    "reg10_lr4e-5": {"reg_weight": 10.0, "lr_G": 4e-5},         # the next step up
 }
 STUDY_ARM = {"reg1": "onecall", "reg10": "reg10", "reg30": "reg30"}   # variant: the study's arm of the same settings
 

@@ -426,7 +426,8 @@ def onecall_tune_seeds():
     rows, r = [], f["rows"]
     key = lambda v, s: f"{v}/1500" if s == 0 else f"{v}_seed{s}/1500"                    # noqa: E731
     names = {"reg10": "weight 10, G's lr 5e-6", "reg20": "weight 20, G's lr 5e-6", "reg30": "weight 30, G's lr 5e-6",
-             "reg10_lr1e-5": "weight 10, G's lr 1e-5", "reg10_lr2e-5": "weight 10, G's lr 2e-5"}
+             "reg10_lr1e-5": "weight 10, G's lr 1e-5", "reg10_lr2e-5": "weight 10, G's lr 2e-5",
+             "reg10_lr4e-5": "weight 10, G's lr 4e-5"}
     default = next(a for a in load("onecall_regression_study")["arms"].values() if a.get("default"))   # the command's
     for v, name in names.items():
         if (f["variants"][v]["reg_weight"], f["variants"][v]["lr_G"]) == (default["reg_weight"], default["lr_G"]):

@@ -151,7 +151,7 @@ def _fewstep_options(sub) -> None:
                    "0 = the regression-only control, no discriminator; a resumed run keeps its own)")
     f.add_argument("--reg-weight", type=float, help="--levels 1: weight of the regression of G(z)'s 4x4-pooled "
                    "layout onto the teacher's DDIM-25 image of the same z (default 10; 0 = the GAN term alone)")
-    f.add_argument("--lr", type=float, help="G's learning rate (default 2e-5 with --levels 1, 5e-5 otherwise; "
+    f.add_argument("--lr", type=float, help="G's learning rate (default 4e-5 with --levels 1, 5e-5 otherwise; "
                    "a resumed run keeps its own)")
     f.add_argument("--pairs", type=int, help="--levels 1: how many (latent, teacher image) pairs the teacher makes "
                    "first, kept in --out for a resume (default 2048: about 3 min on one CPU core at 32 px)")

@@ -296,7 +296,7 @@ class OneCallConfig(_FineTuneConfig):
     denoise_weight: float = 0.0         # weight of the pull of G(z) towards the teacher's x̂0 of G(z) re-noised to
     denoise_t: int = 50                 # level denoise_t (a fixed target: no gradient through the teacher)
     range_weight: float = 1.0
-    lr_G: float = 2e-5                  # 2e-5 beat 1e-5 and 5e-6 at reg_weight 10 on the val X-rays, 3 teachers
+    lr_G: float = 4e-5                  # 4e-5 beat 2e-5, 1e-5 and 5e-6 at reg_weight 10 on the val X-rays, 3 teachers
     lr_D: float = 1e-3
     adam_betas: tuple[float, float] = (0.5, 0.99)
     d_steps: int = 2
