@@ -90,6 +90,25 @@ def weight(args: list[str], name: str) -> float:
     return float(args[args.index(flag) + 1]) if flag in args else getattr(OneCallConfig(), name)
 
 
+def lr_text(lr: float) -> str:
+    """5e-06 -> '5e-6', as the arms' flags write it."""
+    return f"{lr:.0e}".replace("e-0", "e-")
+
+
+def arm_label(arm: str) -> str:
+    """What an arm runs, from its flags: e.g. "GAN + pooled regression at weight 10, G's lr 5e-6 (--reg-weight 10 ...)"."""
+    args = ARMS[arm][0]
+    adv, reg = weight(args, "adv_weight"), weight(args, "reg_weight")
+    what = ("range penalty alone" if not (adv or reg) else "GAN alone" if not reg else
+            f"{'GAN + pooled regression' if adv else 'control: regression alone'} at weight {reg:g}")
+    return f"{what}, G's lr {lr_text(weight(args, 'lr_G'))} ({' '.join(args)})"
+
+
+def is_default(arm: str) -> bool:
+    """The arm runs the command's defaults (adv and reg weight, G's learning rate)."""
+    return all(weight(ARMS[arm][0], w) == getattr(OneCallConfig(), w) for w in ("adv_weight", "reg_weight", "lr_G"))
+
+
 class Yardstick:
     def __init__(self):
         self.net = load_feature_net(PRETRAINED_XRAY_FEATURES)
@@ -202,8 +221,7 @@ def cmd_cli(a) -> None:
     default (noise seed 0, not the study's 1000) for each seed's teacher, its one-call generator with the command's
     defaults and that generator's control, scored like every other row."""
     import numpy as np
-    default = next(arm for arm in ARMS if all(weight(ARMS[arm][0], w) == getattr(OneCallConfig(), w)
-                                              for w in ("adv_weight", "reg_weight", "lr_G")))
+    default = next(arm for arm in ARMS if is_default(arm))
     control = next(arm for arm in ARMS if weight(ARMS[arm][0], "adv_weight") == 0 and all(
         weight(ARMS[arm][0], w) == weight(ARMS[default][0], w) for w in ("reg_weight", "lr_G")))
     ys, cache_path = Yardstick(), OUT / (a.cache or "scores_cli.json")
@@ -262,19 +280,7 @@ def cmd_table(a) -> None:
     seeds = sorted({int(k.split("_seed")[1].split("/")[0]) for k in cache
                     if k.split("_seed")[0] in ARMS and "/" in k})           # every seed any arm has
     rows = {}
-    labels = {"onecall": "GAN + pooled regression at weight 1, G's lr 5e-6 (--reg-weight 1 --lr 5e-6)",
-              "reg3": "GAN + pooled regression at weight 3, G's lr 5e-6 (--reg-weight 3 --lr 5e-6)",
-              "reg10": "GAN + pooled regression at weight 10, G's lr 5e-6 (--reg-weight 10 --lr 5e-6)",
-              "reg30": "GAN + pooled regression at weight 30, G's lr 5e-6 (--reg-weight 30 --lr 5e-6)",
-              "control": "control: regression alone at weight 1, G's lr 5e-6 (--adv-weight 0 --reg-weight 1 --lr 5e-6)",
-              "control3": "control: regression alone at weight 3, G's lr 5e-6 (--adv-weight 0 --reg-weight 3 --lr 5e-6)",
-              "control10": "control: regression alone at weight 10, G's lr 5e-6 (--adv-weight 0 --reg-weight 10 --lr 5e-6)",
-              "reg10_lr2e-5": "GAN + pooled regression at weight 10, G's lr 2e-5 (--reg-weight 10 --lr 2e-5)",
-              "control10_lr2e-5": "control: regression alone at weight 10, G's lr 2e-5 (--adv-weight 0 --reg-weight 10 --lr 2e-5)",
-              "reg10_lr4e-5": "GAN + pooled regression at weight 10, G's lr 4e-5 (--reg-weight 10 --lr 4e-5)",
-              "control10_lr4e-5": "control: regression alone at weight 10, G's lr 4e-5 (--adv-weight 0 --reg-weight 10 --lr 4e-5)",
-              "gan": "GAN alone, G's lr 5e-6 (--reg-weight 0 --lr 5e-6)",
-              "rangeonly": "range penalty alone, G's lr 5e-6 (--adv-weight 0 --reg-weight 0 --lr 5e-6)"}
+    labels = {arm: arm_label(arm) for arm in ARMS}
     finished = {arm: labels[arm].split(" (--")[0] + f", {STEPS} steps" for arm in FINISHED} | {
                 "read": "the teacher read once at t* = 400, 0 steps"}
     more = [(f"{what}, finished by the teacher from t = 50: {k} calls", f"calls{k}_{arm}_seed{{s}}/{0 if arm == 'read' else STEPS}", k)
@@ -300,7 +306,7 @@ def cmd_table(a) -> None:
             str(k): f"{finished.get(arm)}, finished by the teacher from t = 50: {k} calls" for k in (2, 4)}
         args = ARMS[arm][0] if arm in ARMS else []
         weights = {w: weight(args, w) for w in ("adv_weight", "reg_weight", "lr_G")} if arm in ARMS else {}
-        default = bool(weights) and all(weights[w] == getattr(OneCallConfig(), w) for w in weights)   # the command's
+        default = arm in ARMS and is_default(arm)                                                    # the command's
         arms[arm] = {"label": labels[arm] if arm in labels else finished[arm], "args": " ".join(args) or None, **weights,
                      "default": default,
                      **{k: key for k, key in keys.items() if key in rows}}

@@ -364,6 +364,11 @@ def onecall():
     return table(("arm", "calls", "FD ↓", "KID ↓", "diversity", "memorisation", "D's AUROC"), rows) + "\n\n" + note
 
 
+def _lr(lr):
+    """5e-06 -> '5e-6'."""
+    return f"{lr:.0e}".replace("e-0", "e-")
+
+
 def _onecall_arms(f):
     """(arm, name) for the one-call study's arms in reading order: the GAN + regression by falling G learning rate,
     then falling weight, the controls in the same order, the GAN alone, the range penalty alone; the arm the study
@@ -371,7 +376,7 @@ def _onecall_arms(f):
     arms = f["arms"]
     flag = lambda a: "`" + arms[a]["args"] + "`"                                            # noqa: E731
     order = lambda a: (-arms[a]["lr_G"], -arms[a]["reg_weight"])                          # noqa: E731
-    what = lambda a: f"weight {arms[a]['reg_weight']:g}, G's lr {arms[a]['lr_G']:.0e}".replace("e-0", "e-")  # noqa: E731
+    what = lambda a: f"weight {arms[a]['reg_weight']:g}, G's lr {_lr(arms[a]['lr_G'])}"    # noqa: E731
     both = sorted((a for a in arms if arms[a].get("adv_weight") and arms[a].get("reg_weight")), key=order)
     out = [(a, f"GAN + pooled regression, {what(a)} "
                + ("(the default: `fewstep --levels 1`)" if arms[a]["default"] else f"({flag(a)})"))
@@ -425,13 +430,11 @@ def onecall_tune_seeds():
     f = load("onecall_tune")
     rows, r = [], f["rows"]
     key = lambda v, s: f"{v}/1500" if s == 0 else f"{v}_seed{s}/1500"                    # noqa: E731
-    names = {"reg10": "weight 10, G's lr 5e-6", "reg20": "weight 20, G's lr 5e-6", "reg30": "weight 30, G's lr 5e-6",
-             "reg10_lr1e-5": "weight 10, G's lr 1e-5", "reg10_lr2e-5": "weight 10, G's lr 2e-5",
-             "reg10_lr4e-5": "weight 10, G's lr 4e-5"}
     default = next(a for a in load("onecall_regression_study")["arms"].values() if a.get("default"))   # the command's
-    for v, name in names.items():
-        if (f["variants"][v]["reg_weight"], f["variants"][v]["lr_G"]) == (default["reg_weight"], default["lr_G"]):
-            name += " (the command's default)"
+    for v in ("reg10", "reg20", "reg30", "reg10_lr1e-5", "reg10_lr2e-5", "reg10_lr4e-5"):   # the round's variants
+        c = f["variants"][v]
+        name = f"weight {c['reg_weight']:g}, G's lr {_lr(c['lr_G'])}" + (
+            " (the command's default)" if (c["reg_weight"], c["lr_G"]) == (default["reg_weight"], default["lr_G"]) else "")
         got = [r[key(v, s)] for s in range(3)]
         rows.append((name, ms([g["fd"] for g in got]) + " (" + per_seed([g["fd"] for g in got]) + ")",
                      ms([g["diversity"] for g in got], 2), ms([g["auroc_max"] for g in got], 2)))
